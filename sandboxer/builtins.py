@@ -1,0 +1,36 @@
+"""The built-in plugin: sandboxer's own implementations of its hooks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .plugins import hookimpl
+
+if TYPE_CHECKING:
+    from .runtime.plan import Plan
+    from .storage import Snapshotter
+
+
+@hookimpl
+def sandboxer_snapshotters() -> list[Snapshotter]:
+    from .storage.copy import CopySnapshotter
+    from .storage.fuse import FuseOverlay
+    from .storage.overlay import KernelOverlay
+
+    return [KernelOverlay(), FuseOverlay(), CopySnapshotter()]
+
+
+@hookimpl
+def sandboxer_started(plan: Plan, pid: int) -> None:
+    """Run the OCI ``poststart`` hooks."""
+    from .runtime.hooks import run_hooks
+
+    run_hooks(plan, "poststart", pid=pid, status="running")
+
+
+@hookimpl
+def sandboxer_stopped(plan: Plan, status: Any) -> None:
+    """Run the OCI ``poststop`` hooks."""
+    from .runtime.hooks import run_hooks
+
+    run_hooks(plan, "poststop", pid=0, status="stopped")

@@ -1,0 +1,68 @@
+"""Capabilities: cut every set to what the config grants, then switch user.
+
+The order is runc's: drop the bounding set while still privileged, keep the
+permitted set across the uid switch (``PR_SET_KEEPCAPS``), then set
+effective/permitted/inheritable and finally the ambient set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from .. import syscalls
+from ..errors import SetupError
+
+__all__ = ["mask", "last_cap", "drop_bounding", "switch_user_and_set_caps"]
+
+
+def mask(names: Iterable[str]) -> int:
+    """The bit mask of capability names (``CAP_CHOWN`` …)."""
+    from ..oci.spec import CAPABILITIES
+
+    bits = 0
+    for name in names:
+        bits |= 1 << CAPABILITIES[name]
+    return bits
+
+
+def last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return 40
+
+
+def drop_bounding(keep: int) -> None:
+    """Remove from the bounding set every capability not in ``keep``."""
+    for cap in range(last_cap() + 1):
+        if not keep & (1 << cap):
+            try:
+                syscalls.cap_bound_drop(cap)
+            except OSError as e:
+                raise SetupError("drop capabilities", f"bounding set, cap {cap}: {e.strerror}") from e
+
+
+def switch_user_and_set_caps(uid: int, gid: int, groups: list[int], *, effective: int,
+                             permitted: int, inheritable: int, ambient: int,
+                             set_groups: bool) -> None:
+    """Become ``uid:gid`` and leave exactly the given capability sets."""
+    try:
+        syscalls.set_keepcaps(True)
+        if set_groups:
+            os.setgroups(groups)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        syscalls.set_keepcaps(False)
+    except OSError as e:
+        raise SetupError(f"switch to user {uid}:{gid}", e.strerror or str(e),
+                         hint="the id must be mapped in the sandbox's user namespace") from e
+    try:
+        syscalls.capset(effective & permitted, permitted, inheritable)
+        syscalls.cap_ambient_clear()
+        for cap in range(64):
+            if ambient & (1 << cap):
+                syscalls.cap_ambient_raise(cap)
+    except OSError as e:
+        raise SetupError("set capabilities", e.strerror or str(e)) from e

@@ -1,0 +1,63 @@
+"""OCI lifecycle hooks, run in the caller's (runtime) namespaces.
+
+Each hook gets the container state JSON on stdin (runtime-spec
+"runtime.md", State).  A failing ``prestart``/``createRuntime`` hook aborts
+the start; a failing ``poststart``/``poststop`` hook is reported as a
+warning, as the spec says.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+from ..errors import SetupError
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+__all__ = ["run_hooks", "state_json"]
+
+_FATAL = ("prestart", "create_runtime", "create_container", "start_container")
+
+
+def state_json(plan: Plan, status: str, pid: int) -> str:
+    state = {"ociVersion": plan.spec.oci_version, "id": plan.name or plan.id, "status": status,
+             "bundle": plan.bundle or "", "annotations": dict(plan.spec.annotations or {})}
+    if pid:
+        state["pid"] = pid
+    return json.dumps(state)
+
+
+def run_hooks(plan: Plan, phase: str, *, pid: int, status: str) -> None:
+    """Run every hook of ``phase`` (a :class:`Hooks` attribute name) in order."""
+    hooks = getattr(plan.spec.hooks, phase, None) if plan.spec.hooks else None
+    if not hooks:
+        return
+    state = state_json(plan, status, pid)
+    for i, hook in enumerate(hooks):
+        argv = list(hook.args) or [hook.path]
+        env = dict(e.split("=", 1) for e in hook.env if "=" in e)
+        try:
+            done = subprocess.run(argv, executable=hook.path, input=state.encode(), env=env,
+                                  timeout=hook.timeout, capture_output=True, check=False)
+            failure = (f"exited with status {done.returncode}: "
+                       f"{done.stderr.decode(errors='replace').strip()[-200:]}"
+                       if done.returncode else None)
+        except subprocess.TimeoutExpired:
+            failure = f"timed out after {hook.timeout}s"
+        except OSError as e:
+            failure = e.strerror or str(e)
+        if failure is None:
+            continue
+        where = f"hooks.{_camel(phase)}[{i}] ({hook.path})"
+        if phase in _FATAL:
+            raise SetupError(f"run {where}", failure)
+        print(f"sandboxer: warning: {where} {failure}", file=sys.stderr)
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(p.title() for p in rest)

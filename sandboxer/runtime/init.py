@@ -1,0 +1,284 @@
+"""The sandbox side of set-up, in order, top to bottom.
+
+Two forked processes do the work (DESIGN.md, "One sandbox, step by step"):
+
+``setup_main`` — the *set-up process*, forked by the caller:
+    unshare user+mount+net+uts+ipc namespaces → wait for the caller to
+    write the id maps and attach cgroup/network → unshare cgroup → make
+    ``/`` private → mount the rootfs (snapshotter) → unshare pid → fork
+    PID 1 → report its host PID → wait for it → report its wait status.
+
+``container_main`` — PID 1 of the new PID namespace:
+    mounts (/proc, /dev, /sys, volumes…) → masks and read-only paths →
+    pivot_root → hostname → rlimits → no_new_privs → bounding set → user
+    and capabilities → seccomp → cwd → exec the workload.
+
+Neither ever returns into the caller's stack: every path ends in
+``os._exit``.  Nothing is imported after fork: once the root has moved,
+the caller's Python library may not exist.  Failures travel to the caller over the message pipe as
+``error`` messages naming the step.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import syscalls as sc
+from ..errors import SetupError
+from . import mounts, sync
+from .capabilities import drop_bounding, switch_user_and_set_caps
+from .reaper import exec_workload, run_as_init
+from .plan import Plan
+
+__all__ = ["Pipes", "Workload", "setup_main"]
+
+_EARLY_NS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWNET | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                 signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE, signal.SIGTSTP,
+                 signal.SIGTTIN, signal.SIGTTOU)
+TIOCSCTTY = 0x540E
+
+
+@dataclass
+class Pipes:
+    """File descriptors of the set-up handshake, as seen by the sandbox side."""
+
+    msg_w: int      #: messages to the caller; PID 1's copy closes at exec
+    go_r: int       #: the caller's "go" after id maps and attachments
+    hooks_r: int    #: the caller's "go" after createRuntime/prestart hooks (-1: none)
+    status_w: int   #: the set-up process's final report: PID 1's wait status
+    pty_slave: int  #: the terminal for the workload, or -1
+
+
+@dataclass
+class Workload:
+    """What PID 1 finally runs: ``argv`` via exec, or ``call`` in-process.
+
+    ``call`` serves the pytest plugin, which runs a test function inside
+    the sandbox; its return value is the exit status.
+    """
+
+    argv: list[str] | None = None
+    call: Callable[[], int] | None = None
+
+
+def setup_main(plan: Plan, pipes: Pipes, workload: Workload, caller: int) -> None:
+    """The set-up process (see module docstring).  Never returns."""
+    code = 125
+    try:
+        sc.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != caller:
+            os._exit(125)  # the caller died before the death signal was armed
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # PID 1 decides; reset there
+        code = _setup(plan, pipes, workload)
+    except BaseException as e:  # report everything: the caller must not hang
+        sync.send_error(pipes.msg_w, e)
+    finally:
+        os._exit(code)
+
+
+def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
+    sc.unshare(plan.namespaces & _EARLY_NS)
+    sync.send(pipes.msg_w, "userns")
+    if os.read(pipes.go_r, 1) != b"g":
+        return 125  # the caller gave up (it reported the reason itself)
+    os.close(pipes.go_r)
+    if plan.namespaces & sc.CLONE_NEWNET:
+        _step("bring up lo", sc.interface_up, "lo")
+    if plan.namespaces & sc.CLONE_NEWCGROUP:
+        _step("unshare cgroup namespace", sc.unshare, sc.CLONE_NEWCGROUP)
+    _step("make / private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    rootfs = _mount_rootfs(plan)
+    if plan.namespaces & sc.CLONE_NEWPID:
+        _step("unshare pid namespace", sc.unshare, sc.CLONE_NEWPID)
+    pid1 = os.fork()
+    if pid1 == 0:
+        container_main(plan, pipes, workload, rootfs)
+    sync.send(pipes.msg_w, "pid", pid1)
+    os.close(pipes.msg_w)
+    if pipes.pty_slave >= 0:
+        os.close(pipes.pty_slave)
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == pid1:
+            break  # other children: the fuse daemon, reaped in passing
+    os.write(pipes.status_w, f"{status}\n".encode())
+    _unmount_rootfs(rootfs)
+    return 0
+
+
+def _step(what: str, fn: Callable[..., object], *args: object) -> None:
+    try:
+        fn(*args)
+    except OSError as e:
+        raise SetupError(what, e.strerror or str(e)) from e
+
+
+def _mount_rootfs(plan: Plan) -> str:
+    """Mount the sandbox's root at a private path; returns that path.
+
+    The scratch tmpfs exists only in this mount namespace, so the upper
+    layer and the mount point vanish with the sandbox whatever happens.
+    """
+    scratch = os.path.join(plan.state.path, "scratch")
+    _step("mount scratch tmpfs", sc.mount, "tmpfs", scratch, "tmpfs", sc.MS_NODEV | sc.MS_NOSUID, "mode=0755")
+    target = os.path.join(scratch, "root")
+    os.mkdir(target, 0o755)
+    if plan.rootfs.kind == "bundle":
+        assert plan.rootfs.path is not None
+        _step(f"bind rootfs {plan.rootfs.path}", sc.mount, plan.rootfs.path, target, None,
+              sc.MS_BIND | sc.MS_REC)
+        return target
+    assert plan.snapshotter is not None
+    layers = os.path.join(scratch, "layers")
+    os.mkdir(layers, 0o700)
+    try:
+        plan.snapshotter.mount(plan.rootfs.lowers, layers, target)
+    except OSError as e:
+        raise SetupError(f"mount rootfs ({plan.snapshotter.name})", e.strerror or str(e),
+                         hint="try another --storage-driver; see 'sandboxer doctor'") from e
+    return target
+
+
+def _unmount_rootfs(rootfs: str) -> None:
+    """Detach the rootfs so a FUSE daemon sees the unmount and exits."""
+    try:
+        sc.umount(rootfs, sc.MNT_DETACH)
+    except OSError:
+        pass
+
+
+def container_main(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> None:
+    """PID 1 of the sandbox (see module docstring).  Never returns."""
+    code = 125
+    try:
+        sc.set_pdeathsig(signal.SIGKILL)
+        code = _container(plan, pipes, workload, rootfs)
+    except BaseException as e:
+        sync.send_error(pipes.msg_w, e)
+        code = getattr(e, "exit_code", 125)
+    finally:
+        os._exit(code)
+
+
+def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int:
+    spec = plan.spec
+    assert spec.process is not None and spec.linux is not None and spec.root is not None
+    proc = spec.process
+    if pipes.pty_slave >= 0:
+        _attach_terminal(pipes.pty_slave)
+    elif plan.stdin_null:
+        _step("open /dev/null", _stdin_devnull)
+
+    # -- the mount table, then the new root
+    mounts.mount_all(rootfs, plan.mounts)
+    if pipes.pty_slave >= 0:
+        _step("bind /dev/console", mounts.bind_console, rootfs, os.ttyname(0))
+    mounts.mask_paths(rootfs, spec.linux.masked_paths)
+    mounts.readonly_paths(rootfs, spec.linux.readonly_paths)
+    if pipes.hooks_r >= 0:  # createRuntime/prestart hooks run in the caller now
+        sync.send(pipes.msg_w, "hooks")
+        if os.read(pipes.hooks_r, 1) != b"g":
+            return 125
+    if spec.root.readonly:
+        _step("make the root read-only", mounts.remount_readonly, rootfs)
+    mounts.pivot_into(rootfs)
+
+    # -- identity and limits
+    if spec.hostname is not None:
+        _step("set hostname", sc.sethostname, spec.hostname)
+    _set_rlimits(plan.rlimits)
+    if proc.oom_score_adj is not None:
+        _step("set oom_score_adj", _write, "/proc/self/oom_score_adj", str(proc.oom_score_adj))
+    if proc.no_new_privileges:
+        _step("set no_new_privs", sc.set_no_new_privs)
+    elif plan.seccomp_bpf is not None:
+        _load_seccomp(plan)  # needs CAP_SYS_ADMIN without no_new_privs: before the drop
+
+    # -- privileges: the bounding set, the user, the capability sets, seccomp last
+    drop_bounding(plan.bounding)
+    user = proc.user
+    groups = [g for g in user.additional_gids if plan.idmap.maps_gid(g)]
+    if user.umask is not None:
+        os.umask(user.umask)
+    switch_user_and_set_caps(user.uid, user.gid, groups, effective=plan.effective,
+                             permitted=plan.permitted, inheritable=plan.inheritable,
+                             ambient=plan.ambient, set_groups=not plan.idmap.single)
+    if proc.no_new_privileges and plan.seccomp_bpf is not None:
+        _load_seccomp(plan)
+    try:
+        os.chdir(proc.cwd)
+    except OSError as e:
+        raise SetupError(f"chdir to {proc.cwd}", e.strerror or str(e),
+                         hint="the working directory must exist in the sandbox (-w)") from e
+    return _run_workload(plan, pipes, workload)
+
+
+def _stdin_devnull() -> None:
+    fd = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.close(fd)
+
+
+def _attach_terminal(slave: int) -> None:
+    """Make the pty the controlling terminal of a new session, on fds 0-2."""
+    os.setsid()
+    sc.ioctl_int(slave, TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _set_rlimits(rlimits: list[tuple[int, int, int]]) -> None:
+    for rtype, soft, hard in rlimits:
+        try:
+            resource.setrlimit(rtype, (soft, hard))
+        except (OSError, ValueError) as e:
+            raise SetupError(f"set rlimit {rtype}", str(e),
+                             hint="a rootless sandbox cannot raise a hard limit above the caller's") from e
+
+
+def _load_seccomp(plan: Plan) -> None:
+    assert plan.seccomp_bpf is not None
+    try:
+        sc.seccomp_set_filter(plan.seccomp_bpf, plan.seccomp_flags)
+    except OSError as e:
+        raise SetupError("load seccomp filter", e.strerror or str(e)) from e
+
+
+def _reset_signals() -> None:
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
+    _reset_signals()
+    if workload.call is not None:
+        os.close(pipes.msg_w)
+        return workload.call()
+    assert workload.argv
+    env = _environ(plan.spec.process.env if plan.spec.process else [])
+    if plan.init:
+        return run_as_init(workload.argv, env, pipes.msg_w)
+    exec_workload(workload.argv, env, pipes.msg_w)
+    return 127
+
+
+def _environ(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        env[key] = value
+    return env

@@ -1,0 +1,168 @@
+"""The caller's side of a sandbox: fork, hand-off, wait, tear down.
+
+The caller forks the set-up process, writes its id maps once it has
+unshared its user namespace, lets plugins attach cgroups and networks
+while it waits, releases it, learns PID 1's host PID, waits for the exec
+(an error message or end-of-file on the message pipe), and finally
+collects PID 1's wait status from the status pipe.  See
+:mod:`sandboxer.runtime.init` for the other side.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+from .. import plugins
+from ..errors import SandboxerError, SetupError
+from . import sync
+from .init import Pipes, Workload, setup_main
+from .plan import Plan
+from .userns import write_idmap
+
+__all__ = ["ExitStatus", "run"]
+
+_PROXIED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT)
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How PID 1 ended: ``code`` as Docker reports it (128+N for signal N)."""
+
+    code: int
+    signal: int | None = None
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ExitStatus:
+        code = os.waitstatus_to_exitcode(status)
+        return cls(128 - code, -code) if code < 0 else cls(code)
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            return f"killed by {signal.Signals(self.signal).name}"
+        return f"exited with status {self.code}"
+
+
+def _debug(plan: Plan, message: str) -> None:
+    if plan.debug:
+        print(f"sandboxer: debug: {message}", file=sys.stderr)
+
+
+def run(plan: Plan, workload: Workload, *, tty: bool = False) -> ExitStatus:
+    """Start the sandbox, wait for it to end, and tear it down."""
+    hooks = plan.spec.hooks
+    need_hooks = bool(hooks and (hooks.create_runtime or hooks.prestart))
+    msg_r, msg_w = os.pipe()
+    go_r, go_w = os.pipe()
+    status_r, status_w = os.pipe()
+    hooks_r, hooks_w = os.pipe() if need_hooks else (-1, -1)
+    master = slave = -1
+    if tty:
+        from .tty import open_pty
+
+        master, slave = open_pty()
+    pipes = Pipes(msg_w=msg_w, go_r=go_r, hooks_r=hooks_r, status_w=status_w, pty_slave=slave)
+    _debug(plan, f"sandbox {plan.id[:12]}: storage driver "
+                 f"{plan.snapshotter.name if plan.snapshotter else 'none (bundle rootfs)'}")
+    caller = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        for fd in (msg_r, go_w, status_r, hooks_w, master):
+            if fd >= 0:
+                os.close(fd)
+        setup_main(plan, pipes, workload, caller)
+    for fd in (msg_w, go_r, status_w, hooks_r, slave):
+        if fd >= 0:
+            os.close(fd)
+    reader = sync.Reader(msg_r)
+    try:
+        try:
+            pid1 = _hand_off(plan, reader, pid, go_w, hooks_w)
+        except BaseException:
+            _kill_and_reap(pid)
+            raise
+        status = _wait(plan, pid, pid1, status_r, master)
+    finally:
+        for fd in (msg_r, go_w, status_r, hooks_w, master):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+    plugins.call("sandboxer_stopped", plan=plan, status=status)
+    return status
+
+
+def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int) -> int:
+    """Everything between fork and exec; returns PID 1's host PID."""
+    reader.expect("userns")
+    write_idmap(pid, plan.idmap)
+    _debug(plan, f"id map written ({'single id' if plan.idmap.single else 'subordinate ranges'})")
+    plugins.call("sandboxer_attach", plan=plan, pid=pid)
+    os.write(go_w, b"g")
+    pid1 = int(reader.expect("pid")[1])
+    if hooks_w >= 0:
+        reader.expect("hooks")
+        from .hooks import run_hooks
+
+        run_hooks(plan, "create_runtime", pid=pid1, status="created")
+        run_hooks(plan, "prestart", pid=pid1, status="created")
+        os.write(hooks_w, b"g")
+    msg = reader.recv()  # end of file: PID 1 has exec'ed (its copy was close-on-exec)
+    if msg is not None:
+        if msg[0] == "error":
+            raise sync.error_from_fields(msg)
+        raise SetupError("start the workload", f"protocol error: unexpected {msg[0]!r}")
+    plugins.call("sandboxer_started", plan=plan, pid=pid1)
+    return pid1
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _wait(plan: Plan, pid: int, pid1: int, status_r: int, master: int) -> ExitStatus:
+    """Proxy signals to PID 1 (and relay the terminal) until the sandbox ends."""
+
+    def proxy(sig: int, _frame: object) -> None:
+        if sig in (signal.SIGINT, signal.SIGQUIT) and _terminal_sent_it():
+            return  # the terminal already signalled the whole foreground group
+        try:
+            os.kill(pid1, sig)
+        except ProcessLookupError:
+            pass
+
+    old = {sig: signal.signal(sig, proxy) for sig in _PROXIED}
+    try:
+        if master >= 0:
+            from .tty import relay
+
+            relay(master)
+        raw = b""
+        while chunk := os.read(status_r, 64):
+            raw += chunk
+        os.waitpid(pid, 0)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if not raw.strip():
+        raise SandboxerError("the sandbox's set-up process died before reporting a status",
+                             hint="run with --debug; it may have been killed from outside")
+    return ExitStatus.from_wait_status(int(raw))
+
+
+def _terminal_sent_it() -> bool:
+    """True when we are in the terminal's foreground group (so PID 1 is too)."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -1,0 +1,250 @@
+"""The sandbox's mount table: the config's mounts, /dev, masks, pivot_root.
+
+Runs in the sandbox's PID 1 before it execs (a fresh ``/proc`` must be
+mounted from inside the new PID namespace).  Every destination is resolved
+inside the new root with symlinks confined to it, so a hostile rootfs
+cannot redirect a mount onto the host.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .. import syscalls as sc
+from ..errors import SetupError
+
+__all__ = [
+    "MountSpec", "parse_options", "secure_join", "mount_all", "setup_dev",
+    "mask_paths", "readonly_paths", "pivot_into", "DEFAULT_DEVICES",
+]
+
+#: device nodes bound from the host into a tmpfs /dev (rootless cannot mknod)
+DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+_DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+              ("ptmx", "pts/ptmx"), ("core", "/proc/kcore"))
+
+# option -> (set flags, clear flags)
+_FLAG_OPTIONS: dict[str, tuple[int, int]] = {
+    "ro": (sc.MS_RDONLY, 0), "rw": (0, sc.MS_RDONLY),
+    "nosuid": (sc.MS_NOSUID, 0), "suid": (0, sc.MS_NOSUID),
+    "nodev": (sc.MS_NODEV, 0), "dev": (0, sc.MS_NODEV),
+    "noexec": (sc.MS_NOEXEC, 0), "exec": (0, sc.MS_NOEXEC),
+    "sync": (sc.MS_SYNCHRONOUS, 0), "async": (0, sc.MS_SYNCHRONOUS),
+    "dirsync": (sc.MS_DIRSYNC, 0), "remount": (sc.MS_REMOUNT, 0),
+    "mand": (sc.MS_MANDLOCK, 0), "nomand": (0, sc.MS_MANDLOCK),
+    "atime": (0, sc.MS_NOATIME), "noatime": (sc.MS_NOATIME, 0),
+    "diratime": (0, sc.MS_NODIRATIME), "nodiratime": (sc.MS_NODIRATIME, 0),
+    "relatime": (sc.MS_RELATIME, 0), "norelatime": (0, sc.MS_RELATIME),
+    "strictatime": (sc.MS_STRICTATIME, 0), "nostrictatime": (0, sc.MS_STRICTATIME),
+    "bind": (sc.MS_BIND, 0), "rbind": (sc.MS_BIND | sc.MS_REC, 0),
+}
+_PROPAGATION = {
+    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+# statfs ST_* bits that a bind remount inside a user namespace must keep
+_LOCKED_ST = ((1, sc.MS_RDONLY), (2, sc.MS_NOSUID), (4, sc.MS_NODEV), (8, sc.MS_NOEXEC),
+              (1024, sc.MS_NOATIME), (2048, sc.MS_NODIRATIME), (4096, sc.MS_RELATIME))
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """One mount, parsed: what the kernel is asked for."""
+
+    destination: str
+    source: str | None
+    fstype: str | None
+    flags: int
+    propagation: int
+    data: str
+    recursive_ro: bool = False
+
+    @property
+    def is_bind(self) -> bool:
+        return bool(self.flags & sc.MS_BIND)
+
+
+def parse_options(destination: str, source: str | None, fstype: str | None,
+                  options: Iterable[str]) -> MountSpec:
+    """Split mount options into flags, propagation and filesystem data."""
+    flags, propagation, data, rro = 0, 0, [], False
+    for opt in options:
+        if opt in _FLAG_OPTIONS:
+            on, off = _FLAG_OPTIONS[opt]
+            flags = (flags | on) & ~off
+        elif opt in _PROPAGATION:
+            propagation |= _PROPAGATION[opt]
+        elif opt == "rro":
+            flags |= sc.MS_RDONLY
+            rro = True
+        else:
+            data.append(opt)
+    if fstype == "bind":
+        flags |= sc.MS_BIND
+        fstype = None
+    return MountSpec(destination, source, fstype, flags, propagation, ",".join(data), rro)
+
+
+def secure_join(root: str, path: str) -> str:
+    """``root/path`` with every symlink resolved as if ``root`` were ``/``.
+
+    A link that climbs out with ``..`` or points at an absolute path stays
+    inside ``root``; missing components are kept as they are (to be created).
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            target = os.readlink(candidate)
+        except OSError:
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > 40:
+            raise OSError(errno.ELOOP, f"too many symlinks under {path}", path)
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+    return os.path.join(root, *resolved)
+
+
+def _ensure_target(target: str, as_file: bool) -> None:
+    """Create a mount point (a directory, or an empty file for file binds)."""
+    if os.path.lexists(target):
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if as_file:
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+    else:
+        os.mkdir(target, 0o755)
+
+
+def _locked_flags(path: str) -> int:
+    st_flags = sc.statfs_flags(path)
+    return sum(ms for st, ms in _LOCKED_ST if st_flags & st)
+
+
+def remount_readonly(target: str, extra: int = 0) -> None:
+    """Bind-remount ``target`` read-only, keeping the flags the kernel locked."""
+    flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _locked_flags(target) | extra
+    sc.mount(None, target, None, flags & ~sc.MS_REC)
+
+
+def mount_one(root: str, m: MountSpec) -> None:
+    """Mount ``m`` under ``root``; errors name the destination."""
+    target = secure_join(root, m.destination)
+    try:
+        if m.is_bind:
+            assert m.source is not None
+            st = os.stat(m.source)
+            _ensure_target(target, not stat.S_ISDIR(st.st_mode))
+            sc.mount(m.source, target, None, sc.MS_BIND | (m.flags & sc.MS_REC))
+            extra = m.flags & ~(sc.MS_BIND | sc.MS_REC)
+            if extra:
+                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | _locked_flags(target) | extra)
+            if m.recursive_ro:
+                sc.mount_setattr_rdonly_recursive(target)
+        else:
+            _ensure_target(target, False)
+            try:
+                sc.mount(m.source or m.fstype, target, m.fstype, m.flags, m.data or None)
+            except OSError as e:
+                if m.fstype != "sysfs" or e.errno != errno.EPERM:
+                    raise
+                # a sysfs needs a network namespace we own: bind the host's instead
+                sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+                sc.mount_setattr_rdonly_recursive(target)
+        if m.propagation:
+            sc.mount(None, target, None, m.propagation)
+    except OSError as e:
+        what = f"mount {m.source or m.fstype} on {m.destination}"
+        hint = "check that the source exists and is readable" if m.is_bind else None
+        raise SetupError(what, e.strerror or str(e), hint) from e
+
+
+def mount_all(root: str, mounts: Iterable[MountSpec]) -> None:
+    for m in mounts:
+        mount_one(root, m)
+        if m.destination == "/dev" and m.fstype == "tmpfs":
+            setup_dev(root)
+
+
+def setup_dev(root: str, console: str | None = None) -> None:
+    """Fill a fresh tmpfs /dev: host device nodes bound in, the usual links."""
+    dev = os.path.join(root, "dev")
+    for name in DEFAULT_DEVICES:
+        target = os.path.join(dev, name)
+        _ensure_target(target, True)
+        try:
+            sc.mount(f"/dev/{name}", target, None, sc.MS_BIND)
+        except OSError as e:
+            raise SetupError(f"bind /dev/{name}", e.strerror or str(e)) from e
+    for name, link in _DEV_LINKS:
+        path = os.path.join(dev, name)
+        if not os.path.lexists(path):
+            os.symlink(link, path)
+    for sub in ("pts", "shm", "mqueue"):
+        os.makedirs(os.path.join(dev, sub), exist_ok=True)
+
+
+def bind_console(root: str, pty_slave: str) -> None:
+    """Bind the sandbox's terminal onto /dev/console, as runc does for terminals."""
+    target = os.path.join(root, "dev/console")
+    _ensure_target(target, True)
+    sc.mount(pty_slave, target, None, sc.MS_BIND)
+
+
+def mask_paths(root: str, paths: Iterable[str]) -> None:
+    """Hide each path: /dev/null over files, an empty read-only tmpfs over dirs."""
+    null = os.path.join(root, "dev/null")
+    for path in paths:
+        target = secure_join(root, path)
+        try:
+            st = os.stat(target)
+        except OSError:
+            continue  # nothing there to hide
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY, "size=0,mode=0555")
+            else:
+                sc.mount(null, target, None, sc.MS_BIND)
+        except OSError as e:
+            raise SetupError(f"mask {path}", e.strerror or str(e)) from e
+
+
+def readonly_paths(root: str, paths: Iterable[str]) -> None:
+    for path in paths:
+        target = secure_join(root, path)
+        if not os.path.exists(target):
+            continue
+        try:
+            sc.mount(target, target, None, sc.MS_BIND | sc.MS_REC)
+            remount_readonly(target)
+        except OSError as e:
+            raise SetupError(f"make {path} read-only", e.strerror or str(e)) from e
+
+
+def pivot_into(root: str) -> None:
+    """Make ``root`` the root directory and detach the old one entirely."""
+    try:
+        os.chdir(root)
+        sc.pivot_root(".", ".")
+        sc.umount(".", sc.MNT_DETACH)
+        os.chdir("/")
+    except OSError as e:
+        raise SetupError("pivot_root", e.strerror or str(e)) from e

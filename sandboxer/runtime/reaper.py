@@ -1,0 +1,76 @@
+"""What PID 1 finally runs: ``exec`` of the command, or ``--init``.
+
+``--init`` is a small PID 1 that reaps zombies and forwards signals.
+
+A process that is PID 1 of a namespace ignores every signal it has no
+handler for, and orphans are re-parented to it; most programs are not
+written for either.  This init runs the workload as its child, forwards
+the signals a user sends, reaps every orphan, and exits with the
+workload's status (128+N if it was killed by signal N), like tini.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from .. import syscalls
+from . import sync
+
+__all__ = ["run_as_init", "exec_workload"]
+
+_FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+              signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT, signal.SIGTSTP, signal.SIGALRM)
+
+
+def run_as_init(argv: list[str], env: dict[str, str], msg_w: int) -> int:
+    child = os.fork()
+    if child == 0:
+        syscalls.set_pdeathsig(signal.SIGKILL)
+        if os.isatty(0):  # keep job control working: the workload owns the terminal
+            os.setpgid(0, 0)
+            _take_terminal()
+        exec_workload(argv, env, msg_w)
+    os.close(msg_w)
+
+    def forward(sig: int, _frame: object) -> None:
+        try:
+            os.kill(child, sig)
+        except ProcessLookupError:
+            pass
+
+    for sig in _FORWARDED:
+        signal.signal(sig, forward)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 0
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            return 128 - code if code < 0 else code
+
+
+def _take_terminal() -> None:
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(0, os.getpgrp())
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def exec_workload(argv: list[str], env: dict[str, str], msg_w: int) -> None:
+    """exec ``argv`` with Docker's exit codes: 127 not found, 126 not executable."""
+    try:
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        sync.send(msg_w, "error", f"exec {argv[0]}", "executable file not found in $PATH", "", 127)
+        os._exit(127)
+    except PermissionError:
+        sync.send(msg_w, "error", f"exec {argv[0]}", "permission denied (not executable)", "", 126)
+        os._exit(126)
+    except OSError as e:
+        sync.send(msg_w, "error", f"exec {argv[0]}", e.strerror or str(e), "", 126)
+        os._exit(126)

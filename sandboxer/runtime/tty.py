@@ -1,0 +1,82 @@
+"""``-t``: give the workload a pseudo-terminal and relay it to ours.
+
+Our terminal goes into raw mode so that Ctrl-C, Ctrl-Z and friends reach
+the sandbox's line discipline as bytes and become signals *there*, for the
+sandbox's foreground job — exactly as in a local terminal.  Window size
+follows ours on every SIGWINCH.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import signal
+import struct
+import sys
+import termios
+import tty as _tty
+
+__all__ = ["open_pty", "relay"]
+
+
+def _copy_winsize(src: int, dst: int) -> None:
+    try:
+        size = fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
+    except OSError:
+        pass
+
+
+def open_pty() -> tuple[int, int]:
+    """A (master, slave) pair sized like our terminal (80x24 without one)."""
+    master, slave = os.openpty()
+    if os.isatty(sys.stdout.fileno()):
+        _copy_winsize(sys.stdout.fileno(), master)
+    else:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    return master, slave
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def relay(master: int) -> None:
+    """Copy stdin → master and master → stdout until the workload closes the pty."""
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    saved = None
+    if os.isatty(stdin):
+        saved = termios.tcgetattr(stdin)
+        _tty.setraw(stdin)
+    old_winch = signal.signal(signal.SIGWINCH, lambda *_: _copy_winsize(stdout, master))
+    inputs = [master, stdin]
+    try:
+        while True:
+            try:
+                ready, _, _ = select.select(inputs, [], [])
+            except InterruptedError:
+                continue
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError as e:
+                    if e.errno != errno.EIO:
+                        raise
+                    data = b""
+                if not data:
+                    return  # every copy of the slave is closed: the sandbox ended
+                _write_all(stdout, data)
+            if stdin in ready:
+                data = os.read(stdin, 65536)
+                if data:
+                    _write_all(master, data)
+                else:
+                    inputs.remove(stdin)
+                    _write_all(master, b"\x04")  # end of input, as a terminal's ^D
+    finally:
+        signal.signal(signal.SIGWINCH, old_winch)
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)

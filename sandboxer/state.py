@@ -1,0 +1,177 @@
+"""Per-user runtime state: where running sandboxes keep their files.
+
+Each sandbox owns ``<root>/<id>/``, and holds an exclusive ``flock`` on
+``<root>/<id>/lock`` for as long as any of its processes lives (the lock fd
+is inherited by the set-up processes and closed at exec).  A directory whose
+lock can be taken belongs to a sandbox that is gone — a crash, a SIGKILL —
+and the next run removes it (:func:`collect_garbage`).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+
+from .errors import HostError, UsageError
+
+__all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name"]
+
+
+def state_root() -> str:
+    """``$XDG_RUNTIME_DIR/sandboxer``, or a private ``/tmp/sandboxer-UID`` fallback."""
+    override = os.environ.get("SANDBOXER_STATE_DIR")
+    if override:
+        return _ensure_private_dir(override)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
+        return _ensure_private_dir(os.path.join(xdg, "sandboxer"))
+    return _ensure_private_dir(f"/tmp/sandboxer-{os.getuid()}")
+
+
+def _ensure_private_dir(path: str) -> str:
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as e:
+        raise HostError(f"cannot create state directory {path}: {e.strerror}",
+                        hint="set SANDBOXER_STATE_DIR to a writable directory") from e
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise HostError(f"state directory {path} is not a private directory owned by you",
+                        hint="remove it or set SANDBOXER_STATE_DIR")
+    return path
+
+
+def new_id() -> str:
+    """A 64-hex-digit sandbox id, as Docker's container ids."""
+    return os.urandom(32).hex()
+
+
+_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def validate_name(name: str) -> str:
+    """Names follow Docker's rule: ``[a-zA-Z0-9][a-zA-Z0-9_.-]*``."""
+    if not name or not name[0].isalnum() or not set(name) <= _NAME_OK or len(name) > 128:
+        raise UsageError(f"invalid sandbox name {name!r}",
+                         hint="use letters, digits, '_', '.', '-', starting with a letter or digit")
+    return name
+
+
+@dataclass
+class StateDir:
+    """The state directory of one sandbox, locked while the sandbox lives."""
+
+    id: str
+    path: str
+    lock_fd: int
+
+    @classmethod
+    def create(cls, sandbox_id: str, name: str | None = None) -> StateDir:
+        root = state_root()
+        path = os.path.join(root, sandbox_id)
+        os.mkdir(path, 0o700)
+        fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if name is not None:
+            cls._claim_name(root, name, sandbox_id)
+        return cls(sandbox_id, path, fd)
+
+    @staticmethod
+    def _claim_name(root: str, name: str, sandbox_id: str) -> None:
+        """Names are symlinks ``<root>/names/<name> -> <id>``: creation is atomic."""
+        names = os.path.join(root, "names")
+        os.makedirs(names, mode=0o700, exist_ok=True)
+        link = os.path.join(names, name)
+        for _ in range(2):
+            try:
+                os.symlink(sandbox_id, link)
+                return
+            except FileExistsError:
+                owner = os.readlink(link)
+                if _is_alive(os.path.join(root, owner)):
+                    raise UsageError(f"the name {name!r} is in use by sandbox {owner[:12]}",
+                                     hint="choose another --name or remove that sandbox") from None
+                _unlink_quiet(link)
+        raise UsageError(f"could not claim the name {name!r}")
+
+    def release(self) -> None:
+        """Remove the directory (and any name pointing at it), then drop the lock."""
+        root = os.path.dirname(self.path)
+        _remove_names_of(root, self.id)
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self.lock_fd)
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_names_of(root: str, sandbox_id: str) -> None:
+    names = os.path.join(root, "names")
+    try:
+        entries = os.listdir(names)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        link = os.path.join(names, entry)
+        try:
+            if os.readlink(link) == sandbox_id:
+                _unlink_quiet(link)
+        except OSError:
+            pass
+
+
+def _is_alive(path: str) -> bool:
+    """True while some process of that sandbox still holds its lock."""
+    try:
+        fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    finally:
+        os.close(fd)
+    return False
+
+
+def collect_garbage(root: str | None = None) -> list[str]:
+    """Remove the state a crashed sandbox left; returns the ids removed.
+
+    Only directories whose lock is free are touched, so running sandboxes
+    (of this or any other process of the user) are never disturbed.
+    """
+    root = root or state_root()
+    removed = []
+    for entry in os.listdir(root):
+        path = os.path.join(root, entry)
+        if len(entry) != 64 or not os.path.isdir(path) or _is_alive(path):
+            continue
+        _remove_names_of(root, entry)
+        _rmtree_any_owner(path)
+        removed.append(entry)
+    return removed
+
+
+def _rmtree_any_owner(path: str) -> None:
+    """Remove a tree that may hold files owned by the user's subordinate ids.
+
+    A sandbox with a disk-backed upper layer leaves files owned by mapped
+    uids that the caller cannot unlink; those are removed from inside a user
+    namespace with the same mapping.
+    """
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        from .runtime.userns import run_as_mapped_root
+
+        run_as_mapped_root(shutil.rmtree, path, True)

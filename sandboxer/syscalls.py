@@ -1,0 +1,272 @@
+"""The Linux system calls Python 3.11's standard library lacks, over ctypes.
+
+This is the only module that calls libc.  Each wrapper raises ``OSError``
+with the errno and a message that says what was being done, so a failure
+deep in sandbox set-up still reads as a sentence.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import struct
+
+__all__ = [
+    "CLONE_NEWNS", "CLONE_NEWCGROUP", "CLONE_NEWUTS", "CLONE_NEWIPC",
+    "CLONE_NEWUSER", "CLONE_NEWPID", "CLONE_NEWNET", "CLONE_NEWTIME",
+    "MS_RDONLY", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_REMOUNT",
+    "MS_BIND", "MS_MOVE", "MS_REC", "MS_PRIVATE", "MS_SLAVE", "MS_SHARED",
+    "MS_STRICTATIME", "MS_RELATIME", "MS_NOATIME", "MS_NODIRATIME",
+    "MNT_DETACH",
+    "unshare", "setns", "mount", "umount", "pivot_root", "sethostname",
+    "prctl", "capget", "capset", "seccomp_set_filter", "ioctl_int",
+    "set_pdeathsig", "set_no_new_privs", "cap_bound_drop", "cap_ambient_clear",
+    "cap_ambient_raise", "set_keepcaps", "statfs_flags", "mount_setattr_rdonly_recursive",
+    "interface_up",
+]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+SECCOMP_FILTER_FLAG_LOG = 2
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+_NR = {  # syscalls without a libc wrapper in glibc 2.36
+    "x86_64": {"pivot_root": 155, "seccomp": 317},
+    "aarch64": {"pivot_root": 41, "seccomp": 277},
+}[os.uname().machine]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_libc.unshare.argtypes = (ctypes.c_int,)
+_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
+_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _check(ret: int, what: str, path: str | None = None) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+    return ret
+
+
+def _b(s: str | bytes | None) -> bytes | None:
+    return s.encode() if isinstance(s, str) else s
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): move this process into new namespaces."""
+    _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """setns(2): join the namespace open at ``fd``."""
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None = None,
+          flags: int = 0, data: str | None = None) -> None:
+    """mount(2); the error names the target and the filesystem type."""
+    ret = _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data))
+    if ret < 0:
+        err = ctypes.get_errno()
+        kind = fstype or ("bind" if flags & MS_BIND else "remount" if flags & MS_REMOUNT else "propagation")
+        raise OSError(err, f"mount {kind} on {target}: {os.strerror(err)}", target)
+
+
+def umount(target: str, flags: int = 0) -> None:
+    """umount2(2)."""
+    _check(_libc.umount2(_b(target), flags), f"umount {target}", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2) (no glibc wrapper)."""
+    _check(_libc.syscall(_NR["pivot_root"], _b(new_root), _b(put_old)), f"pivot_root to {new_root}")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), f"sethostname {name!r}")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+
+
+def set_pdeathsig(sig: int) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies."""
+    prctl(PR_SET_PDEATHSIG, sig)
+
+
+def set_no_new_privs() -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_keepcaps(on: bool) -> None:
+    prctl(PR_SET_KEEPCAPS, int(on))
+
+
+def cap_bound_drop(cap: int) -> None:
+    prctl(PR_CAPBSET_DROP, cap)
+
+
+def cap_ambient_clear() -> None:
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+def cap_ambient_raise(cap: int) -> None:
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capget() -> tuple[int, int, int]:
+    """Return this thread's (effective, permitted, inheritable) as 64-bit masks."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(hdr), data), "capget")
+    return tuple(data[0].__getattribute__(f) | (data[1].__getattribute__(f) << 32)  # type: ignore[return-value]
+                 for f in ("effective", "permitted", "inheritable"))
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set this thread's capability sets from 64-bit masks."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(hdr), data), "capset")
+
+
+def seccomp_set_filter(bpf: bytes, flags: int = 0) -> None:
+    """Load a classic-BPF seccomp program (``bpf`` is packed sock_filter structs)."""
+    if len(bpf) % 8:
+        raise ValueError("seccomp program length is not a multiple of 8")
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = struct.pack("HxxxxxxQ", len(bpf) // 8, ctypes.addressof(buf))
+    prog_buf = ctypes.create_string_buffer(prog, len(prog))
+    _check(_libc.syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, flags, prog_buf),
+           "load seccomp filter")
+
+
+def ioctl_int(fd: int, request: int, arg: int = 0) -> int:
+    """ioctl(2) with an integer argument (TIOCSCTTY and friends)."""
+    return _check(_libc.ioctl(fd, ctypes.c_ulong(request), ctypes.c_long(arg)), f"ioctl {request:#x}")
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("f_bsize", ctypes.c_long),
+                ("f_blocks", ctypes.c_ulong), ("f_bfree", ctypes.c_ulong),
+                ("f_bavail", ctypes.c_ulong), ("f_files", ctypes.c_ulong),
+                ("f_ffree", ctypes.c_ulong), ("f_fsid", ctypes.c_int * 2),
+                ("f_namelen", ctypes.c_long), ("f_frsize", ctypes.c_long),
+                ("f_flags", ctypes.c_long), ("f_spare", ctypes.c_long * 4)]
+
+
+def statfs_flags(path: str) -> int:
+    """The mount flags (``ST_*`` = ``MS_*`` bits) of the mount holding ``path``.
+
+    A bind remount inside a user namespace must keep the locked flags
+    (nosuid, nodev, noexec, …) of the mount it changes, so callers OR them in.
+    """
+    buf = _Statfs()
+    _check(_libc.statfs(_b(path), ctypes.byref(buf)), f"statfs {path}", path)
+    return int(buf.f_flags)
+
+
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+_NR_MOUNT_SETATTR = 442  # the same number on every architecture
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr_rdonly_recursive(path: str) -> None:
+    """Make the mount at ``path`` and every mount below it read-only (Linux 5.12+)."""
+    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    _check(_libc.syscall(_NR_MOUNT_SETATTR, AT_FDCWD, _b(path), AT_RECURSIVE,
+                         ctypes.byref(attr), ctypes.sizeof(attr)),
+           f"make {path} read-only recursively", path)
+
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def interface_up(name: str = "lo") -> None:
+    """Bring a network interface up (``ip link set lo up``) with two ioctls.
+
+    Netlink would need pyroute2 (150 ms to import); a fresh network
+    namespace needs only its loopback up.
+    """
+
+
+    fd = _check(_libc.socket(2, 2 | 0o2000000, 0), "socket(AF_INET)")  # SOCK_DGRAM|SOCK_CLOEXEC
+    try:
+        req = bytearray(struct.pack("16sH22x", name.encode(), 0))
+        fcntl.ioctl(fd, SIOCGIFFLAGS, req)
+        flags = struct.unpack_from("H", req, 16)[0] | IFF_UP
+        struct.pack_into("H", req, 16, flags)
+        fcntl.ioctl(fd, SIOCSIFFLAGS, req)
+    finally:
+        os.close(fd)
