@@ -238,6 +238,8 @@ class _Object:
 
 @dataclass
 class IDMapping(_Object):
+    """IDs ``container_id`` .. ``container_id + size - 1`` in the container are ``host_id`` .. on the host."""
+
     container_id: int = field(metadata=_meta(key="containerID", check=_ID))
     host_id: int = field(metadata=_meta(key="hostID", check=_ID))
     size: int = field(metadata=_meta(check=_int_range(1, _U32)))
@@ -249,12 +251,16 @@ class IDMapping(_Object):
 
 @dataclass
 class ConsoleSize(_Object):
+    """The terminal's size in characters; ignored unless ``Process.terminal``."""
+
     height: int = field(metadata=_meta(check=_int_range(0, _U16)))
     width: int = field(metadata=_meta(check=_int_range(0, _U16)))
 
 
 @dataclass
 class User(_Object):
+    """Who the process runs as, in the container's IDs."""
+
     uid: int = field(default=0, metadata=_meta(always=True, check=_ID))
     gid: int = field(default=0, metadata=_meta(always=True, check=_ID))
     umask: int | None = field(default=None, metadata=_meta(check=_ID))
@@ -264,6 +270,8 @@ class User(_Object):
 
 @dataclass
 class Capabilities(_Object):
+    """The five capability sets, as names such as "CAP_CHOWN"."""
+
     bounding: list[str] = field(default_factory=list, metadata=_meta(check=_CAP_LIST))
     effective: list[str] = field(default_factory=list, metadata=_meta(check=_CAP_LIST))
     inheritable: list[str] = field(default_factory=list, metadata=_meta(check=_CAP_LIST))
@@ -273,6 +281,8 @@ class Capabilities(_Object):
 
 @dataclass
 class Rlimit(_Object):
+    """A setrlimit(2) limit; ``type`` is a key of ``RLIMITS``."""
+
     type: str = field(metadata=_meta(check=_one_of(RLIMITS, "rlimit")))
     hard: int = field(metadata=_meta(check=_int_range(0, _U64)))
     soft: int = field(metadata=_meta(check=_int_range(0, _U64)))
@@ -284,6 +294,8 @@ class Rlimit(_Object):
 
 @dataclass
 class Process(_Object):
+    """What runs in the container; ``scheduler`` and ``io_priority`` are kept as raw JSON."""
+
     terminal: bool = False
     console_size: ConsoleSize | None = None
     user: User = field(default_factory=User, metadata=_meta(always=True))
@@ -306,12 +318,16 @@ class Process(_Object):
 
 @dataclass
 class Root(_Object):
+    """The root filesystem; a relative ``path`` is relative to the bundle."""
+
     path: str
     readonly: bool = False
 
 
 @dataclass
 class Mount(_Object):
+    """One mount, applied in list order; ``uid_mappings``/``gid_mappings`` make it ID-mapped."""
+
     destination: str = field(metadata=_meta(check=_absolute))
     source: str | None = None
     type: str | None = None
@@ -329,6 +345,8 @@ class Mount(_Object):
 
 @dataclass
 class Hook(_Object):
+    """A program run at a lifecycle point, given the container state on stdin."""
+
     path: str = field(metadata=_meta(check=_absolute))
     args: list[str] = field(default_factory=list)
     env: list[str] = field(default_factory=list)
@@ -337,6 +355,8 @@ class Hook(_Object):
 
 @dataclass
 class Hooks(_Object):
+    """Hooks by lifecycle point (``prestart`` is deprecated for the create*/start* ones)."""
+
     prestart: list[Hook] = field(default_factory=list)
     create_runtime: list[Hook] = field(default_factory=list)
     create_container: list[Hook] = field(default_factory=list)
@@ -347,12 +367,17 @@ class Hooks(_Object):
 
 @dataclass
 class Namespace(_Object):
+    """A namespace to create, or to join when ``path`` names one."""
+
     type: str = field(metadata=_meta(check=_one_of(NAMESPACE_TYPES, "namespace")))
     path: str | None = field(default=None, metadata=_meta(check=_absolute))
 
 
 @dataclass
 class Linux(_Object):
+    """Linux-only settings.  ``resources``, ``devices``, ``seccomp``, ``personality``
+    and ``time_offsets`` are kept as raw JSON for the modules that apply them."""
+
     uid_mappings: list[IDMapping] = field(default_factory=list)
     gid_mappings: list[IDMapping] = field(default_factory=list)
     sysctl: dict[str, str] = field(default_factory=dict)
@@ -387,6 +412,8 @@ class Linux(_Object):
 
 @dataclass
 class Spec(_Object):
+    """A whole config.json."""
+
     oci_version: str = field(default=OCI_VERSION, metadata=_meta(required=True, check=_version))
     process: Process | None = None
     root: Root | None = None
@@ -407,8 +434,6 @@ class Spec(_Object):
 # --- the generic converter -----------------------------------------------
 
 _NoValue = object()  # default of a field that has none
-
-
 _FieldInfo = tuple[dataclasses.Field[Any], str, Any]
 _FIELDS: dict[type, tuple[_FieldInfo, ...]] = {}
 

@@ -50,6 +50,44 @@ def _debug(plan: Plan, message: str) -> None:
         print(f"sandboxer: debug: {message}", file=sys.stderr)
 
 
+class _SignalProxy:
+    """Forward the signals a user sends us to the sandbox's PID 1.
+
+    Installed before the fork, so a signal that arrives during set-up is
+    held and delivered as soon as PID 1 exists, never lost and never fatal
+    to us while the sandbox lives.
+    """
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.pending: list[int] = []
+        self.saved = {sig: signal.signal(sig, self._handle) for sig in _PROXIED}
+
+    def _handle(self, sig: int, _frame: object) -> None:
+        if sig in (signal.SIGINT, signal.SIGQUIT) and _terminal_sent_it():
+            return  # the terminal already signalled the whole foreground group
+        if self.pid is None:
+            self.pending.append(sig)
+        else:
+            self._send(sig)
+
+    def _send(self, sig: int) -> None:
+        try:
+            os.kill(self.pid, sig)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            pass
+
+    def target(self, pid: int) -> None:
+        self.pid = pid
+        for sig in self.pending:
+            self._send(sig)
+        self.pending.clear()
+
+    def restore(self) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
 def run(plan: Plan, workload: Workload, *, tty: bool = False) -> ExitStatus:
     """Start the sandbox, wait for it to end, and tear it down."""
     hooks = plan.spec.hooks
@@ -66,25 +104,26 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False) -> ExitStatus:
     pipes = Pipes(msg_w=msg_w, go_r=go_r, hooks_r=hooks_r, status_w=status_w, pty_slave=slave)
     _debug(plan, f"sandbox {plan.id[:12]}: storage driver "
                  f"{plan.snapshotter.name if plan.snapshotter else 'none (bundle rootfs)'}")
+    proxy = _SignalProxy()
     caller = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        for fd in (msg_r, go_w, status_r, hooks_w, master):
+    try:
+        pid = os.fork()
+        if pid == 0:
+            for fd in (msg_r, go_w, status_r, hooks_w, master):
+                if fd >= 0:
+                    os.close(fd)
+            setup_main(plan, pipes, workload, caller)
+        for fd in (msg_w, go_r, status_w, hooks_r, slave):
             if fd >= 0:
                 os.close(fd)
-        setup_main(plan, pipes, workload, caller)
-    for fd in (msg_w, go_r, status_w, hooks_r, slave):
-        if fd >= 0:
-            os.close(fd)
-    reader = sync.Reader(msg_r)
-    try:
         try:
-            pid1 = _hand_off(plan, reader, pid, go_w, hooks_w)
+            _hand_off(plan, sync.Reader(msg_r), pid, go_w, hooks_w, proxy)
         except BaseException:
             _kill_and_reap(pid)
             raise
-        status = _wait(plan, pid, pid1, status_r, master)
+        status = _wait(pid, status_r, master)
     finally:
+        proxy.restore()
         for fd in (msg_r, go_w, status_r, hooks_w, master):
             if fd >= 0:
                 try:
@@ -95,7 +134,8 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False) -> ExitStatus:
     return status
 
 
-def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int) -> int:
+def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int,
+              proxy: _SignalProxy) -> int:
     """Everything between fork and exec; returns PID 1's host PID."""
     reader.expect("userns")
     write_idmap(pid, plan.idmap)
@@ -103,6 +143,7 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
     plugins.call("sandboxer_attach", plan=plan, pid=pid)
     os.write(go_w, b"g")
     pid1 = int(reader.expect("pid")[1])
+    proxy.target(pid1)
     if hooks_w >= 0:
         reader.expect("hooks")
         from .hooks import run_hooks
@@ -130,30 +171,16 @@ def _kill_and_reap(pid: int) -> None:
         pass
 
 
-def _wait(plan: Plan, pid: int, pid1: int, status_r: int, master: int) -> ExitStatus:
-    """Proxy signals to PID 1 (and relay the terminal) until the sandbox ends."""
+def _wait(pid: int, status_r: int, master: int) -> ExitStatus:
+    """Relay the terminal (with -t) until the sandbox ends; return PID 1's status."""
+    if master >= 0:
+        from .tty import relay
 
-    def proxy(sig: int, _frame: object) -> None:
-        if sig in (signal.SIGINT, signal.SIGQUIT) and _terminal_sent_it():
-            return  # the terminal already signalled the whole foreground group
-        try:
-            os.kill(pid1, sig)
-        except ProcessLookupError:
-            pass
-
-    old = {sig: signal.signal(sig, proxy) for sig in _PROXIED}
-    try:
-        if master >= 0:
-            from .tty import relay
-
-            relay(master)
-        raw = b""
-        while chunk := os.read(status_r, 64):
-            raw += chunk
-        os.waitpid(pid, 0)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        relay(master)
+    raw = b""
+    while chunk := os.read(status_r, 64):
+        raw += chunk
+    os.waitpid(pid, 0)
     if not raw.strip():
         raise SandboxerError("the sandbox's set-up process died before reporting a status",
                              hint="run with --debug; it may have been killed from outside")

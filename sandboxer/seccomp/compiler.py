@@ -29,13 +29,18 @@ from __future__ import annotations
 import itertools
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sandboxer.errors import ConfigError
 from sandboxer.seccomp import syscall_tables
 from sandboxer.seccomp.profile import (
-    ACTION_DATA_MAX, ACTIONS, DEFAULT_PATH_PREFIX, EPERM, MACHINES, machine, validate,
+    ACTION_DATA_MAX,
+    ACTIONS,
+    DEFAULT_PATH_PREFIX,
+    EPERM,
+    MACHINES,
+    machine,
+    validate,
 )
 
 __all__ = ["COMPILER_VERSION", "MAX_INSNS", "compile_bpf"]
@@ -66,8 +71,7 @@ ARCH_OFFSET = 4
 ARGS_OFFSET = 16
 
 
-@dataclass(frozen=True)
-class Abi:
+class Abi(NamedTuple):
     """One syscall ABI: its table and the ``nr`` range it owns under its audit arch."""
 
     scmp: str
@@ -88,7 +92,7 @@ ABIS: dict[str, tuple[Abi, ...]] = {"x86_64": (_X86_64, _X32, _I386), "aarch64":
 
 
 class Cond(NamedTuple):
-    index: int
+    arg: int                    # argument index, 0-5
     op: str
     value: int
     value_two: int
@@ -222,8 +226,10 @@ class _Emitter:
     def program(self) -> bytes:
         return b"".join(reversed(self._rev))
 
-    def jump(self, op: int, k: int, jt: Target, jf: Target) -> Label:
+    def jump(self, op: int, k: int, jt: Target, jf: Target) -> Target:
         """A conditional jump; jf is placed first and keeps room for jt's possible stub."""
+        if jt == jf:
+            return jt  # nothing to decide
         f = self._reachable(jf, 254)
         t = self._reachable(jt, 255)
         return self._emit(op, k, self._offset(t), self._offset(f))
@@ -298,7 +304,7 @@ def _emit_cond(em: _Emitter, cond: Cond, ok: Target, fail: Target, bits: int) ->
     op = _NEGATION.get(cond.op, cond.op)
     if op != cond.op:
         ok, fail = fail, ok
-    lo_off = ARGS_OFFSET + 8 * cond.index
+    lo_off = ARGS_OFFSET + 8 * cond.arg
     hi_off = lo_off + 4
     if op in ("SCMP_CMP_EQ", "SCMP_CMP_MASKED_EQ"):
         mask, want = ((cond.value, cond.value_two) if op == "SCMP_CMP_MASKED_EQ"

@@ -98,8 +98,9 @@ def load_profile(path_or_data: str | os.PathLike[str] | dict[str, Any], *,
 
 
 def default_profile() -> dict[str, Any]:
-    """A fresh copy of the shipped Docker-equivalent profile (still to be :func:`resolve`\\ d)."""
-    return _clone(_default_profile())
+    """A fresh copy of the shipped Docker-equivalent profile; :func:`resolve` it before compiling."""
+    fresh: dict[str, Any] = _clone(_default_profile())
+    return fresh
 
 
 def resolve(profile: Mapping[str, Any], caps: Iterable[str], arch: str | None = None, *,

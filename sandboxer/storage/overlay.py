@@ -1,9 +1,10 @@
 """Kernel overlayfs, mounted inside the sandbox's user namespace.
 
-Fastest (0.5 ms, native reads), but copy-up keeps file ownership, and files
-owned by host root are unmapped in the sandbox: on the host root, writing to
-``/etc/passwd`` fails.  So it is preferred for image layers (owned by the
-user's subordinate ids) and used for the host root only when asked.
+Fastest (0.5 ms, native reads), so it is preferred for image layers (owned
+by the user's subordinate ids).  It cannot serve the host root: inside a
+user namespace the kernel refuses a lower layer with locked submounts
+(``/`` always has /proc, /sys, /dev: "failed to clone lowerpath"), and even
+where it could, copy-up of files owned by the unmapped host root fails.
 Needs ``userxattr`` (Linux 5.11+); without it replacing a lower directory
 fails with EIO.
 """
@@ -32,9 +33,9 @@ class KernelOverlay:
     priority = 10
 
     def unusable_reason(self, kind: str, requested: bool = False) -> str | None:
-        if kind == RootfsKind.HOST and not requested:
-            # usable, but only when named: copy-up of host-owned files fails
-            return "copy-up of files owned by host root fails (use fuse-overlayfs)"
+        if kind == RootfsKind.HOST:
+            return ("the kernel refuses the host root as a lower layer in a user namespace "
+                    "(it has locked submounts); use fuse-overlayfs")
         if not _kernel_at_least(5, 11):
             return "the kernel is older than 5.11 (no overlay in user namespaces)"
         return None
