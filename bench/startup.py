@@ -130,7 +130,8 @@ def ensure_podman_image(podman: str, env: dict[str, str]) -> str:
                 link = tarfile.TarInfo(f"bin/{applet}")
                 link.type, link.linkname = tarfile.SYMTYPE, "busybox"
                 tar.addfile(link)
-        imp = subprocess.run([podman, "import", tar_path, PODMAN_IMAGE], env=env, capture_output=True, text=True)
+        imp = subprocess.run([podman, "import", tar_path, PODMAN_IMAGE], env=env,
+                             capture_output=True, text=True)
     return "" if imp.returncode == 0 else f"podman import failed: {last_line(imp.stderr)}"
 
 
@@ -288,7 +289,7 @@ def header(opts: argparse.Namespace, floor_kib: int, storage: str) -> dict[str, 
 def as_json(tools: list[Tool], results: dict[str, Stats | None], head: dict[str, object]) -> str:
     out = dict(head)
     out["tools"] = {t.name: {"argv": t.argv, "problem": t.problem,
-                             **(asdict(results[t.name]) if results[t.name] else {}),  # type: ignore[arg-type]
+                             **(asdict(st) if (st := results[t.name]) else {}),
                              "samples_ms": [ns / 1e6 for ns in t.samples_ns]} for t in tools}
     out["ratios"] = {f"sandboxer/{o}": ratio(results, o) for o in (BWRAP, PODMAN, UNSHARE)}
     out["targets"] = targets(results)

@@ -130,6 +130,17 @@ def render(tables: dict[str, dict[str, int]], source: str) -> str:
     return "\n".join(head + body)
 
 
+def generate(include: Path) -> tuple[dict[str, dict[str, int]], str]:
+    """Every table, and a description of the headers they came from."""
+    tables = {
+        "X86_64": parse_header(include / X86_DIR / "unistd_64.h"),
+        "I386": parse_header(include / X86_DIR / "unistd_32.h"),
+        "X32": parse_header(include / X86_DIR / "unistd_x32.h"),
+        "AARCH64": parse_header(include / GENERIC, ARM64_MACROS),
+    }
+    return tables, f"Linux {_kernel_version(include)} UAPI headers"
+
+
 def _kernel_version(include: Path) -> str:
     text = (include / "linux/version.h").read_text()
     parts = [re.search(rf"LINUX_VERSION_{k}\s+(\d+)", text) for k in ("MAJOR", "PATCHLEVEL", "SUBLEVEL")]
@@ -142,14 +153,7 @@ def main() -> None:
     ap.add_argument("--include", type=Path, default=Path("/usr/include"))
     ap.add_argument("-o", "--output", type=Path, default=here / "sandboxer/seccomp/syscall_tables.py")
     args = ap.parse_args()
-    inc: Path = args.include
-    tables = {
-        "X86_64": parse_header(inc / X86_DIR / "unistd_64.h"),
-        "I386": parse_header(inc / X86_DIR / "unistd_32.h"),
-        "X32": parse_header(inc / X86_DIR / "unistd_x32.h"),
-        "AARCH64": parse_header(inc / GENERIC, ARM64_MACROS),
-    }
-    source = f"Linux {_kernel_version(inc)} UAPI headers"
+    tables, source = generate(args.include)
     args.output.write_text(render(tables, source))
     print(f"wrote {args.output}: " + ", ".join(f"{k} {len(v)}" for k, v in tables.items()))
 

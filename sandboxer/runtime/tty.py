@@ -70,7 +70,10 @@ def relay(master: int) -> None:
                     return  # every copy of the slave is closed: the sandbox ended
                 _write_all(stdout, data)
             if stdin in ready:
-                data = os.read(stdin, 65536)
+                try:
+                    data = os.read(stdin, 65536)
+                except OSError:  # our terminal hung up
+                    data = b""
                 if data:
                     _write_all(master, data)
                 else:

@@ -8,9 +8,10 @@ The usual flow::
     syscalls.set_no_new_privs()                   # or hold CAP_SYS_ADMIN
     syscalls.seccomp_set_filter(bpf, filter_flags(profile))   # last step before exec
 
-:func:`load` does the last three steps at once when the cache directory is
-still reachable.  Compiled programs are cached on disk because compiling
-the default profile costs milliseconds while a cache hit costs a file read.
+:func:`load` is ``cached_bpf`` + ``seccomp_set_filter`` in one call, for when
+the cache directory is still reachable.  Compiled programs are cached on disk
+because a hit (~0.1 ms) is about ten times cheaper than compiling the default
+profile (~1 ms), which matters at every sandbox start.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ from typing import Any
 
 from sandboxer import syscalls
 from sandboxer.seccomp.compiler import COMPILER_VERSION, compile_bpf
-from sandboxer.seccomp.profile import default_profile, load_profile, machine, resolve
+from sandboxer.seccomp.profile import FLAGS, default_profile, load_profile, machine, resolve
 from sandboxer.seccomp.syscall_tables import TABLES_ID
 
 __all__ = [
     "cached_bpf", "compile_bpf", "default_profile", "filter_flags", "load", "load_profile",
     "resolve",
 ]
+
+#: the OCI flag names are the kernel's constant names
+_FLAG_BITS: dict[str, int] = {name: getattr(syscalls, name) for name in FLAGS}
 
 # Cache entry: magic, sha256 of the program, the program.  The digest makes a
 # torn or corrupted file detectable, so it is recompiled instead of loaded.
@@ -49,8 +53,8 @@ def load(profile: Mapping[str, Any], arch: str | None = None) -> None:
 
 
 def filter_flags(profile: Mapping[str, Any]) -> int:
-    """The seccomp(2) flags for the profile's ``flags`` (OCI names are the kernel's)."""
-    return sum({getattr(syscalls, name) for name in profile.get("flags", [])})
+    """The seccomp(2) flags bits for a validated profile's ``flags``."""
+    return sum({_FLAG_BITS[name] for name in profile.get("flags", [])})
 
 
 def cached_bpf(profile: Mapping[str, Any], arch: str | None = None) -> bytes:

@@ -12,12 +12,14 @@ Searching intervals (runs of numbers with the same outcome) instead of single
 numbers makes the allowlist nearly free: ~30 consecutive allowed syscalls
 cost no more than one.  The intervals also give the two special ranges:
 numbers above the highest one in our table return ENOSYS (so libc falls back
-from syscalls newer than the table, e.g. clone3 -> clone), and on x86_64 the
-x32 range (nr bit 0x40000000) gets defaultAction unless SCMP_ARCH_X32 is
-listed.
+from syscalls newer than the table, e.g. clone3 -> clone; allow-by-default
+profiles allow them instead), and on x86_64 the x32 range (nr bit
+0x40000000) gets defaultAction unless SCMP_ARCH_X32 is listed.
 
 Filtered ABIs: x86_64 (+ x32 and i386 when listed) and aarch64.  Any other
-audit arch, including arm32 on aarch64 (no table), gets defaultAction.
+audit arch, including arm32 on aarch64 (no table), gets defaultAction; so a
+deny-list profile (defaultAction ALLOW) must list every ABI it means to
+filter.
 
 The program is emitted backwards (last instruction first), so every jump
 target already has a position when the jump is written; a target beyond the
@@ -121,7 +123,7 @@ Target = Label | Ret
 
 def compile_bpf(profile: Mapping[str, Any], arch: str | None = None, *,
                 path_prefix: str = DEFAULT_PATH_PREFIX) -> bytes:
-    """Compile a validated-or-not plain OCI profile for ``arch`` (default: this machine)."""
+    """Compile a plain OCI profile for ``arch`` (default: this machine); ConfigError if bad."""
     validate(profile, path_prefix)
     abis = _abis(machine(arch), profile.get("architectures", []))
     default = Ret(_ret(profile["defaultAction"], profile.get("defaultErrnoRet")))
@@ -195,7 +197,7 @@ def _intervals(group: list[Abi], chains: Mapping[str, Chain],
             marks.append((max(abi.table.values()) + 1, abi.end, _ENOSYS_CHAIN))
     runs: list[tuple[int, Chain]] = []
     pos = 0
-    for start, end, chain in sorted(marks):
+    for start, end, chain in sorted(marks, key=lambda mark: mark[0]):
         if start > pos:
             _append_run(runs, pos, ())
         _append_run(runs, start, chain)

@@ -89,7 +89,10 @@ def machine(arch: str | None = None) -> str:
 
 def load_profile(path_or_data: str | os.PathLike[str] | dict[str, Any], *,
                  path_prefix: str = DEFAULT_PATH_PREFIX) -> dict[str, Any]:
-    """Parse (if a path) and validate a profile; return the ``linux.seccomp`` dict."""
+    """Parse (if a path) and validate an OCI or Docker-style profile; return the dict.
+
+    Docker's ``includes``/``excludes``/``archMap`` are checked and kept, for :func:`resolve`.
+    """
     if isinstance(path_or_data, dict):
         data: object = path_or_data
     else:
