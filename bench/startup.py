@@ -21,15 +21,19 @@ checkout recompiles every sandboxer module on every run (~30 ms here), which
 an installed package never does.  ``--no-pycache-prefix`` measures the
 environment as given instead.
 
-podman (4.3, rootless, on this cgroup-v1 host without systemd) is run as
-``podman --runtime runc --cgroup-manager=cgroupfs --events-backend=file run
---rm --network=none IMAGE true``: crun refuses hybrid cgroups and there is no
-systemd for the default cgroup manager or journald events.  The image is a
-local busybox, imported offline from the host's static /bin/busybox (Debian's
-busybox-static) when missing.  podman itself falls back to
-/tmp/podman-run-UID when ``XDG_RUNTIME_DIR`` is unset; we still give it a
-private 0700 dir then, so behaviour does not hinge on that fallback.  Its
-storage is whatever podman picks (vfs here), reported as ``podman info`` has it.
+podman (4.3, rootless, on this hybrid cgroup-v1 host without systemd) is run
+as ``podman --runtime runc --cgroup-manager=cgroupfs --events-backend=file run
+--rm --network=none IMAGE true``.  Here those are already podman's fallbacks
+(no crun installed, no systemd), but crun refuses hybrid cgroups and without
+systemd neither the systemd cgroup manager nor journald events work, so they
+are spelled out.  The image is a local busybox, imported offline from the
+host's static /bin/busybox (Debian's busybox-static) when missing.  Nothing
+else was needed: no registries, no storage.conf.  With ``XDG_RUNTIME_DIR``
+unset podman falls back to /tmp/podman-run-UID by itself; we still give it a
+private 0700 dir then, so behaviour does not hinge on that fallback (an
+inherited, unwritable one such as root's /run/user/0 also worked here).  Its
+storage driver is whatever podman picks -- vfs here, since nothing configures
+fuse-overlayfs for it -- and is printed with the results.
 """
 
 from __future__ import annotations

@@ -148,8 +148,8 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
         reader.expect("hooks")
         from .hooks import run_hooks
 
-        run_hooks(plan, "create_runtime", pid=pid1, status="created")
         run_hooks(plan, "prestart", pid=pid1, status="created")
+        run_hooks(plan, "create_runtime", pid=pid1, status="created")
         os.write(hooks_w, b"g")
     msg = reader.recv()  # end of file: PID 1 has exec'ed (its copy was close-on-exec)
     if msg is not None:

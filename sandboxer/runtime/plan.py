@@ -127,12 +127,7 @@ def _seccomp(spec: Spec, bounding_names: list[str]) -> tuple[bytes | None, int]:
 
     profile = seccomp.load_profile(spec.linux.seccomp)
     profile = seccomp.resolve(profile, bounding_names)
-    flags = 0
-    for flag in profile.get("flags") or ():
-        flags |= {"SECCOMP_FILTER_FLAG_LOG": sc.SECCOMP_FILTER_FLAG_LOG,
-                  "SECCOMP_FILTER_FLAG_SPEC_ALLOW": sc.SECCOMP_FILTER_FLAG_SPEC_ALLOW,
-                  "SECCOMP_FILTER_FLAG_TSYNC": sc.SECCOMP_FILTER_FLAG_TSYNC}.get(flag, 0)
-    return seccomp.cached_bpf(profile), flags
+    return seccomp.cached_bpf(profile), seccomp.filter_flags(profile)
 
 
 def build_plan(spec: Spec, rootfs: Rootfs, state: StateDir, *, snapshotter: Snapshotter | None,
@@ -143,7 +138,15 @@ def build_plan(spec: Spec, rootfs: Rootfs, state: StateDir, *, snapshotter: Snap
     from .capabilities import mask
 
     require_runnable(spec)
-    assert spec.process is not None and spec.linux is not None
+    if spec.hooks and (spec.hooks.create_container or spec.hooks.start_container):
+        which = "createContainer" if spec.hooks.create_container else "startContainer"
+        raise ConfigError(f"hooks.{which}", "hooks run inside the container are not supported yet",
+                          hint="use prestart/createRuntime/poststart/poststop hooks")
+    if spec.linux is None:
+        from ..oci.spec import Linux
+
+        spec.linux = Linux()
+    assert spec.process is not None
     proc = spec.process
     user = proc.user
     if not idmap.maps_uid(user.uid) or not idmap.maps_gid(user.gid):
@@ -154,10 +157,6 @@ def build_plan(spec: Spec, rootfs: Rootfs, state: StateDir, *, snapshotter: Snap
     names = {k: list(getattr(caps, k)) if caps else [] for k in
              ("bounding", "effective", "permitted", "inheritable", "ambient")}
     seccomp_bpf, seccomp_flags = _seccomp(spec, names["bounding"])
-    for rtype, soft, hard in _rlimits(spec):
-        if soft > hard:
-            raise ConfigError("process.rlimits", f"soft limit {soft} exceeds hard limit {hard} "
-                              f"for resource {rtype}")
     return Plan(
         id=state.id, spec=spec, rootfs=rootfs, idmap=idmap, state=state, snapshotter=snapshotter,
         namespaces=_namespaces(spec), mounts=_mount_specs(spec),
