@@ -8,8 +8,7 @@ says how to fix what went wrong).  Names are imported lazily, so importing
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False
 __all__ = [
     "SandboxOptions", "Volume", "ExitStatus", "run", "run_bundle",
     "SandboxerError", "UsageError", "ConfigError", "SetupError", "HostError",
@@ -26,6 +25,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .errors import ConfigError, HostError, SandboxerError, SetupError, UsageError
     from .runtime.launcher import ExitStatus
     from .sandbox import SandboxOptions, Volume, run, run_bundle

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from .plugins import hookimpl
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .runtime.plan import Plan
     from .storage import Snapshotter
@@ -23,14 +22,18 @@ def sandboxer_snapshotters() -> list[Snapshotter]:
 @hookimpl
 def sandboxer_started(plan: Plan, pid: int) -> None:
     """Run the OCI ``poststart`` hooks."""
+    if plan.hooks is None:
+        return
     from .runtime.hooks import run_hooks
 
     run_hooks(plan, "poststart", pid=pid, status="running")
 
 
 @hookimpl
-def sandboxer_stopped(plan: Plan, status: Any) -> None:
+def sandboxer_stopped(plan: Plan, status: object) -> None:
     """Run the OCI ``poststop`` hooks."""
+    if plan.hooks is None:
+        return
     from .runtime.hooks import run_hooks
 
     run_hooks(plan, "poststop", pid=0, status="stopped")

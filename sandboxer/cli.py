@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import namedtuple
 from collections.abc import Callable
-from dataclasses import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["main"]
 
@@ -19,34 +23,38 @@ __all__ = ["main"]
 FLAG, VALUE, MULTI = "flag", "value", "multi"
 
 
-@dataclass(frozen=True)
-class Opt:
+class Opt(namedtuple("Opt", "names dest kind help metavar", defaults=("",))):
+    """One option: its spellings, where its value goes, FLAG/VALUE/MULTI."""
+
     names: tuple[str, ...]
     dest: str
     kind: str
     help: str
-    metavar: str = ""
+    metavar: str
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(namedtuple("Command", "name summary usage options handler stop_at_positional",
+                         defaults=(False,))):
+    """A subcommand; ``stop_at_positional``: the first positional starts the command to run."""
+
     name: str
     summary: str
     usage: str
     options: tuple[Opt, ...]
-    handler: Callable[[dict[str, object], list[str]], int]
-    #: stop option parsing at the first positional argument (the command to run)
-    stop_at_positional: bool = False
+    handler: Callable[[dict[str, Any], list[str]], int]
+    stop_at_positional: bool
+    __slots__ = ()
 
 
 class CliUsageError(Exception):
     pass
 
 
-def parse(cmd: Command, argv: list[str]) -> tuple[dict[str, object], list[str]]:
+def parse(cmd: Command, argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """Docker-style options: ``-it``, ``-eK=V``, ``--env=K=V``, ``--env K=V``, ``--``."""
     table = {name: opt for opt in cmd.options for name in opt.names}
-    values: dict[str, object] = {o.dest: ([] if o.kind == MULTI else None) for o in cmd.options}
+    values: dict[str, Any] = {o.dest: ([] if o.kind == MULTI else None) for o in cmd.options}
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -62,8 +70,8 @@ def parse(cmd: Command, argv: list[str]) -> tuple[dict[str, object], list[str]]:
                 break
             continue
         if arg.startswith("--"):
-            name, eq, inline = arg.partition("=")
-            pending = [(name, inline if eq else None)]
+            name, eq, glued = arg.partition("=")
+            pending: list[tuple[str, str | None]] = [(name, glued if eq else None)]
         else:  # a cluster of short options; a value may be glued on
             pending = []
             for j, ch in enumerate(arg[1:], 1):
@@ -90,7 +98,7 @@ def parse(cmd: Command, argv: list[str]) -> tuple[dict[str, object], list[str]]:
                 inline = argv[i]
                 i += 1
             if opt.kind == MULTI:
-                values[opt.dest].append(inline)  # type: ignore[union-attr]
+                values[opt.dest].append(inline)
             else:
                 values[opt.dest] = inline
     return values, rest
@@ -169,7 +177,7 @@ def _security_opts(opts: list[str]) -> tuple[str, bool]:
 
     seccomp, nnp = "default", True
     for opt in opts:
-        key, sep, value = opt.partition("=" if "=" in opt else ":")
+        key, _, value = opt.partition("=" if "=" in opt else ":")
         if key == "seccomp" and value:
             seccomp = value
         elif key in ("no-new-privileges", "no_new_privileges"):
@@ -182,7 +190,7 @@ def _security_opts(opts: list[str]) -> tuple[str, bool]:
     return seccomp, nnp
 
 
-def cmd_run(values: dict[str, object], rest: list[str]) -> int:
+def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
     from .sandbox import SandboxOptions, Volume, run, run_bundle
 
     debug = bool(values["debug"])
@@ -192,28 +200,26 @@ def cmd_run(values: dict[str, object], rest: list[str]) -> int:
         status = run_bundle(str(values["bundle"]), rest[0] if rest else None, debug=debug,
                             init=bool(values["init"]))
         return status.code
-    seccomp, nnp = _security_opts(values["security_opt"])  # type: ignore[arg-type]
-    env = [e for path in values["env_file"] for e in _read_env_file(path)]  # type: ignore[attr-defined]
+    seccomp, nnp = _security_opts(values["security_opt"])
+    env = [e for path in values["env_file"] for e in _read_env_file(path)]
     opts = SandboxOptions(
-        command=rest, name=values["name"], hostname=values["hostname"],  # type: ignore[arg-type]
-        env=_env_list(env + values["env"]),  # type: ignore[operator]
-        workdir=str(values["workdir"] or "/"), user=values["user"],  # type: ignore[arg-type]
-        volumes=[Volume.parse(v) for v in values["volume"]],  # type: ignore[attr-defined]
-        tmpfs=values["tmpfs"], read_only=bool(values["read_only"]),  # type: ignore[arg-type]
-        cap_add=values["cap_add"], cap_drop=values["cap_drop"],  # type: ignore[arg-type]
+        command=rest, name=values["name"], hostname=values["hostname"],
+        env=_env_list(env + values["env"]),
+        workdir=str(values["workdir"] or "/"), user=values["user"],
+        volumes=[Volume.parse(v) for v in values["volume"]],
+        tmpfs=values["tmpfs"], read_only=bool(values["read_only"]),
+        cap_add=values["cap_add"], cap_drop=values["cap_drop"],
         seccomp=seccomp, no_new_privileges=nnp, init=bool(values["init"]),
         interactive=bool(values["interactive"]), tty=bool(values["tty"]),
         network=str(values["network"] or "none"),
-        storage_driver=values["storage_driver"], debug=debug)  # type: ignore[arg-type]
-    if opts.tty and not os.isatty(0) and not opts.interactive:
-        pass  # docker allows -t without a terminal; output still goes through the pty
+        storage_driver=values["storage_driver"], debug=debug)
     status = run(opts)
     return status.code
 
 
 # --- spec, doctor, version ----------------------------------------------------
 
-def cmd_spec(values: dict[str, object], rest: list[str]) -> int:
+def cmd_spec(values: dict[str, Any], rest: list[str]) -> int:
     from .oci.template import write_template
 
     if rest:
@@ -224,13 +230,13 @@ def cmd_spec(values: dict[str, object], rest: list[str]) -> int:
     return 0
 
 
-def cmd_doctor(values: dict[str, object], rest: list[str]) -> int:
+def cmd_doctor(values: dict[str, Any], rest: list[str]) -> int:
     from .doctor import main as doctor_main
 
     return doctor_main(["--json"] if values["json"] else [])
 
 
-def cmd_version(values: dict[str, object], rest: list[str]) -> int:
+def cmd_version(values: dict[str, Any], rest: list[str]) -> int:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -241,7 +247,7 @@ def cmd_version(values: dict[str, object], rest: list[str]) -> int:
     return 0
 
 
-def cmd_gc(values: dict[str, object], rest: list[str]) -> int:
+def cmd_gc(values: dict[str, Any], rest: list[str]) -> int:
     from .state import collect_garbage
 
     for sid in collect_garbage():

@@ -18,23 +18,23 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     import pluggy
 
 __all__ = ["hookimpl", "plugin_manager", "call", "external_entry_points"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 _BUILTINS = ("sandboxer.builtins",)
 _CACHE_VERSION = "1"
 
 
-def hookimpl(func: F | None = None, *, tryfirst: bool = False, trylast: bool = False) -> Any:
+def hookimpl(func: Callable[..., Any] | None = None, *, tryfirst: bool = False, trylast: bool = False) -> Any:
     """Mark a hook implementation (equivalent to ``pluggy.HookimplMarker("sandboxer")``)."""
 
-    def mark(f: F) -> F:
+    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
         f.sandboxer_impl = {  # type: ignore[attr-defined]
             "wrapper": False, "hookwrapper": False, "optionalhook": False,
             "tryfirst": tryfirst, "trylast": trylast, "specname": None,

@@ -1,8 +1,9 @@
 """The public API: describe a sandbox, run a command in it.
 
-:class:`SandboxOptions` says what ``sandboxer run`` says with flags; it is
-turned into an OCI :class:`~sandboxer.oci.Spec` (as docker turns flags into
-config.json) and handed to the runtime.  Bundles skip the first step.
+:class:`SandboxOptions` says what ``sandboxer run`` says with flags.  For a
+host-root sandbox it is turned straight into a :class:`Plan` (what docker
+would write into config.json, without paying for the OCI dataclasses on
+every start); bundles go through :mod:`sandboxer.runtime.specconv`.
 """
 
 from __future__ import annotations
@@ -10,29 +11,46 @@ from __future__ import annotations
 import os
 import pwd
 import sys
+from collections import namedtuple
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from .errors import UsageError
+from .runtime.capabilities import CAPABILITIES, DEFAULT_CAPS, mask
 from .runtime.init import Workload
 from .runtime.launcher import ExitStatus
 from .runtime.launcher import run as _launch
-from .runtime.plan import Plan, Rootfs, build_plan
-from .runtime.userns import IdMap, IdMapping, default_idmap
+from .runtime.mounts import MASKED_PATHS, READONLY_PATHS, MountSpec, parse_options
+from .runtime.plan import NAMESPACE_FLAGS, Caps, Identity, Plan, Rootfs
+from .runtime.userns import IdMap, default_idmap
 from .state import StateDir, collect_garbage, new_id, validate_name
 
-__all__ = ["SandboxOptions", "Volume", "run", "run_bundle", "prepare", "host_spec", "DEFAULT_PATH"]
+__all__ = ["SandboxOptions", "Volume", "run", "run_bundle", "prepare", "DEFAULT_PATH"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+_NSD = ("nosuid", "nodev", "noexec")
+#: the host-root sandbox's own mounts (destination, source, type, options), before volumes
+_HOST_MOUNTS = (
+    ("/proc", "proc", "proc", _NSD),
+    ("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
+    ("/dev/pts", "devpts", "devpts", ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620")),
+    ("/dev/shm", "shm", "tmpfs", (*_NSD, "mode=1777", "size=65536k")),
+    ("/dev/mqueue", "mqueue", "mqueue", _NSD),
+    ("/sys", "sysfs", "sysfs", (*_NSD, "ro")),
+    # the host's scratch and runtime dirs hold its sockets and sessions: never share them
+    ("/tmp", "tmpfs", "tmpfs", ("nosuid", "nodev", "mode=1777")),
+    ("/var/tmp", "tmpfs", "tmpfs", ("nosuid", "nodev", "mode=1777")),
+    ("/run", "tmpfs", "tmpfs", ("nosuid", "nodev", "mode=755")),
+)
 
-@dataclass(frozen=True)
-class Volume:
+
+class Volume(namedtuple("Volume", "source destination readonly", defaults=(False,))):
     """A host path bound into the sandbox (``-v SRC:DST[:ro|rw]``)."""
 
     source: str
     destination: str
-    readonly: bool = False
+    readonly: bool
+    __slots__ = ()
 
     @classmethod
     def parse(cls, text: str) -> Volume:
@@ -54,36 +72,48 @@ class Volume:
         return cls(src, os.path.normpath(dst), mode == "ro")
 
 
-@dataclass
-class SandboxOptions:
-    """Everything ``sandboxer run`` can be told, with Docker's defaults."""
+class SandboxOptions(namedtuple(
+        "SandboxOptions",
+        ("command", "name", "hostname", "env", "workdir", "user", "volumes", "tmpfs", "read_only",
+         "cap_add", "cap_drop", "seccomp", "no_new_privileges", "init", "interactive", "tty", "network",
+         "storage_driver", "debug"),
+        defaults=((), None, None, (), "/", None, (), (), False, (), (), "default", True, False, False,
+                  False, "none", None, False))):
+    """Everything ``sandboxer run`` can be told, with Docker's defaults.
 
-    command: Sequence[str] = ()
-    name: str | None = None
-    hostname: str | None = None
-    env: Sequence[str] = ()
-    workdir: str = "/"
-    user: str | None = None
-    volumes: Sequence[Volume] = ()
-    tmpfs: Sequence[str] = ()
-    read_only: bool = False
-    cap_add: Sequence[str] = ()
-    cap_drop: Sequence[str] = ()
-    seccomp: str = "default"          #: "default", "unconfined" or a profile path
-    no_new_privileges: bool = True
-    init: bool = False
-    interactive: bool = False
-    tty: bool = False
-    network: str = "none"
-    storage_driver: str | None = None
-    debug: bool = False
-    notices: list[str] = field(default_factory=list)
+    ``command`` (argv), ``name``, ``hostname`` (default: the short id),
+    ``env`` (``K=V``), ``workdir``, ``user`` (``UID[:GID]`` or a name),
+    ``volumes`` (:class:`Volume`), ``tmpfs`` (``DST[:OPTS]``), ``read_only``,
+    ``cap_add``/``cap_drop`` (names, ``ALL``), ``seccomp`` (``"default"``,
+    ``"unconfined"`` or a profile path), ``no_new_privileges``, ``init``,
+    ``interactive`` (keep stdin), ``tty``, ``network`` (``"none"`` or
+    ``"host"``), ``storage_driver`` (None: automatic), ``debug``.
+    """
+
+    command: Sequence[str]
+    name: str | None
+    hostname: str | None
+    env: Sequence[str]
+    workdir: str
+    user: str | None
+    volumes: Sequence[Volume]
+    tmpfs: Sequence[str]
+    read_only: bool
+    cap_add: Sequence[str]
+    cap_drop: Sequence[str]
+    seccomp: str
+    no_new_privileges: bool
+    init: bool
+    interactive: bool
+    tty: bool
+    network: str
+    storage_driver: str | None
+    debug: bool
+    __slots__ = ()
 
 
 def _cap_names(names: Sequence[str]) -> list[str]:
-    from .oci.spec import CAPABILITIES
-
-    out = []
+    out: list[str] = []
     for raw in names:
         name = raw.upper()
         if name == "ALL":
@@ -96,13 +126,11 @@ def _cap_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _capability_set(opts: SandboxOptions) -> list[str]:
-    from .oci.spec import DEFAULT_CAPS
-
-    drop = set(_cap_names(opts.cap_drop))
-    add = _cap_names(opts.cap_add)
+def capability_set(cap_add: Sequence[str], cap_drop: Sequence[str]) -> list[str]:
+    """Docker's default set, less ``cap_drop``, plus ``cap_add`` (``ALL`` works in both)."""
+    drop = set(_cap_names(cap_drop))
     kept = [c for c in DEFAULT_CAPS if c not in drop]
-    return kept + [c for c in dict.fromkeys(add) if c not in kept]
+    return kept + [c for c in dict.fromkeys(_cap_names(cap_add)) if c not in kept]
 
 
 def _resolve_user(spec_user: str | None, idmap: IdMap) -> tuple[int, int, str]:
@@ -110,23 +138,24 @@ def _resolve_user(spec_user: str | None, idmap: IdMap) -> tuple[int, int, str]:
     if not spec_user:
         return 0, 0, "/root"
     name, _, group = spec_user.partition(":")
-    try:
+    if name.isdigit():
         uid = int(name)
-        home = "/"
         try:
             entry = pwd.getpwuid(uid)
             gid_default, home = entry.pw_gid, entry.pw_dir
         except KeyError:
-            gid_default = uid
-    except ValueError:
+            gid_default, home = uid, "/"
+    else:
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
             raise UsageError(f"unknown user {name!r}", hint="use a numeric -u UID[:GID]") from None
         uid, gid_default, home = entry.pw_uid, entry.pw_gid, entry.pw_dir
-    try:
-        gid = int(group) if group else gid_default
-    except ValueError:
+    if not group:
+        gid = gid_default
+    elif group.isdigit():
+        gid = int(group)
+    else:
         import grp
 
         try:
@@ -140,83 +169,49 @@ def _resolve_user(spec_user: str | None, idmap: IdMap) -> tuple[int, int, str]:
     return uid, gid, home
 
 
-def _seccomp_profile(choice: str) -> dict[str, object] | None:
-    from . import seccomp
-
+def _seccomp(choice: str, bounding: list[str]) -> tuple[bytes | None, int]:
     if choice == "unconfined":
-        return None
+        return None, 0
     if choice == "default":
-        return seccomp.default_profile()
+        from .seccomp import default_bpf
+
+        return default_bpf(bounding)
     if not os.path.isfile(choice):
-        raise UsageError(f"seccomp profile {choice} not found", hint="give a path to an OCI or Docker JSON profile")
-    return seccomp.load_profile(choice)
+        raise UsageError(f"seccomp profile {choice} not found",
+                         hint="give a path to an OCI or Docker JSON profile")
+    from .runtime.specconv import seccomp_program
+
+    return seccomp_program(choice, bounding)
 
 
-def host_spec(opts: SandboxOptions, sandbox_id: str, idmap: IdMap):  # type: ignore[no-untyped-def]
-    """The OCI spec of a host-root sandbox (what ``docker run`` makes of its flags)."""
-    from .oci.spec import Capabilities, Linux, Mount, Namespace, Process, Root, Spec, User
-    from .oci.template import MASKED_PATHS, READONLY_PATHS
-
-    uid, gid, home = _resolve_user(opts.user, idmap)
-    hostname = opts.hostname or sandbox_id[:12]
-    caps = _capability_set(opts)
-    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}", f"HOME={home}"]
-    if opts.tty:
-        env.append("TERM=" + os.environ.get("TERM", "xterm"))
-    env.extend(opts.env)
-    devpts = ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
-    if idmap.maps_gid(5):
-        devpts.append("gid=5")
-    nsd = ["nosuid", "nodev", "noexec"]
-    mounts = [
-        Mount("/proc", "proc", "proc", nsd),
-        Mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        Mount("/dev/pts", "devpts", "devpts", devpts),
-        Mount("/dev/shm", "shm", "tmpfs", [*nsd, "mode=1777", "size=65536k"]),
-        Mount("/dev/mqueue", "mqueue", "mqueue", nsd),
-        Mount("/sys", "sysfs", "sysfs", [*nsd, "ro"]),
-        # the host's scratch and runtime dirs hold its sockets: never share them
-        Mount("/tmp", "tmpfs", "tmpfs", ["nosuid", "nodev", "mode=1777"]),
-        Mount("/var/tmp", "tmpfs", "tmpfs", ["nosuid", "nodev", "mode=1777"]),
-        Mount("/run", "tmpfs", "tmpfs", ["nosuid", "nodev", "mode=755"]),
-    ]
-    for dst in opts.tmpfs:
-        path, _, extra = dst.partition(":")
+def _host_mounts(opts: SandboxOptions, idmap: IdMap) -> list[MountSpec]:
+    mounts = []
+    for dst, src, fstype, options in _HOST_MOUNTS:
+        if dst == "/dev/pts" and idmap.maps_gid(5):
+            options = (*options, "gid=5")  # the tty group, when the namespace has it
+        mounts.append(parse_options(dst, src, fstype, options))
+    for entry in opts.tmpfs:
+        path, _, extra = entry.partition(":")
         if not path.startswith("/"):
             raise UsageError(f"--tmpfs destination {path!r} is not absolute")
-        mounts.append(Mount(path, "tmpfs", "tmpfs",
-                            ["nosuid", "nodev", "mode=1777", *filter(None, extra.split(","))]))
+        mounts.append(parse_options(path, "tmpfs", "tmpfs",
+                                    ["nosuid", "nodev", "mode=1777", *filter(None, extra.split(","))]))
     for v in opts.volumes:
-        mounts.append(Mount(v.destination, v.source, "bind", ["rbind", "rro" if v.readonly else "rw"]))
-    namespaces = ["pid", "ipc", "uts", "mount", "cgroup", "user"]
-    if opts.network == "none":
-        namespaces.append("network")
-    elif opts.network != "host":
-        raise UsageError(f"network mode {opts.network!r} is not available yet",
+        mounts.append(parse_options(v.destination, v.source, "bind", ["rbind", "rro" if v.readonly else "rw"]))
+    return mounts
+
+
+def _namespaces(network: str) -> int:
+    names = ["user", "mount", "pid", "uts", "ipc", "cgroup"]
+    if network == "none":
+        names.append("network")
+    elif network != "host":
+        raise UsageError(f"network mode {network!r} is not available yet",
                          hint="use --network none (the default) or --network host")
-    seccomp = _seccomp_profile(opts.seccomp)
-    return Spec(
-        process=Process(
-            terminal=opts.tty, user=User(uid=uid, gid=gid), args=list(opts.command), env=env,
-            cwd=opts.workdir,
-            capabilities=Capabilities(bounding=caps, effective=caps if uid == 0 else [],
-                                      permitted=caps if uid == 0 else []),
-            no_new_privileges=opts.no_new_privileges),
-        root=Root("/", readonly=opts.read_only),
-        hostname=hostname,
-        mounts=mounts,
-        linux=Linux(namespaces=[Namespace(t) for t in namespaces],
-                    masked_paths=list(MASKED_PATHS), readonly_paths=list(READONLY_PATHS),
-                    seccomp=seccomp),
-    )
-
-
-def _idmap_from_spec(spec) -> IdMap | None:  # type: ignore[no-untyped-def]
-    if not spec.linux or not spec.linux.uid_mappings:
-        return None
-    def conv(maps):  # type: ignore[no-untyped-def]
-        return tuple(IdMapping(m.container_id, m.host_id, m.size) for m in maps)
-    return IdMap(conv(spec.linux.uid_mappings), conv(spec.linux.gid_mappings))
+    flags = 0
+    for name in names:
+        flags |= NAMESPACE_FLAGS[name]
+    return flags
 
 
 def prepare(opts: SandboxOptions) -> Plan:
@@ -228,42 +223,60 @@ def prepare(opts: SandboxOptions) -> Plan:
         raise UsageError("no command given", hint="sandboxer run [OPTIONS] -- CMD [ARG...]")
     if opts.name is not None:
         validate_name(opts.name)
-    collect_garbage()
-    idmap = default_idmap()
-    if idmap.single and os.getuid() != 0:
-        opts.notices.append("no subuid/subgid range for this user: the sandbox maps only "
-                            "uid/gid 0 (sudo usermod --add-subuids 100000-165535 "
-                            "--add-subgids 100000-165535 $USER)")
-    snapshotter = storage.choose(storage.RootfsKind.HOST, opts.storage_driver)
-    sandbox_id = new_id()
-    spec = host_spec(opts, sandbox_id, idmap)
     if opts.workdir != "/" and not os.path.isdir(opts.workdir):
-        # host root: the directory must exist on the host (it is the lower layer)
+        # the host root is the lower layer: the directory must exist on the host
         raise UsageError(f"working directory {opts.workdir} does not exist",
                          hint="give an existing directory to -w (or create it in the command)")
+    collect_garbage()
+    idmap = default_idmap()
+    uid, gid, home = _resolve_user(opts.user, idmap)
+    namespaces = _namespaces(opts.network)
+    mounts = _host_mounts(opts, idmap)
+    caps = capability_set(opts.cap_add, opts.cap_drop)
+    bpf, flags = _seccomp(opts.seccomp, caps)
+    # read-only needs no writable layer: the host root is bound as it is (no FUSE, native speed)
+    snapshotter = (None if opts.read_only and opts.storage_driver is None
+                   else storage.choose(storage.RootfsKind.HOST, opts.storage_driver))
+    sandbox_id = new_id()
+    hostname = opts.hostname or sandbox_id[:12]
+    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}", f"HOME={home}"]
+    if opts.tty:
+        env.append("TERM=" + os.environ.get("TERM", "xterm"))
+    env.extend(opts.env)
     state = StateDir.create(sandbox_id, opts.name)
     try:
-        os.mkdir(os.path.join(state.path, "scratch"), 0o700)
-        plan = build_plan(spec, Rootfs("host", ("/",)), state, snapshotter=snapshotter, idmap=idmap,
-                          name=opts.name, init=opts.init, stdin_null=not opts.interactive,
-                          debug=opts.debug)
+        bits = mask(caps)
+        plan = Plan(
+            id=sandbox_id, name=opts.name, state=state, rootfs=Rootfs("host", ("/",)),
+            snapshotter=snapshotter, idmap=idmap, namespaces=namespaces, mounts=mounts,
+            masked_paths=MASKED_PATHS, readonly_paths=READONLY_PATHS, root_readonly=opts.read_only,
+            hostname=hostname, args=list(opts.command), env=env, cwd=opts.workdir,
+            identity=Identity(uid, gid, (), None),
+            # Docker: a non-root user starts with empty effective/permitted sets
+            caps=Caps(bits, bits if uid == 0 else 0, bits if uid == 0 else 0, 0, 0),
+            no_new_privileges=opts.no_new_privileges, seccomp_bpf=bpf, seccomp_flags=flags,
+            terminal=opts.tty, init=opts.init, stdin_null=not opts.interactive, debug=opts.debug)
+        if idmap.single and os.getuid() != 0:
+            plan.notices.append("no subuid/subgid range for this user: the sandbox maps only "
+                                "uid/gid 0 (sudo usermod --add-subuids 100000-165535 "
+                                "--add-subgids 100000-165535 $USER)")
         call("sandboxer_configure", plan=plan)
     except BaseException:
         state.release()
         raise
-    plan.notices.extend(opts.notices)
     return plan
-
-
-def _execute(plan: Plan, workload: Workload, tty: bool) -> ExitStatus:
-    try:
-        return _launch(plan, workload, tty=tty)
-    finally:
-        plan.state.release()
 
 
 def _print_notice(message: str) -> None:
     print(f"sandboxer: notice: {message}", file=sys.stderr)
+
+
+def execute(plan: Plan, workload: Workload) -> ExitStatus:
+    """Run a prepared plan and release its state, whatever happens."""
+    try:
+        return _launch(plan, workload, tty=plan.terminal)
+    finally:
+        plan.state.release()
 
 
 def run(opts: SandboxOptions, call: Callable[[], int] | None = None,
@@ -272,36 +285,31 @@ def run(opts: SandboxOptions, call: Callable[[], int] | None = None,
     plan = prepare(opts)
     for notice in plan.notices:
         on_notice(notice)
-    workload = Workload(call=call) if call else Workload(argv=list(opts.command))
-    return _execute(plan, workload, opts.tty)
+    return execute(plan, Workload(call=call) if call else Workload(argv=plan.args))
 
 
 def run_bundle(bundle: str, sandbox_id: str | None = None, *, debug: bool = False,
                init: bool = False) -> ExitStatus:
     """Run an OCI bundle (``rootfs/`` + ``config.json``) as runc does."""
-    from .oci.spec import load
+    from .oci.spec import load, require_runnable
+    from .runtime.specconv import idmap_from_spec, plan_from_spec
 
     bundle = os.path.abspath(bundle)
     spec = load(bundle)
-    if spec.root is None or spec.process is None:
-        from .oci.spec import require_runnable
-
-        require_runnable(spec)
-    assert spec.root is not None and spec.process is not None
+    require_runnable(spec)
+    assert spec.root is not None
     rootfs = spec.root.path if os.path.isabs(spec.root.path) else os.path.join(bundle, spec.root.path)
     if not os.path.isdir(rootfs):
         raise UsageError(f"bundle rootfs {rootfs} is not a directory", hint="set root.path in config.json")
     if sandbox_id is not None:
         validate_name(sandbox_id)
     collect_garbage()
-    idmap = _idmap_from_spec(spec) or default_idmap()
+    idmap = idmap_from_spec(spec) or default_idmap()
     state = StateDir.create(new_id(), sandbox_id)
     try:
-        os.mkdir(os.path.join(state.path, "scratch"), 0o700)
-        plan = build_plan(spec, Rootfs("bundle", path=rootfs), state, snapshotter=None, idmap=idmap,
-                          name=sandbox_id, bundle=bundle, init=init, debug=debug)
+        plan = plan_from_spec(spec, Rootfs("bundle", path=rootfs), state, idmap=idmap, name=sandbox_id,
+                              bundle=bundle, init=init, debug=debug)
     except BaseException:
         state.release()
         raise
-    return _execute(plan, Workload(argv=list(spec.process.args)), spec.process.terminal)
-
+    return execute(plan, Workload(argv=plan.args))

@@ -12,9 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import stat
-from dataclasses import dataclass
 
 from .errors import HostError, UsageError
 
@@ -61,13 +59,19 @@ def validate_name(name: str) -> str:
     return name
 
 
-@dataclass
 class StateDir:
-    """The state directory of one sandbox, locked while the sandbox lives."""
+    """The state directory of one sandbox, locked while the sandbox lives.
 
-    id: str
-    path: str
-    lock_fd: int
+    It holds ``lock`` and ``scratch/``, the mount point of the sandbox's
+    private tmpfs (mounted only inside the sandbox's mount namespace).
+    """
+
+    __slots__ = ("id", "path", "lock_fd")
+
+    def __init__(self, sandbox_id: str, path: str, lock_fd: int) -> None:
+        self.id = sandbox_id
+        self.path = path
+        self.lock_fd = lock_fd
 
     @classmethod
     def create(cls, sandbox_id: str, name: str | None = None) -> StateDir:
@@ -76,8 +80,13 @@ class StateDir:
         os.mkdir(path, 0o700)
         fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.mkdir(os.path.join(path, "scratch"), 0o700)
         if name is not None:
-            cls._claim_name(root, name, sandbox_id)
+            try:
+                cls._claim_name(root, name, sandbox_id)
+            except BaseException:
+                cls(sandbox_id, path, fd).release()
+                raise
         return cls(sandbox_id, path, fd)
 
     @staticmethod
@@ -102,7 +111,12 @@ class StateDir:
         """Remove the directory (and any name pointing at it), then drop the lock."""
         root = os.path.dirname(self.path)
         _remove_names_of(root, self.id)
-        shutil.rmtree(self.path, ignore_errors=True)
+        try:  # the usual, cheap case: what create() made, nothing more
+            os.rmdir(os.path.join(self.path, "scratch"))
+            os.unlink(os.path.join(self.path, "lock"))
+            os.rmdir(self.path)
+        except OSError:
+            _rmtree_any_owner(self.path)
         os.close(self.lock_fd)
 
 
@@ -170,6 +184,8 @@ def _rmtree_any_owner(path: str) -> None:
     uids that the caller cannot unlink; those are removed from inside a user
     namespace with the same mapping.
     """
+    import shutil
+
     shutil.rmtree(path, ignore_errors=True)
     if os.path.lexists(path):
         from .runtime.userns import run_as_mapped_root

@@ -177,8 +177,9 @@ def capget() -> tuple[int, int, int]:
     hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     _check(_libc.capget(ctypes.byref(hdr), data), "capget")
-    return tuple(data[0].__getattribute__(f) | (data[1].__getattribute__(f) << 32)  # type: ignore[return-value]
-                 for f in ("effective", "permitted", "inheritable"))
+    eff, prm, inh = (getattr(data[0], f) | (getattr(data[1], f) << 32)
+                     for f in ("effective", "permitted", "inheritable"))
+    return eff, prm, inh
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:

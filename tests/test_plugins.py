@@ -27,12 +27,12 @@ def sandboxer_snapshotters():
 
 @hookimpl
 def sandboxer_configure(plan):
-    plan.spec.process.env.append("FROM_PLUGIN=yes")
+    plan.env.append("FROM_PLUGIN=yes")
 
 
 @hookimpl
 def sandboxer_attach(plan, pid):
-    with open(plan.spec.annotations.get("log", "/dev/null"), "a") as f:
+    with open(plan.annotations.get("log", "/dev/null"), "a") as f:
         f.write(f"attach {pid}\\n")
 '''
 

@@ -14,6 +14,8 @@ import importlib.util
 import json
 import os
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,9 @@ import pytest
 
 import sandboxer.seccomp as seccomp
 from sandboxer import syscalls
-from sandboxer.errors import ConfigError
+from sandboxer.errors import ConfigError, HostError
 from sandboxer.oci.spec import SECCOMP_ACTIONS, SECCOMP_OPS
-from sandboxer.seccomp import compiler, profile, syscall_tables
+from sandboxer.seccomp import cache, compiler, profile, syscall_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -552,7 +554,7 @@ def _entries(directory: Path) -> list[Path]:
 def _forbid_compiling(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*_: object, **__: object) -> bytes:
         raise AssertionError("compiled instead of using the cache")
-    monkeypatch.setattr(seccomp, "compile_bpf", fail)
+    monkeypatch.setattr(compiler, "compile_bpf", fail)
 
 
 def test_cache_write_then_hit(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -621,6 +623,179 @@ def test_filter_flags() -> None:
     flags = ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG"]
     assert seccomp.filter_flags({"flags": flags}) == (
         syscalls.SECCOMP_FILTER_FLAG_LOG | syscalls.SECCOMP_FILTER_FLAG_TSYNC)
+
+
+# --- the default-profile fast path -------------------------------------------------------
+
+CAP_SETS = [[], DOCKER_CAPS, [*DOCKER_CAPS, "CAP_SYS_ADMIN"], ["sys_admin", "cap_sys_time", "SYS_ADMIN"]]
+
+
+@pytest.mark.parametrize("arch", [None, "x86_64", "aarch64"])
+@pytest.mark.parametrize("caps", CAP_SETS)
+def test_default_bpf_is_the_resolved_default_profile(cache_home: Path, caps: list[str], arch: str | None) -> None:
+    resolved = seccomp.resolve(seccomp.default_profile(), caps, arch)
+    expected = (seccomp.compile_bpf(resolved, arch), seccomp.filter_flags(resolved))
+    assert seccomp.default_bpf(caps, arch) == expected  # cold: compiled and written
+    assert len(_entries(cache_home)) == 1
+    assert seccomp.default_bpf(iter(reversed(caps)), arch) == expected  # warm: read back
+
+
+def test_default_bpf_warm_hit_does_not_compile(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cold = seccomp.default_bpf(DOCKER_CAPS, "x86_64")
+    _forbid_compiling(monkeypatch)
+    monkeypatch.setattr(profile, "default_profile", lambda: pytest.fail("parsed the profile on a hit"))
+    assert seccomp.default_bpf(["kill", *DOCKER_CAPS], "x86_64") == cold  # same set, other spelling
+    assert len(_entries(cache_home)) == 1
+
+
+_SLOW_MODULES = {"json", "re", "pathlib", "typing", "hashlib", "contextlib", "functools", "itertools",
+                 "dataclasses", "inspect", "enum", "ctypes", "collections",
+                 "sandboxer.seccomp.compiler", "sandboxer.seccomp.profile"}
+_PROBE = """
+import sys
+before = set(sys.modules)
+from sandboxer.seccomp import default_bpf
+bpf, flags = default_bpf(["CAP_CHOWN", "CAP_KILL"])
+print(len(bpf), *sorted((set(sys.modules) - before) & set(sys.argv[1:])))
+"""
+
+
+def _probe(tmp_path: Path) -> tuple[list[str], int]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", _PROBE, *sorted(_SLOW_MODULES)], env=env, cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout
+    size, *loaded = out.split()
+    return loaded, int(size)
+
+
+@pytest.mark.skipif(os.uname().machine not in profile.MACHINES, reason="no syscall table for this machine")
+def test_warm_default_bpf_imports_nothing_slow(tmp_path: Path) -> None:
+    cold_loaded, cold_size = _probe(tmp_path)
+    assert {"json", "sandboxer.seccomp.compiler"} <= set(cold_loaded)  # the probe can see imports
+    assert _probe(tmp_path) == ([], cold_size)
+
+
+def test_importing_the_package_loads_no_submodule() -> None:
+    code = "import sys, sandboxer.seccomp; print(sorted(m for m in sys.modules if m.startswith('sandboxer.')))"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    assert out.split() == ["['sandboxer.seccomp']"]
+
+
+def test_lazy_public_names() -> None:
+    for name in seccomp.__all__:
+        assert callable(getattr(seccomp, name)), name
+        assert name in dir(seccomp)
+    assert seccomp.compile_bpf is compiler.compile_bpf
+    assert seccomp.default_bpf is cache.default_bpf
+    assert seccomp.resolve is profile.resolve
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        seccomp.nope  # noqa: B018
+
+
+def _key(stamps: list[tuple[int, int]], caps: tuple[str, ...] = ("CAP_KILL",), native: str = "x86_64",
+         release: str = "6.1.0") -> bytes:
+    return cache._default_key(stamps, caps, native, release)
+
+
+def test_default_key_covers_its_inputs() -> None:
+    stamps = [(1_700_000_000_000_000_000, 1000), (1_700_000_000_000_000_001, 2000)]
+    touched = [(1_700_000_000_000_000_001, 1000), stamps[1]]
+    resized = [(stamps[0][0], 1001), stamps[1]]
+    keys = [_key(stamps), _key(touched), _key(resized), _key(stamps, ("CAP_KILL", "CAP_SYS_ADMIN")),
+            _key(stamps, native="aarch64"), _key(stamps, release="6.2.0"), _key(stamps, ())]
+    assert len(set(keys)) == len(keys)
+    assert _key(stamps) == _key(list(stamps))
+
+
+def test_default_key_normalises_caps_like_resolve() -> None:
+    for name in ("kill", "CAP_KILL", "cap_kill", "Sys_Admin"):
+        assert cache._cap_name(name) == profile._cap_name(name)
+
+
+def test_default_key_sources_are_the_real_files() -> None:
+    stamps = cache._source_stamps()
+    assert stamps is not None and len(stamps) == len(cache._SOURCES)
+    assert os.path.samefile(cache._SOURCES[0], profile.DEFAULT_PROFILE_FILE)
+    assert {os.path.realpath(p) for p in cache._SOURCES[1:]} >= {
+        os.path.realpath(m.__file__ or "") for m in (compiler, profile, syscall_tables, cache)}
+
+
+@pytest.fixture
+def fake_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in for the shipped profile file, whose mtime a test may change."""
+    source = tmp_path / "seccomp-default.json"
+    source.write_text("{}")
+    monkeypatch.setattr(cache, "_SOURCES", (str(source), *cache._SOURCES[1:]))
+    return source
+
+
+def test_touching_a_source_is_a_new_key(cache_home: Path, fake_sources: Path) -> None:
+    first = seccomp.default_bpf(DOCKER_CAPS, "x86_64")
+    stat = fake_sources.stat()
+    os.utime(fake_sources, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert seccomp.default_bpf(DOCKER_CAPS, "x86_64") == first
+    assert len(_entries(cache_home)) == 2
+
+
+def test_missing_source_skips_the_cache(cache_home: Path, fake_sources: Path) -> None:
+    fake_sources.unlink()
+    resolved = seccomp.resolve(seccomp.default_profile(), [], "x86_64")
+    assert seccomp.default_bpf([], "x86_64") == (seccomp.compile_bpf(resolved, "x86_64"), 0)
+    assert not cache_home.exists()
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[:-3],                                      # torn write
+    lambda data: data[:-1] + bytes([data[-1] ^ 1]),              # flipped bit in the program
+    lambda data: data.replace(b"\0x86_64\0", b"\0x86_65\0"),     # flipped bit in the key
+    lambda data: data + b"\0" * 8,                               # longer than it says
+    lambda data: data.replace(b"seccomp-bpf-2", b"seccomp-bpf-1"),  # older format
+    lambda data: data.split(b"\n", 1)[0] + b"\n1 2 3\n",          # short header
+    lambda data: b"",                                            # empty
+    lambda data: b"garbage" * 10,                                # not ours
+])
+def test_corrupt_default_entry_is_recompiled(cache_home: Path, damage: Callable[[bytes], bytes]) -> None:
+    good = seccomp.default_bpf(DOCKER_CAPS, "x86_64")
+    [entry] = _entries(cache_home)
+    intact = entry.read_bytes()
+    entry.write_bytes(damage(intact))
+    assert seccomp.default_bpf(DOCKER_CAPS, "x86_64") == good
+    assert entry.read_bytes() == intact  # rewritten
+
+
+def test_entry_for_another_key_is_a_miss(cache_home: Path) -> None:
+    """A file-name collision cannot return another key's program: the whole key is compared."""
+    good = seccomp.default_bpf(DOCKER_CAPS, "x86_64")
+    [entry] = _entries(cache_home)
+    other = seccomp.default_bpf([], "x86_64")
+    assert other != good
+    [other_entry] = set(_entries(cache_home)) - {entry}
+    entry.write_bytes(other_entry.read_bytes())
+    assert seccomp.default_bpf(DOCKER_CAPS, "x86_64") == good
+
+
+def test_default_bpf_with_unusable_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    resolved = seccomp.resolve(seccomp.default_profile(), DOCKER_CAPS, "x86_64")
+    assert seccomp.default_bpf(DOCKER_CAPS, "x86_64") == (seccomp.compile_bpf(resolved, "x86_64"), 0)
+
+
+def test_cache_directory_is_private(cache_home: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        seccomp.default_bpf([], "x86_64")
+    finally:
+        os.umask(old)
+    assert cache_home.stat().st_mode & 0o777 == 0o700
+    assert not [p for p in cache_home.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_default_bpf_unknown_arch_is_a_host_error(cache_home: Path) -> None:
+    with pytest.raises(HostError, match="no syscall table for architecture 'mips'"):
+        seccomp.default_bpf([], "mips")
 
 
 # --- the real kernel ---------------------------------------------------------------------

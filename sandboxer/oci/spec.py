@@ -29,6 +29,7 @@ from contextlib import suppress
 from dataclasses import MISSING, dataclass, field
 
 from sandboxer.errors import ConfigError, HostError
+from sandboxer.runtime.capabilities import CAPABILITIES, DEFAULT_CAPS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,27 +52,6 @@ __all__ = [
 #: the version sandboxer writes; every field it emits exists since 1.0.0
 OCI_VERSION = "1.2.0"
 SUPPORTED_VERSIONS = "1.0.0\u20131.3.x"  # en dash
-
-# Linux capability names in bit order: the index is the capability number.
-_CAP_NAMES = (
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL",
-    "SETGID", "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE",
-    "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
-    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
-    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
-    "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL",
-    "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
-    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
-)
-#: capability name ("CAP_CHOWN") -> capability number (bit in the cap sets)
-CAPABILITIES: dict[str, int] = {f"CAP_{n}": i for i, n in enumerate(_CAP_NAMES)}
-
-#: Docker's default capability set, the one most images are written against
-DEFAULT_CAPS: tuple[str, ...] = tuple(f"CAP_{n}" for n in (
-    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID",
-    "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL",
-    "AUDIT_WRITE",
-))
 
 # setrlimit(2) resources in asm-generic order (x86, arm, arm64, riscv, ppc, s390).
 _RLIMIT_NAMES = (

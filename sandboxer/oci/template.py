@@ -26,20 +26,9 @@ from sandboxer.oci.spec import (
     Spec,
     dump,
 )
+from sandboxer.runtime.mounts import MASKED_PATHS, READONLY_PATHS
 
 __all__ = ["MASKED_PATHS", "READONLY_PATHS", "spec_template", "write_template"]
-
-#: kernel interfaces hidden from the sandbox: they leak host details or poke hardware
-MASKED_PATHS: tuple[str, ...] = (
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-    "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
-    "/sys/devices/virtual/powercap",
-)
-#: kernel interfaces the sandbox may read but not change
-READONLY_PATHS: tuple[str, ...] = (
-    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-)
 
 _NOSUID_NOEXEC_NODEV = ["nosuid", "noexec", "nodev"]
 

@@ -13,13 +13,32 @@ from collections.abc import Iterable
 from .. import syscalls
 from ..errors import SetupError
 
-__all__ = ["mask", "last_cap", "drop_bounding", "switch_user_and_set_caps"]
+__all__ = ["CAPABILITIES", "DEFAULT_CAPS", "mask", "last_cap", "drop_bounding", "switch_user_and_set_caps"]
+
+# Linux capability names in bit order: the index is the capability number.
+_CAP_NAMES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL",
+    "SETGID", "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE",
+    "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
+    "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL",
+    "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
+    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)
+#: capability name ("CAP_CHOWN") -> capability number (bit in the cap sets)
+CAPABILITIES: dict[str, int] = {f"CAP_{n}": i for i, n in enumerate(_CAP_NAMES)}
+
+#: Docker's default capability set, the one most images are written against
+DEFAULT_CAPS: tuple[str, ...] = tuple(f"CAP_{n}" for n in (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID",
+    "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL",
+    "AUDIT_WRITE",
+))
 
 
 def mask(names: Iterable[str]) -> int:
     """The bit mask of capability names (``CAP_CHOWN`` …)."""
-    from ..oci.spec import CAPABILITIES
-
     bits = 0
     for name in names:
         bits |= 1 << CAPABILITIES[name]

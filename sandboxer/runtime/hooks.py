@@ -24,8 +24,11 @@ _FATAL = ("prestart", "create_runtime", "create_container", "start_container")
 
 
 def state_json(plan: Plan, status: str, pid: int) -> str:
-    state = {"ociVersion": plan.spec.oci_version, "id": plan.name or plan.id, "status": status,
-             "bundle": plan.bundle or "", "annotations": dict(plan.spec.annotations or {})}
+    from ..oci.spec import OCI_VERSION
+
+    state: dict[str, object] = {
+        "ociVersion": plan.spec.oci_version if plan.spec else OCI_VERSION, "id": plan.name or plan.id,
+        "status": status, "bundle": plan.bundle or "", "annotations": dict(plan.annotations)}
     if pid:
         state["pid"] = pid
     return json.dumps(state)
@@ -33,7 +36,7 @@ def state_json(plan: Plan, status: str, pid: int) -> str:
 
 def run_hooks(plan: Plan, phase: str, *, pid: int, status: str) -> None:
     """Run every hook of ``phase`` (a :class:`Hooks` attribute name) in order."""
-    hooks = getattr(plan.spec.hooks, phase, None) if plan.spec.hooks else None
+    hooks = getattr(plan.hooks, phase, None) if plan.hooks else None
     if not hooks:
         return
     state = state_json(plan, status, pid)

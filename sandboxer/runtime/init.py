@@ -25,14 +25,13 @@ import os
 import resource
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .. import syscalls as sc
 from ..errors import SetupError
 from . import mounts, sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
-from .reaper import exec_workload, run_as_init
 from .plan import Plan
+from .reaper import exec_workload, run_as_init
 
 __all__ = ["Pipes", "Workload", "setup_main"]
 
@@ -43,18 +42,19 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
 TIOCSCTTY = 0x540E
 
 
-@dataclass
 class Pipes:
     """File descriptors of the set-up handshake, as seen by the sandbox side."""
 
-    msg_w: int      #: messages to the caller; PID 1's copy closes at exec
-    go_r: int       #: the caller's "go" after id maps and attachments
-    hooks_r: int    #: the caller's "go" after createRuntime/prestart hooks (-1: none)
-    status_w: int   #: the set-up process's final report: PID 1's wait status
-    pty_slave: int  #: the terminal for the workload, or -1
+    __slots__ = ("msg_w", "go_r", "hooks_r", "status_w", "pty_slave")
+
+    def __init__(self, msg_w: int, go_r: int, hooks_r: int, status_w: int, pty_slave: int) -> None:
+        self.msg_w = msg_w          #: messages to the caller; PID 1's copy closes at exec
+        self.go_r = go_r            #: the caller's "go" after id maps and attachments
+        self.hooks_r = hooks_r      #: the caller's "go" after createRuntime/prestart hooks (-1: none)
+        self.status_w = status_w    #: the set-up process's final report: PID 1's wait status
+        self.pty_slave = pty_slave  #: the terminal for the workload, or -1
 
 
-@dataclass
 class Workload:
     """What PID 1 finally runs: ``argv`` via exec, or ``call`` in-process.
 
@@ -62,8 +62,11 @@ class Workload:
     the sandbox; its return value is the exit status.
     """
 
-    argv: list[str] | None = None
-    call: Callable[[], int] | None = None
+    __slots__ = ("argv", "call")
+
+    def __init__(self, argv: list[str] | None = None, call: Callable[[], int] | None = None) -> None:
+        self.argv = argv
+        self.call = call
 
 
 def setup_main(plan: Plan, pipes: Pipes, workload: Workload, caller: int) -> None:
@@ -134,6 +137,10 @@ def _mount_rootfs(plan: Plan) -> str:
         _step(f"bind rootfs {plan.rootfs.path}", sc.mount, plan.rootfs.path, target, None,
               sc.MS_BIND | sc.MS_REC)
         return target
+    if plan.snapshotter is None:  # a read-only host root needs no overlay: bind it, as bwrap does
+        _step("bind the host root", sc.mount, "/", target, None, sc.MS_BIND | sc.MS_REC)
+        _step("make the host root read-only", sc.mount_setattr_rdonly_recursive, target)
+        return target
     assert plan.snapshotter is not None
     layers = os.path.join(scratch, "layers")
     os.mkdir(layers, 0o700)
@@ -167,9 +174,6 @@ def container_main(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) ->
 
 
 def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int:
-    spec = plan.spec
-    assert spec.process is not None and spec.linux is not None and spec.root is not None
-    proc = spec.process
     if pipes.pty_slave >= 0:
         _attach_terminal(pipes.pty_slave)
     elif plan.stdin_null:
@@ -179,42 +183,42 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     mounts.mount_all(rootfs, plan.mounts)
     if pipes.pty_slave >= 0:
         _step("bind /dev/console", mounts.bind_console, rootfs, os.ttyname(0))
-    mounts.mask_paths(rootfs, spec.linux.masked_paths)
-    mounts.readonly_paths(rootfs, spec.linux.readonly_paths)
+    mounts.mask_paths(rootfs, plan.masked_paths)
+    mounts.readonly_paths(rootfs, plan.readonly_paths)
     if pipes.hooks_r >= 0:  # createRuntime/prestart hooks run in the caller now
         sync.send(pipes.msg_w, "hooks")
         if os.read(pipes.hooks_r, 1) != b"g":
             return 125
-    if spec.root.readonly:
+    if plan.root_readonly:
         _step("make the root read-only", mounts.remount_readonly, rootfs)
     mounts.pivot_into(rootfs)
 
     # -- identity and limits
-    if spec.hostname is not None:
-        _step("set hostname", sc.sethostname, spec.hostname)
+    if plan.hostname is not None:
+        _step("set hostname", sc.sethostname, plan.hostname)
     _set_rlimits(plan.rlimits)
-    if proc.oom_score_adj is not None:
-        _step("set oom_score_adj", _write, "/proc/self/oom_score_adj", str(proc.oom_score_adj))
-    if proc.no_new_privileges:
+    if plan.oom_score_adj is not None:
+        _step("set oom_score_adj", _write, "/proc/self/oom_score_adj", str(plan.oom_score_adj))
+    if plan.no_new_privileges:
         _step("set no_new_privs", sc.set_no_new_privs)
     elif plan.seccomp_bpf is not None:
         _load_seccomp(plan)  # needs CAP_SYS_ADMIN without no_new_privs: before the drop
 
     # -- privileges: the bounding set, the user, the capability sets, seccomp last
-    drop_bounding(plan.bounding)
-    user = proc.user
-    groups = [g for g in user.additional_gids if plan.idmap.maps_gid(g)]
-    if user.umask is not None:
-        os.umask(user.umask)
-    switch_user_and_set_caps(user.uid, user.gid, groups, effective=plan.effective,
-                             permitted=plan.permitted, inheritable=plan.inheritable,
-                             ambient=plan.ambient, set_groups=not plan.idmap.single)
-    if proc.no_new_privileges and plan.seccomp_bpf is not None:
+    caps, who = plan.caps, plan.identity
+    drop_bounding(caps.bounding)
+    if who.umask is not None:
+        os.umask(who.umask)
+    switch_user_and_set_caps(who.uid, who.gid, [g for g in who.groups if plan.idmap.maps_gid(g)],
+                             effective=caps.effective, permitted=caps.permitted,
+                             inheritable=caps.inheritable, ambient=caps.ambient,
+                             set_groups=not plan.idmap.single)
+    if plan.no_new_privileges and plan.seccomp_bpf is not None:
         _load_seccomp(plan)
     try:
-        os.chdir(proc.cwd)
+        os.chdir(plan.cwd)
     except OSError as e:
-        raise SetupError(f"chdir to {proc.cwd}", e.strerror or str(e),
+        raise SetupError(f"chdir to {plan.cwd}", e.strerror or str(e),
                          hint="the working directory must exist in the sandbox (-w)") from e
     return _run_workload(plan, pipes, workload)
 
@@ -240,7 +244,7 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def _set_rlimits(rlimits: list[tuple[int, int, int]]) -> None:
+def _set_rlimits(rlimits: tuple[tuple[int, int, int], ...]) -> None:
     for rtype, soft, hard in rlimits:
         try:
             resource.setrlimit(rtype, (soft, hard))
@@ -269,7 +273,7 @@ def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
         os.close(pipes.msg_w)
         return workload.call()
     assert workload.argv
-    env = _environ(plan.spec.process.env if plan.spec.process else [])
+    env = _environ(plan.env)
     if plan.init:
         return run_as_init(workload.argv, env, pipes.msg_w)
     exec_workload(workload.argv, env, pipes.msg_w)

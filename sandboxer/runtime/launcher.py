@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .. import plugins
 from ..errors import SandboxerError, SetupError
@@ -27,12 +27,12 @@ __all__ = ["ExitStatus", "run"]
 _PROXIED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT)
 
 
-@dataclass(frozen=True)
-class ExitStatus:
+class ExitStatus(namedtuple("ExitStatus", "code signal", defaults=(None,))):
     """How PID 1 ended: ``code`` as Docker reports it (128+N for signal N)."""
 
     code: int
-    signal: int | None = None
+    signal: int | None
+    __slots__ = ()
 
     @classmethod
     def from_wait_status(cls, status: int) -> ExitStatus:
@@ -90,7 +90,7 @@ class _SignalProxy:
 
 def run(plan: Plan, workload: Workload, *, tty: bool = False) -> ExitStatus:
     """Start the sandbox, wait for it to end, and tear it down."""
-    hooks = plan.spec.hooks
+    hooks = plan.hooks
     need_hooks = bool(hooks and (hooks.create_runtime or hooks.prestart))
     msg_r, msg_w = os.pipe()
     go_r, go_w = os.pipe()
@@ -102,8 +102,8 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False) -> ExitStatus:
 
         master, slave = open_pty()
     pipes = Pipes(msg_w=msg_w, go_r=go_r, hooks_r=hooks_r, status_w=status_w, pty_slave=slave)
-    _debug(plan, f"sandbox {plan.id[:12]}: storage driver "
-                 f"{plan.snapshotter.name if plan.snapshotter else 'none (bundle rootfs)'}")
+    driver = plan.snapshotter.name if plan.snapshotter else f"none ({plan.rootfs.kind} root bound as is)"
+    _debug(plan, f"sandbox {plan.id[:12]}: storage driver {driver}")
     proxy = _SignalProxy()
     caller = os.getpid()
     try:

@@ -43,7 +43,7 @@ def send_error(fd: int, err: BaseException, step: str = "set up the sandbox") ->
 
 
 def error_from_fields(fields: list[str]) -> SandboxerError:
-    step, message, hint, code = (fields + ["", "", "", "125"])[1:5]
+    step, message, hint, code = [*fields, "", "", "", "125"][1:5]
     err = SetupError(step, message, hint or None)
     err.exit_code = int(code) if code.isdigit() else 125
     return err

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
+from collections import namedtuple
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from ..errors import HostError, SetupError
+from ..errors import SetupError
+from ..programs import require
 
 __all__ = [
     "IdMap", "IdMapping", "read_id_ranges", "default_idmap", "write_idmap",
@@ -24,21 +24,21 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class IdMapping:
+class IdMapping(namedtuple("IdMapping", "container_id host_id size")):
     """One line of a uid_map/gid_map: ``container_id host_id size``."""
 
     container_id: int
     host_id: int
     size: int
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class IdMap:
+class IdMap(namedtuple("IdMap", "uids gids")):
     """The uid and gid maps of one user namespace."""
 
     uids: tuple[IdMapping, ...]
     gids: tuple[IdMapping, ...]
+    __slots__ = ()
 
     @property
     def single(self) -> bool:
@@ -114,14 +114,6 @@ def default_idmap(root: str = "/") -> IdMap:
     return IdMap(_with_ranges(uid, sub_u), _with_ranges(gid, sub_g))
 
 
-def _helper(name: str) -> str:
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/bin/{name}", f"/bin/{name}") if os.access(p, os.X_OK)), None)
-    if path is None:
-        raise HostError(f"{name} not found", hint="install the uidmap package (sudo apt-get install uidmap)")
-    return path
-
-
 def _spawn_helper(name: str, pid: int, maps: tuple[IdMapping, ...]) -> tuple[int, int]:
     """Start newuidmap/newgidmap with stderr to a pipe; returns (pid, read fd)."""
     argv = [name, str(pid)]
@@ -129,7 +121,7 @@ def _spawn_helper(name: str, pid: int, maps: tuple[IdMapping, ...]) -> tuple[int
         argv += [str(m.container_id), str(m.host_id), str(m.size)]
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        child = os.posix_spawn(_helper(name), argv, os.environ,
+        child = os.posix_spawn(require(name), argv, os.environ,
                                file_actions=[(os.POSIX_SPAWN_DUP2, w, 2)])
     finally:
         os.close(w)
@@ -160,7 +152,7 @@ def _write_proc(path: str, text: str, step: str) -> None:
 def write_idmap(pid: int, idmap: IdMap) -> None:
     """Write the maps of the user namespace ``pid`` has just unshared.
 
-    The two helpers run concurrently: each costs 1.5–2.5 ms, mostly exec.
+    The two helpers run concurrently: each costs 1.5-2.5 ms, mostly exec.
     """
     if idmap.single or os.getuid() == 0:
         if os.getuid() != 0:

@@ -13,12 +13,9 @@ preference order, or the one asked for by name.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Sequence
 
 from ..errors import HostError, UsageError
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
 
 __all__ = ["Snapshotter", "RootfsKind", "choose"]
 
@@ -28,8 +25,12 @@ class RootfsKind:
     LAYERS = "layers"  #: unpacked image layers (owned by the user's subordinate ids)
 
 
-class Snapshotter(Protocol):
-    """What a storage driver provides; see the module docstring for where it runs."""
+class Snapshotter:
+    """What a storage driver provides; see the module docstring for where it runs.
+
+    The built-ins subclass it; a plugin's driver may, or just provide the
+    same attributes and methods.
+    """
 
     #: the name users pass to ``--storage-driver``
     name: str
@@ -52,6 +53,7 @@ class Snapshotter(Protocol):
         Any helper process it starts must die with the calling process
         (``PR_SET_PDEATHSIG``) so nothing outlives the sandbox.
         """
+        raise NotImplementedError
 
 
 def choose(kind: str, requested: str | None = None) -> Snapshotter:

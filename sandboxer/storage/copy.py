@@ -9,12 +9,11 @@ character device deletes, an ``opaque`` xattr hides the lower directory).
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import Sequence
 
 from .. import syscalls
-from . import RootfsKind
+from . import RootfsKind, Snapshotter
 
 __all__ = ["CopySnapshotter", "merge_layer"]
 
@@ -36,6 +35,8 @@ def _is_opaque(path: str) -> bool:
 
 
 def _remove(path: str) -> None:
+    import shutil
+
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
     elif os.path.lexists(path):
@@ -44,6 +45,8 @@ def _remove(path: str) -> None:
 
 def merge_layer(layer: str, dest: str) -> None:
     """Apply one unpacked layer onto ``dest``, honouring whiteouts."""
+    import shutil  # only here: it costs ~8 ms to import on the run path
+
     for dirpath, dirnames, filenames in os.walk(layer):
         rel = os.path.relpath(dirpath, layer)
         out_dir = os.path.normpath(os.path.join(dest, rel))
@@ -66,7 +69,7 @@ def merge_layer(layer: str, dest: str) -> None:
             os.lchown(out, st.st_uid, st.st_gid)
 
 
-class CopySnapshotter:
+class CopySnapshotter(Snapshotter):
     name = "copy"
     priority = 30
 

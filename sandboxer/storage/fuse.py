@@ -11,18 +11,19 @@ no readiness wait, and the daemon runs in the foreground as our child with
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 from collections.abc import Sequence
 
 from .. import syscalls
 from ..errors import SetupError
+from ..programs import find
+from . import Snapshotter
 from .overlay import _upper_work
 
 __all__ = ["FuseOverlay"]
 
 
-class FuseOverlay:
+class FuseOverlay(Snapshotter):
     name = "fuse-overlayfs"
     priority = 20
 
@@ -30,7 +31,7 @@ class FuseOverlay:
         self._binary: str | None = None
 
     def unusable_reason(self, kind: str, requested: bool = False) -> str | None:
-        self._binary = shutil.which("fuse-overlayfs")
+        self._binary = find("fuse-overlayfs")
         if self._binary is None:
             return "fuse-overlayfs is not installed (sudo apt-get install fuse-overlayfs)"
         if not os.access("/dev/fuse", os.R_OK | os.W_OK):
@@ -45,7 +46,7 @@ class FuseOverlay:
                            f"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other")
             argv = ["fuse-overlayfs", "-f", "-o",
                     f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}", f"/dev/fd/{fd}"]
-            _spawn_daemon(self._binary or shutil.which("fuse-overlayfs") or "fuse-overlayfs", argv, fd, target)
+            _spawn_daemon(self._binary or find("fuse-overlayfs") or "fuse-overlayfs", argv, fd, target)
         finally:
             os.close(fd)
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 
 from .. import syscalls
-from . import RootfsKind
+from . import RootfsKind, Snapshotter
 
 __all__ = ["KernelOverlay"]
 
@@ -28,7 +28,7 @@ def _kernel_at_least(major: int, minor: int) -> bool:
         return False
 
 
-class KernelOverlay:
+class KernelOverlay(Snapshotter):
     name = "overlay"
     priority = 10
 
