@@ -59,6 +59,7 @@ BUSYBOX = "/bin/busybox"
 PROBE_TIMEOUT_S = 300  # the first podman run may set up storage
 
 SANDBOXER, BWRAP, PODMAN, UNSHARE = "sandboxer", "bubblewrap", "podman", "unshare"
+SANDBOXER_RO = "sandboxer --read-only"
 TARGET_BWRAP_X, TARGET_PODMAN_X, TARGET_RSS_MIB = 4.0, 0.15, 30.0
 
 _DEVNULL_ACTIONS = [
@@ -160,6 +161,9 @@ def build_tools(opts: argparse.Namespace) -> list[Tool]:
     podman = shutil.which("podman")
     tools = [
         make_tool(SANDBOXER, find_sandboxer(opts.sandboxer), ["run", "--rm", "--", "/bin/true"], py_env),
+        # the same without a writable layer: the host root bound read-only, no fuse-overlayfs
+        make_tool(SANDBOXER_RO, find_sandboxer(opts.sandboxer), ["run", "--rm", "--read-only", "--", "/bin/true"],
+                  py_env),
         make_tool(BWRAP, shutil.which("bwrap"),
                   ["--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
                    "--tmpfs", "/tmp", "true"], base),
@@ -170,7 +174,7 @@ def build_tools(opts: argparse.Namespace) -> list[Tool]:
         make_tool("python3 -I -S -c pass", sys.executable, ["-I", "-S", "-c", "pass"], py_env),
     ]
     if podman is not None:
-        tools[2].problem = ensure_podman_image(podman, tools[2].env)
+        tools[3].problem = ensure_podman_image(podman, tools[3].env)
     return tools
 
 
@@ -249,9 +253,9 @@ def stats(tool: Tool, rss_floor_kib: int) -> Stats | None:
                  tool.max_rss_kib <= rss_floor_kib)
 
 
-def ratio(results: dict[str, Stats | None], other: str) -> float | None:
-    """sandboxer's median over another tool's; None when either was not measured."""
-    mine, theirs = results.get(SANDBOXER), results.get(other)
+def ratio(results: dict[str, Stats | None], other: str, tool: str = SANDBOXER) -> float | None:
+    """``tool``'s median over another tool's; None when either was not measured."""
+    mine, theirs = results.get(tool), results.get(other)
     return None if mine is None or theirs is None else mine.median_ms / theirs.median_ms
 
 
@@ -312,9 +316,10 @@ def as_table(tools: list[Tool], results: dict[str, Stats | None], head: dict[str
         else:
             lines.append(f"{tool.name:<24}{st.median_ms:>10.2f}{st.p90_ms:>10.2f}{st.min_ms:>10.2f}"
                          f"{st.rss_text:>14}")
-    lines.append("ratios (median): " + ", ".join(
-        f"sandboxer/{o} " + (f"{r:.2f}x" if (r := ratio(results, o)) is not None else "n/a")
-        for o in (BWRAP, PODMAN, UNSHARE)))
+    for mine in (SANDBOXER, SANDBOXER_RO):
+        lines.append(f"ratios of '{mine}' (median): " + ", ".join(
+            f"/{o} " + (f"{r:.2f}x" if (r := ratio(results, o, mine)) is not None else "n/a")
+            for o in (BWRAP, PODMAN, UNSHARE)))
     lines.append(f"(RSS '<=X': not above this benchmark's own peak of {head['rss_floor_mib']:.1f} MiB, "
                  "which the kernel copies into a spawned child's maxrss)")
     lines.append(targets_line(targets(results)))
