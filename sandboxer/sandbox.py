@@ -76,9 +76,9 @@ class SandboxOptions(namedtuple(
         "SandboxOptions",
         ("command", "name", "hostname", "env", "workdir", "user", "volumes", "tmpfs", "read_only",
          "cap_add", "cap_drop", "seccomp", "no_new_privileges", "init", "interactive", "tty", "network",
-         "storage_driver", "debug"),
+         "storage_driver", "debug", "upper_dir"),
         defaults=((), None, None, (), "/", None, (), (), False, (), (), "default", True, False, False,
-                  False, "none", None, False))):
+                  False, "none", None, False, None))):
     """Everything ``sandboxer run`` can be told, with Docker's defaults.
 
     ``command`` (argv), ``name``, ``hostname`` (default: the short id),
@@ -87,7 +87,10 @@ class SandboxOptions(namedtuple(
     ``cap_add``/``cap_drop`` (names, ``ALL``), ``seccomp`` (``"default"``,
     ``"unconfined"`` or a profile path), ``no_new_privileges``, ``init``,
     ``interactive`` (keep stdin), ``tty``, ``network`` (``"none"`` or
-    ``"host"``), ``storage_driver`` (None: automatic), ``debug``.
+    ``"host"``), ``storage_driver`` (None: automatic), ``debug``,
+    ``upper_dir`` (a host directory that keeps the writable layer after the
+    run, and reuses it on the next; default: a tmpfs that dies with the
+    sandbox).
     """
 
     command: Sequence[str]
@@ -109,6 +112,7 @@ class SandboxOptions(namedtuple(
     network: str
     storage_driver: str | None
     debug: bool
+    upper_dir: str | None
     __slots__ = ()
 
 
@@ -223,7 +227,9 @@ def prepare(opts: SandboxOptions) -> Plan:
         raise UsageError("no command given", hint="sandboxer run [OPTIONS] -- CMD [ARG...]")
     if opts.name is not None:
         validate_name(opts.name)
-    if opts.workdir != "/" and not os.path.isdir(opts.workdir):
+    mounted = [v.destination for v in opts.volumes] + [t.partition(":")[0] for t in opts.tmpfs]
+    if (opts.workdir != "/" and not os.path.isdir(opts.workdir)
+            and not any(opts.workdir == m or opts.workdir.startswith(m.rstrip("/") + "/") for m in mounted)):
         # the host root is the lower layer: the directory must exist on the host
         raise UsageError(f"working directory {opts.workdir} does not exist",
                          hint="give an existing directory to -w (or create it in the command)")
@@ -235,7 +241,7 @@ def prepare(opts: SandboxOptions) -> Plan:
     caps = capability_set(opts.cap_add, opts.cap_drop)
     bpf, flags = _seccomp(opts.seccomp, caps)
     # read-only needs no writable layer: the host root is bound as it is (no FUSE, native speed)
-    snapshotter = (None if opts.read_only and opts.storage_driver is None
+    snapshotter = (None if opts.read_only and opts.storage_driver is None and opts.upper_dir is None
                    else storage.choose(storage.RootfsKind.HOST, opts.storage_driver))
     sandbox_id = new_id()
     hostname = opts.hostname or sandbox_id[:12]
@@ -255,7 +261,8 @@ def prepare(opts: SandboxOptions) -> Plan:
             # Docker: a non-root user starts with empty effective/permitted sets
             caps=Caps(bits, bits if uid == 0 else 0, bits if uid == 0 else 0, 0, 0),
             no_new_privileges=opts.no_new_privileges, seccomp_bpf=bpf, seccomp_flags=flags,
-            terminal=opts.tty, init=opts.init, stdin_null=not opts.interactive, debug=opts.debug)
+            terminal=opts.tty, init=opts.init, stdin_null=not opts.interactive, debug=opts.debug,
+            upper_dir=opts.upper_dir)
         if idmap.single and os.getuid() != 0:
             plan.notices.append("no subuid/subgid range for this user: the sandbox maps only "
                                 "uid/gid 0 (sudo usermod --add-subuids 100000-165535 "
@@ -271,21 +278,28 @@ def _print_notice(message: str) -> None:
     print(f"sandboxer: notice: {message}", file=sys.stderr)
 
 
-def execute(plan: Plan, workload: Workload) -> ExitStatus:
+def execute(plan: Plan, workload: Workload, timeout: float | None = None) -> ExitStatus:
     """Run a prepared plan and release its state, whatever happens."""
     try:
-        return _launch(plan, workload, tty=plan.terminal)
+        return _launch(plan, workload, tty=plan.terminal, timeout=timeout)
     finally:
         plan.state.release()
 
 
 def run(opts: SandboxOptions, call: Callable[[], int] | None = None,
-        on_notice: Callable[[str], None] = _print_notice) -> ExitStatus:
-    """Run ``opts.command`` (or ``call``, in-process) in a fresh host-root sandbox."""
+        on_notice: Callable[[str], None] = _print_notice, *, timeout: float | None = None,
+        stdio: tuple[int, int, int] | None = None) -> ExitStatus:
+    """Run ``opts.command`` (or ``call``, in-process) in a fresh host-root sandbox.
+
+    ``stdio``: file descriptors for the workload's stdin, stdout and stderr
+    (default: ours).  ``timeout``: kill the whole sandbox after that many
+    seconds (the status then has ``timed_out``).
+    """
     plan = prepare(opts)
     for notice in plan.notices:
         on_notice(notice)
-    return execute(plan, Workload(call=call) if call else Workload(argv=plan.args))
+    workload = Workload(call=call, stdio=stdio) if call else Workload(argv=plan.args, stdio=stdio)
+    return execute(plan, workload, timeout)
 
 
 def run_bundle(bundle: str, sandbox_id: str | None = None, *, debug: bool = False,

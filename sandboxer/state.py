@@ -16,7 +16,7 @@ import stat
 
 from .errors import HostError, UsageError
 
-__all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name"]
+__all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name", "remove_tree", "lock_dir"]
 
 
 def state_root() -> str:
@@ -78,8 +78,7 @@ class StateDir:
         root = state_root()
         path = os.path.join(root, sandbox_id)
         os.mkdir(path, 0o700)
-        fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = lock_dir(path)
         os.mkdir(os.path.join(path, "scratch"), 0o700)
         if name is not None:
             try:
@@ -142,6 +141,13 @@ def _remove_names_of(root: str, sandbox_id: str) -> None:
             pass
 
 
+def lock_dir(path: str) -> int:
+    """Hold ``path/lock`` for as long as the returned fd stays open (see :func:`collect_garbage`)."""
+    fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
 def _is_alive(path: str) -> bool:
     """True while some process of that sandbox still holds its lock."""
     try:
@@ -169,12 +175,18 @@ def collect_garbage(root: str | None = None) -> list[str]:
     removed = []
     for entry in os.listdir(root):
         path = os.path.join(root, entry)
-        if len(entry) != 64 or not os.path.isdir(path) or _is_alive(path):
+        ours = len(entry) == 64 or entry.startswith("handle-")  # sandboxes, pytest fixture handles
+        if not ours or not os.path.isdir(path) or _is_alive(path):
             continue
         _remove_names_of(root, entry)
         _rmtree_any_owner(path)
         removed.append(entry)
     return removed
+
+
+def remove_tree(path: str) -> None:
+    """Remove a directory tree a sandbox wrote into, whoever inside owns its files."""
+    _rmtree_any_owner(path)
 
 
 def _rmtree_any_owner(path: str) -> None:

@@ -62,11 +62,13 @@ class Workload:
     the sandbox; its return value is the exit status.
     """
 
-    __slots__ = ("argv", "call")
+    __slots__ = ("argv", "call", "stdio")
 
-    def __init__(self, argv: list[str] | None = None, call: Callable[[], int] | None = None) -> None:
+    def __init__(self, argv: list[str] | None = None, call: Callable[[], int] | None = None,
+                 stdio: tuple[int, int, int] | None = None) -> None:
         self.argv = argv
         self.call = call
+        self.stdio = stdio  #: file descriptors to become the workload's 0, 1 and 2
 
 
 def setup_main(plan: Plan, pipes: Pipes, workload: Workload, caller: int) -> None:
@@ -142,8 +144,10 @@ def _mount_rootfs(plan: Plan) -> str:
         _step("make the host root read-only", sc.mount_setattr_rdonly_recursive, target)
         return target
     assert plan.snapshotter is not None
-    layers = os.path.join(scratch, "layers")
-    os.mkdir(layers, 0o700)
+    layers = plan.upper_dir  # kept on disk (pytest --sandbox-keep-failed, the sandbox fixture)
+    if layers is None:
+        layers = os.path.join(scratch, "layers")
+        os.mkdir(layers, 0o700)
     try:
         plan.snapshotter.mount(plan.rootfs.lowers, layers, target)
     except OSError as e:
@@ -174,9 +178,12 @@ def container_main(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) ->
 
 
 def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int:
+    if workload.stdio is not None:
+        for target, fd in enumerate(workload.stdio):
+            os.dup2(fd, target)
     if pipes.pty_slave >= 0:
         _attach_terminal(pipes.pty_slave)
-    elif plan.stdin_null:
+    elif plan.stdin_null and workload.stdio is None:
         _step("open /dev/null", _stdin_devnull)
 
     # -- the mount table, then the new root
@@ -269,15 +276,19 @@ def _reset_signals() -> None:
 
 def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
     _reset_signals()
-    if workload.call is not None:
-        os.close(pipes.msg_w)
-        return workload.call()
-    assert workload.argv
-    env = _environ(plan.env)
-    if plan.init:
-        return run_as_init(workload.argv, env, pipes.msg_w)
-    exec_workload(workload.argv, env, pipes.msg_w)
-    return 127
+    call, argv = workload.call, workload.argv
+    if call is not None:
+        def start() -> int:
+            os.close(pipes.msg_w)  # end of file for the caller: the workload has started
+            return call()
+    else:
+        assert argv
+        env = _environ(plan.env)
+
+        def start() -> int:
+            exec_workload(argv, env, pipes.msg_w)
+            return 127
+    return run_as_init(start, pipes.msg_w, pipes.status_w) if plan.init else start()
 
 
 def _environ(pairs: list[str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections import namedtuple
 
 from .. import plugins
@@ -27,11 +28,15 @@ __all__ = ["ExitStatus", "run"]
 _PROXIED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT)
 
 
-class ExitStatus(namedtuple("ExitStatus", "code signal", defaults=(None,))):
-    """How PID 1 ended: ``code`` as Docker reports it (128+N for signal N)."""
+class ExitStatus(namedtuple("ExitStatus", "code signal timed_out", defaults=(None, False))):
+    """How PID 1 ended: ``code`` as Docker reports it (128+N for signal N).
+
+    ``timed_out``: the caller's timeout expired and the sandbox was killed.
+    """
 
     code: int
     signal: int | None
+    timed_out: bool
     __slots__ = ()
 
     @classmethod
@@ -40,6 +45,8 @@ class ExitStatus(namedtuple("ExitStatus", "code signal", defaults=(None,))):
         return cls(128 - code, -code) if code < 0 else cls(code)
 
     def describe(self) -> str:
+        if self.timed_out:
+            return "timed out; process tree killed"
         if self.signal is not None:
             return f"killed by {signal.Signals(self.signal).name}"
         return f"exited with status {self.code}"
@@ -88,8 +95,13 @@ class _SignalProxy:
             signal.signal(sig, handler)
 
 
-def run(plan: Plan, workload: Workload, *, tty: bool = False) -> ExitStatus:
-    """Start the sandbox, wait for it to end, and tear it down."""
+def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | None = None) -> ExitStatus:
+    """Start the sandbox, wait for it to end, and tear it down.
+
+    With ``timeout`` (seconds from the start), the whole sandbox — its PID
+    namespace — is killed when it expires.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
     hooks = plan.hooks
     need_hooks = bool(hooks and (hooks.create_runtime or hooks.prestart))
     msg_r, msg_w = os.pipe()
@@ -121,7 +133,7 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False) -> ExitStatus:
         except BaseException:
             _kill_and_reap(pid)
             raise
-        status = _wait(pid, status_r, master)
+        status = _wait(pid, status_r, master, proxy.pid, deadline)
     finally:
         proxy.restore()
         for fd in (msg_r, go_w, status_r, hooks_w, master):
@@ -171,12 +183,18 @@ def _kill_and_reap(pid: int) -> None:
         pass
 
 
-def _wait(pid: int, status_r: int, master: int) -> ExitStatus:
+def _wait(pid: int, status_r: int, master: int, pid1: int | None, deadline: float | None) -> ExitStatus:
     """Relay the terminal (with -t) until the sandbox ends; return PID 1's status."""
     if master >= 0:
         from .tty import relay
 
         relay(master)
+    timed_out = deadline is not None and not _readable_before(status_r, deadline)
+    if timed_out and pid1 is not None:
+        try:
+            os.kill(pid1, signal.SIGKILL)  # PID 1: the kernel kills the rest of its namespace
+        except ProcessLookupError:
+            pass
     raw = b""
     while chunk := os.read(status_r, 64):
         raw += chunk
@@ -184,7 +202,25 @@ def _wait(pid: int, status_r: int, master: int) -> ExitStatus:
     if not raw.strip():
         raise SandboxerError("the sandbox's set-up process died before reporting a status",
                              hint="run with --debug; it may have been killed from outside")
-    return ExitStatus.from_wait_status(int(raw))
+    *notes, last = raw.decode().strip().splitlines()
+    status = ExitStatus.from_wait_status(int(last))
+    for note in notes:  # "signal N" from an --init PID 1 whose workload was killed
+        kind, _, value = note.partition(" ")
+        if kind == "signal" and value.isdigit():
+            status = ExitStatus(128 + int(value), int(value))
+    return status._replace(timed_out=True) if timed_out else status
+
+
+def _readable_before(fd: int, deadline: float) -> bool:
+    """Wait for ``fd`` to become readable (or reach end of file) until ``deadline``."""
+    import select
+
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if select.select([fd], [], [], left)[0]:
+            return True
 
 
 def _terminal_sent_it() -> bool:

@@ -79,7 +79,7 @@ class Plan:
         "masked_paths", "readonly_paths", "root_readonly", "hostname", "args", "env", "cwd",
         "identity", "caps", "no_new_privileges", "oom_score_adj", "rlimits", "seccomp_bpf",
         "seccomp_flags", "terminal", "init", "stdin_null", "hooks", "spec", "bundle",
-        "annotations", "debug", "notices",
+        "annotations", "debug", "notices", "upper_dir",
     )
 
     def __init__(self, *, id: str, state: StateDir, rootfs: Rootfs, idmap: IdMap, namespaces: int,
@@ -92,7 +92,7 @@ class Plan:
                  seccomp_flags: int = 0, terminal: bool = False, init: bool = False,
                  stdin_null: bool = False, hooks: Hooks | None = None, spec: Spec | None = None,
                  bundle: str | None = None, annotations: dict[str, str] | None = None,
-                 debug: bool = False) -> None:
+                 debug: bool = False, upper_dir: str | None = None) -> None:
         self.id = id                      #: 64 hex digits
         self.name = name                  #: the user's name for it, unique while it runs
         self.state = state                #: its locked state directory
@@ -124,6 +124,9 @@ class Plan:
         self.annotations = annotations or {}
         self.debug = debug
         self.notices: list[str] = []      #: one-line messages for the user
+        #: a host directory for the snapshotter's upper/work dirs, kept after the run
+        #: (default: a tmpfs that dies with the sandbox)
+        self.upper_dir = upper_dir
 
     @property
     def short_id(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 from .. import syscalls
 from . import sync
@@ -23,14 +24,25 @@ _FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, sign
               signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT, signal.SIGTSTP, signal.SIGALRM)
 
 
-def run_as_init(argv: list[str], env: dict[str, str], msg_w: int) -> int:
+def run_as_init(start: Callable[[], int], msg_w: int, status_w: int) -> int:
+    """Be PID 1: run ``start()`` (it execs, or returns an exit status) in a child.
+
+    PID 1 of a namespace cannot die of a signal it sends itself, so when the
+    workload is killed by signal N this init exits 128+N and tells the caller
+    the signal on the status pipe (``signal N``), ahead of the set-up
+    process's own report.
+    """
     child = os.fork()
     if child == 0:
-        syscalls.set_pdeathsig(signal.SIGKILL)
-        if os.isatty(0):  # keep job control working: the workload owns the terminal
-            os.setpgid(0, 0)
-            _take_terminal()
-        exec_workload(argv, env, msg_w)
+        code = 125
+        try:
+            syscalls.set_pdeathsig(signal.SIGKILL)
+            if os.isatty(0):  # keep job control working: the workload owns the terminal
+                os.setpgid(0, 0)
+                _take_terminal()
+            code = start()
+        finally:
+            os._exit(code)
     os.close(msg_w)
 
     def forward(sig: int, _frame: object) -> None:
@@ -48,7 +60,10 @@ def run_as_init(argv: list[str], env: dict[str, str], msg_w: int) -> int:
             return 0
         if pid == child:
             code = os.waitstatus_to_exitcode(status)
-            return 128 - code if code < 0 else code
+            if code < 0:
+                os.write(status_w, f"signal {-code}\n".encode())
+                return 128 - code
+            return code
 
 
 def _take_terminal() -> None:

@@ -48,6 +48,6 @@ class KernelOverlay(Snapshotter):
 
 def _upper_work(scratch: str) -> tuple[str, str]:
     upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
-    os.mkdir(upper, 0o755)
-    os.mkdir(work, 0o700)
+    os.makedirs(upper, 0o755, exist_ok=True)  # exists when an upper layer is kept across runs
+    os.makedirs(work, 0o700, exist_ok=True)
     return upper, work

@@ -1,0 +1,223 @@
+"""The pytest plugin: ``@pytest.mark.sandbox`` runs a test in a fresh sandbox.
+
+Registered through the ``pytest11`` entry point.  Where things run:
+
+* session-, package-, module- and class-scoped fixtures, and the
+  collectors' own set-up (``setup_module``…), run once in pytest's process
+  and are inherited by every sandboxed test through fork;
+* function-scoped fixtures, the test itself and their teardown run inside
+  the test's sandbox;
+* reports come back serialised and go through pytest's hooks exactly as a
+  bare run's do (terminal, ``-x``, ``--lf``, JUnit XML, …).
+
+``tmp_path`` and friends live under pytest's basetemp, which is bound into
+every sandbox: they exist inside and keep what the test wrote.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from .handle import SandboxHandle
+from .options import MarkerError, SandboxConfig, from_markers
+
+_CONFIG_KEY = pytest.StashKey[SandboxConfig]()
+#: per session: nodeid -> the isolation a test got; (nodeid, path) of kept layers
+_ISOLATION_KEY = pytest.StashKey[dict[str, dict[str, object]]]()
+_KEPT_KEY = pytest.StashKey[list[tuple[str, str]]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sandboxer", "run tests in rootless sandboxes")
+    group.addoption("--sandbox-all", action="store_true",
+                    help="run every test in its own sandbox, marked or not")
+    group.addoption("--no-sandbox", action="store_true",
+                    help="run tests marked with @pytest.mark.sandbox bare (for debugging)")
+    group.addoption("--sandbox-timeout", type=float, metavar="SECONDS",
+                    help="kill a sandboxed test (and everything it started) after SECONDS")
+    group.addoption("--sandbox-network", choices=("none", "host"),
+                    help="the network of sandboxed tests (default: none, loopback only)")
+    group.addoption("--sandbox-keep-failed", action="store_true",
+                    help="keep the writable layer of a failed sandboxed test and print its path")
+    group.addoption("--sandbox-report", action="store_true",
+                    help="show the isolation each sandboxed test actually got")
+    parser.addini("sandbox_unavailable", "fail or skip sandboxed tests when this host can't set up a sandbox",
+                  default="fail")
+    parser.addini("sandbox_timeout", "default timeout of sandboxed tests, in seconds", default="")
+    parser.addini("sandbox_network", "default network of sandboxed tests (none or host)", default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sandbox(**options): run this test in a fresh rootless sandbox (sandboxer). Options: network, "
+        "volumes, writable, env, hostname, user, timeout, read_only, cap_add, cap_drop, seccomp, memory, "
+        "cpus, pids, require.")
+    config.stash[_ISOLATION_KEY] = {}
+    config.stash[_KEPT_KEY] = []
+    if config.getini("sandbox_unavailable") not in ("fail", "skip"):
+        raise pytest.UsageError("sandbox_unavailable must be 'fail' or 'skip'")
+
+
+def _defaults(config: pytest.Config) -> dict[str, object]:
+    out: dict[str, object] = {}
+    timeout = config.getoption("sandbox_timeout") or config.getini("sandbox_timeout")
+    if timeout:
+        try:
+            out["timeout"] = float(timeout)
+        except ValueError:
+            raise pytest.UsageError(f"sandbox_timeout: not a number: {timeout!r}") from None
+    network = config.getoption("sandbox_network") or config.getini("sandbox_network")
+    if network:
+        out["network"] = network
+    return out
+
+
+def _wants_sandbox(item: pytest.Item) -> bool:
+    if item.config.getoption("no_sandbox"):
+        return False
+    return item.config.getoption("sandbox_all") or item.get_closest_marker("sandbox") is not None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Check every sandboxed test's markers now, not inside a forked child."""
+    defaults = _defaults(config)
+    problems = []
+    for item in items:
+        if not _wants_sandbox(item):
+            continue
+        if args := [m.args for m in item.iter_markers("sandbox") if m.args]:
+            problems.append(f"{item.nodeid}: sandbox marker: positional arguments {args[0]!r}; use keywords")
+            continue
+        try:
+            item.stash[_CONFIG_KEY] = from_markers([m.kwargs for m in item.iter_markers("sandbox")], defaults)
+        except MarkerError as e:
+            problems.append(f"{item.nodeid}: sandbox marker: {e}")
+    if problems:
+        raise pytest.UsageError("invalid sandbox markers:\n  " + "\n  ".join(problems))
+
+
+def _upfront_failure(config: SandboxConfig) -> str | None:
+    """A demand this sandboxer cannot meet: fail clearly rather than run unlimited."""
+    if config.limits:
+        asked = ", ".join(f"{k}={v!r}" for k, v in config.limits.items())
+        return (f"limits unavailable on this host: {asked} asked, but sandboxer has no cgroup driver yet; "
+                "remove the keyword to run unlimited")
+    if "cgroup" in config.require:
+        return "requires cgroup limits, which this host can't give (no cgroup driver yet)"
+    return None
+
+
+def _missing(config: SandboxConfig, isolation: dict[str, object]) -> list[str]:
+    """Required isolation the test did not actually get."""
+    namespaces = isolation.get("namespaces")
+    got = set(namespaces) if isinstance(namespaces, list) else set()
+    names = {"userns": "user", "pid": "pid", "mount": "mnt", "network": "net", "ipc": "ipc", "uts": "uts"}
+    missing = [req for req, ns in names.items() if req in config.require and ns not in got]
+    if "seccomp" in config.require and isolation.get("seccomp") != "filter":
+        missing.append("seccomp")
+    if "no_new_privs" in config.require and not isolation.get("no_new_privs"):
+        missing.append("no_new_privs")
+    return missing
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    if not _wants_sandbox(item):
+        return None
+    from . import runner
+
+    config = item.stash.get(_CONFIG_KEY, None) or SandboxConfig()
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    options: dict[str, Any] = {"unavailable": item.config.getini("sandbox_unavailable")}
+    keep = item.config.getoption("sandbox_keep_failed")
+    if keep:
+        options["upper_dir"] = _keep_dir(item)
+    failure = _upfront_failure(config)
+    if failure:
+        reports = runner.refused(item, nextitem, failure)
+        isolation: dict[str, object] = {}
+    else:
+        reports, isolation = runner.run_item(item, nextitem, config, options)
+        if isolation and (missing := _missing(config, isolation)):
+            reports = runner.refused(item, None, f"required isolation missing: {', '.join(missing)}",
+                                     teardown=False)
+    if isolation:
+        item.config.stash[_ISOLATION_KEY][item.nodeid] = isolation
+        for rep in reports:
+            rep.user_properties.append(("sandbox", _describe(isolation)))
+    if keep:
+        _keep_or_remove(item, options["upper_dir"], reports)
+    for rep in reports:
+        item.ihook.pytest_runtest_logreport(report=rep)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+def _describe(isolation: dict[str, object]) -> str:
+    ns = ",".join(isolation.get("namespaces", []))  # type: ignore[arg-type]
+    return (f"namespaces={ns} seccomp={isolation.get('seccomp')} "
+            f"no_new_privs={isolation.get('no_new_privs')} caps={isolation.get('capabilities')} "
+            f"limits={isolation.get('limits')}")
+
+
+def _keep_dir(item: pytest.Item) -> str:
+    import tempfile
+
+    from sandboxer.state import state_root
+
+    return tempfile.mkdtemp(prefix="kept-", dir=state_root())
+
+
+def _keep_or_remove(item: pytest.Item, path: str, reports: list[pytest.TestReport]) -> None:
+    if any(r.failed for r in reports):
+        upper = os.path.join(path, "upper")
+        item.config.stash[_KEPT_KEY].append((item.nodeid, upper))
+        for rep in reports:
+            if rep.failed:
+                rep.sections.append(("sandbox", f"writable layer kept at {upper}"))
+        return
+    from sandboxer.state import remove_tree
+
+    remove_tree(path)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    isolation = config.stash[_ISOLATION_KEY]
+    if isolation and (config.getoption("sandbox_report") or config.getoption("verbose") > 0):
+        terminalreporter.section("sandbox isolation")
+        for nodeid, facts in isolation.items():
+            terminalreporter.write_line(f"{nodeid}: {_describe(facts)}")
+    if kept := config.stash[_KEPT_KEY]:
+        terminalreporter.section("kept sandbox layers")
+        for nodeid, path in kept:
+            terminalreporter.write_line(f"{nodeid}: {path}")
+
+
+@pytest.fixture
+def sandbox_factory() -> Any:
+    """Make sandboxes on the host root: ``sandbox_factory(**SandboxOptions keywords)``.
+
+    All of them are removed after the test.
+    """
+    handles: list[SandboxHandle] = []
+
+    def make(**options: Any) -> SandboxHandle:
+        handle = SandboxHandle(**options)
+        handles.append(handle)
+        return handle
+
+    yield make
+    for handle in handles:
+        handle.close()
+
+
+@pytest.fixture
+def sandbox(sandbox_factory: Any) -> SandboxHandle:
+    """A sandbox of this test's own: ``sandbox.run([...])``, ``write_file``, ``read_file``."""
+    handle: SandboxHandle = sandbox_factory()
+    return handle

@@ -1,0 +1,462 @@
+"""The pytest plugin, tested the way pytest tests its plugins: real inner suites via ``pytester``."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def outcomes(result: pytest.RunResult) -> dict[str, int]:
+    return {k: v for k, v in result.parseoutcomes().items() if k not in ("warnings", "warning")}
+
+
+MIXED = """
+    import pytest
+
+    def test_pass():
+        assert True
+
+    def test_fail():
+        assert 1 + 1 == 3
+
+    @pytest.mark.skip(reason="nope")
+    def test_skip():
+        pass
+
+    @pytest.mark.xfail(reason="known")
+    def test_xfail():
+        assert False
+
+    @pytest.mark.xfail(reason="known")
+    def test_xpass():
+        pass
+
+    def test_pytest_fail():
+        pytest.fail("explicit failure")
+
+    @pytest.fixture
+    def broken():
+        raise RuntimeError("fixture broke")
+
+    def test_setup_error(broken):
+        pass
+
+    @pytest.fixture
+    def broken_teardown():
+        yield
+        raise RuntimeError("teardown broke")
+
+    def test_teardown_error(broken_teardown):
+        pass
+"""
+
+
+def test_outcomes_match_a_bare_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(MIXED)
+    bare = pytester.runpytest("-p", "no:cacheprovider")
+    sandboxed = pytester.runpytest("-p", "no:cacheprovider", "--sandbox-all")
+    assert outcomes(sandboxed) == outcomes(bare) == {
+        "passed": 2, "failed": 2, "skipped": 1, "xfailed": 1, "xpassed": 1, "errors": 2}
+    text = sandboxed.stdout.str()
+    assert "assert (1 + 1) == 3" in text           # assertion rewriting
+    assert "explicit failure" in text
+    assert "fixture broke" in text and "teardown broke" in text
+    assert ">       assert 1 + 1 == 3" in text     # source lines in the traceback
+
+
+def test_marked_test_is_isolated_and_its_writes_vanish(pytester: pytest.Pytester) -> None:
+    marker = f"sbx-plugin-{os.getpid()}"
+    import pwd
+
+    home = pwd.getpwuid(os.getuid()).pw_dir  # pytester points HOME at its temporary directory
+    pytester.makepyfile(f"""
+        import os, pytest
+
+        @pytest.mark.sandbox
+        def test_writes():
+            with open("/etc/passwd", "a") as f:
+                f.write("{marker}:x:0:0::/:/bin/sh\\n")
+            with open("{home}/{marker}", "w") as f:
+                f.write("x")
+            os.mkdir("/usr/{marker}")
+            assert os.getpid() != 1 and os.readlink("/proc/self/ns/pid") != "{os.readlink('/proc/self/ns/pid')}"
+            assert os.listdir("/sys/class/net") == ["lo"]
+
+        @pytest.mark.sandbox
+        def test_next_sandbox_sees_nothing():
+            assert "{marker}" not in open("/etc/passwd").read()
+            assert not os.path.exists("/usr/{marker}")
+
+        def test_host_sees_nothing():
+            assert "{marker}" not in open("/etc/passwd").read()
+            assert not os.path.exists("{home}/{marker}")
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert outcomes(result) == {"passed": 3}, result.stdout.str()
+    assert not os.path.exists(os.path.expanduser(f"~/{marker}"))
+
+
+def test_private_tmp_but_tmp_path_works(pytester: pytest.Pytester) -> None:
+    host_file = f"/tmp/sbx-plugin-visible-{os.getpid()}"
+    with open(host_file, "w") as f:
+        f.write("host")
+    try:
+        pytester.makepyfile(f"""
+            import os, pytest
+
+            @pytest.mark.sandbox
+            def test_tmp(tmp_path):
+                assert not os.path.exists("{host_file}")
+                (tmp_path / "kept").write_text("from inside")
+                open("/tmp/scratch", "w").write("x")
+
+            def test_after(tmp_path_factory):
+                base = tmp_path_factory.getbasetemp()
+                assert (base / "test_tmp0" / "kept").read_text() == "from inside"
+        """)
+        result = pytester.runpytest("-p", "no:cacheprovider")
+        assert outcomes(result) == {"passed": 2}, result.stdout.str()
+    finally:
+        os.unlink(host_file)
+
+
+def test_wide_fixtures_are_set_up_once_outside(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import os, pytest
+
+        CALLS = []
+
+        @pytest.fixture(scope="session")
+        def session_pid():
+            CALLS.append(1)
+            yield os.getpid()
+            CALLS.append("torn down")
+
+        @pytest.fixture(scope="module")
+        def module_value(session_pid):
+            return {"made_in": os.getpid()}
+
+        @pytest.fixture
+        def function_pid():
+            return os.getpid()
+
+        @pytest.mark.sandbox
+        def test_one(session_pid, module_value, function_pid):
+            assert module_value["made_in"] == session_pid      # made in pytest's process
+            assert function_pid != session_pid                 # made in the sandbox
+            assert CALLS == [1]
+
+        @pytest.mark.sandbox
+        def test_two(session_pid, module_value):
+            assert CALLS == [1]
+
+        def test_bare(session_pid):
+            assert CALLS == [1] and session_pid == os.getpid()
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert outcomes(result) == {"passed": 3}, result.stdout.str()
+
+
+def test_crashes_are_failures_that_say_what_happened(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import ctypes, os, time, pytest
+
+        @pytest.mark.sandbox
+        def test_segfault():
+            ctypes.string_at(0)
+
+        @pytest.mark.sandbox
+        def test_exit():
+            os._exit(3)
+
+        @pytest.mark.sandbox(timeout=1)
+        def test_hangs():
+            import subprocess
+            subprocess.Popen(["sleep", "60"])
+            time.sleep(60)
+
+        def test_after():
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert outcomes(result) == {"failed": 3, "passed": 1}, result.stdout.str()
+    text = result.stdout.str()
+    assert "sandboxed test killed by SIGSEGV" in text
+    assert "sandboxed test exited with status 3" in text
+    assert "timed out after 1.0s; process tree killed" in text
+
+
+def test_capture_logging_and_properties_cross_the_boundary(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import logging, sys, pytest
+
+        @pytest.mark.sandbox
+        def test_output(capsys, caplog, record_property):
+            print("to stdout")
+            print("to stderr", file=sys.stderr)
+            assert capsys.readouterr().out == "to stdout\\n"
+            logging.getLogger("t").warning("logged inside")
+            assert "logged inside" in caplog.text
+            record_property("answer", 42)
+            print("after readouterr")
+            assert False
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--junitxml=out.xml")
+    assert outcomes(result) == {"failed": 1}
+    text = result.stdout.str()
+    assert "after readouterr" in text and "logged inside" in text
+    xml = (pytester.path / "out.xml").read_text()
+    assert 'name="answer" value="42"' in xml
+    assert 'name="sandbox" value="namespaces=user,mnt,pid,net' in xml
+
+
+def test_s_shows_output_live(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.sandbox
+        def test_print():
+            print("LIVE-OUTPUT")
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    assert "LIVE-OUTPUT" in result.stdout.str()
+
+
+def test_x_and_last_failed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        pytestmark = pytest.mark.sandbox
+
+        def test_a(): assert False
+        def test_b(): assert False
+        def test_c(): pass
+    """)
+    result = pytester.runpytest("-x")
+    assert outcomes(result) == {"failed": 1}
+    pytester.runpytest()
+    result = pytester.runpytest("--lf", "-k", "test_b")
+    assert outcomes(result) == {"failed": 1, "deselected": 2} or outcomes(result).get("failed") == 1
+
+
+@pytest.mark.parametrize(("marker", "message"), [
+    ('sandbox(colour="blue")', "unknown keyword 'colour'"),
+    ('sandbox(memory="lots")', "memory='lots': expected a size"),
+    ('sandbox(volumes=["/no/such/path:/x"])', "volumes: source /no/such/path does not exist"),
+    ('sandbox(network="bridge")', "network='bridge'"),
+    ('sandbox("positional")', "positional arguments"),
+])
+def test_bad_markers_are_collection_errors(pytester: pytest.Pytester, marker: str, message: str) -> None:
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        def test_x():
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "test_x" in err and message in err, err
+
+
+def test_limits_fail_clearly_until_cgroups_exist(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.sandbox(memory="64M")
+        def test_limited():
+            pass
+
+        @pytest.mark.sandbox(require=["cgroup"])
+        def test_requires_cgroup():
+            pass
+
+        @pytest.mark.sandbox(require=["seccomp", "userns", "pid", "network", "no_new_privs"])
+        def test_requires_what_we_give():
+            pass
+
+        @pytest.mark.sandbox(seccomp="unconfined", require=["seccomp"])
+        def test_requires_seccomp_but_turned_it_off():
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rf")
+    assert outcomes(result) == {"failed": 3, "passed": 1}, result.stdout.str()
+    text = result.stdout.str()
+    assert "limits unavailable on this host: memory='64M'" in text
+    assert "requires cgroup limits" in text
+    assert "required isolation missing: seccomp" in text
+
+
+def test_markers_merge_nearest_first_and_ini_defaults(pytester: pytest.Pytester) -> None:
+    pytester.makeini("""
+        [pytest]
+        sandbox_network = host
+    """)
+    pytester.makepyfile("""
+        import os, socket, pytest
+
+        pytestmark = pytest.mark.sandbox(hostname="from-module", env={"A": "module", "B": "module"})
+
+        class TestClass:
+            pytestmark = pytest.mark.sandbox(hostname="from-class")
+
+            @pytest.mark.sandbox(env={"A": "test"})
+            def test_nearest(self):
+                assert socket.gethostname() == "from-class"
+                assert os.environ["A"] == "test" and "B" not in os.environ
+
+        def test_module_level():
+            assert socket.gethostname() == "from-module"
+            assert os.environ["B"] == "module"
+
+        @pytest.mark.sandbox(network="none")
+        def test_network_override():
+            assert os.listdir("/sys/class/net") == ["lo"]
+
+        def test_ini_network():
+            assert len(os.listdir("/sys/class/net")) >= 1
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert outcomes(result) == {"passed": 4}, result.stdout.str()
+
+
+def test_sandbox_all_and_no_sandbox(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import os, pytest
+
+        HOST_PID_NS = os.readlink("/proc/self/ns/pid")
+
+        def test_unmarked():
+            print("NS", os.readlink("/proc/self/ns/pid") != HOST_PID_NS)
+
+        @pytest.mark.sandbox
+        def test_marked():
+            print("NS", os.readlink("/proc/self/ns/pid") != HOST_PID_NS)
+    """)
+    all_out = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--sandbox-all", "-s").stdout.str()
+    assert all_out.count("NS True") == 2
+    none_out = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--no-sandbox", "-s").stdout.str()
+    assert none_out.count("NS False") == 2
+
+
+def test_keep_failed_keeps_the_writable_layer(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.sandbox
+        def test_fails_after_writing():
+            open("/etc/evidence", "w").write("post-mortem")
+            assert False
+
+        @pytest.mark.sandbox
+        def test_passes():
+            open("/etc/other", "w").write("x")
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--sandbox-keep-failed")
+    assert outcomes(result) == {"failed": 1, "passed": 1}
+    text = result.stdout.str()
+    lines = [line for line in text.splitlines() if "writable layer kept at" in line]
+    assert lines, text
+    upper = lines[0].split("kept at ", 1)[1].strip()
+    with open(os.path.join(upper, "etc", "evidence")) as f:
+        assert f.read() == "post-mortem"
+    from sandboxer.state import remove_tree
+
+    remove_tree(os.path.dirname(upper))
+
+
+def test_sandbox_unavailable_fail_or_skip(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: pytest.TempPathFactory) -> None:
+    not_ours = str(tmp_path) + "/state"
+    os.mkdir(not_ours, 0o755)  # group/other bits: refused as a state directory
+    monkeypatch.setenv("SANDBOXER_STATE_DIR", not_ours)
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.sandbox
+        def test_x():
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rf")
+    assert outcomes(result) == {"failed": 1}
+    assert "sandbox unavailable: state directory" in result.stdout.str()
+    pytester.makeini("[pytest]\nsandbox_unavailable = skip\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
+    assert outcomes(result) == {"skipped": 1}
+
+
+def test_help_documents_the_options(pytester: pytest.Pytester) -> None:
+    text = pytester.runpytest("--help").stdout.str()
+    for option in ("--sandbox-all", "--no-sandbox", "--sandbox-timeout", "--sandbox-network",
+                   "--sandbox-keep-failed", "--sandbox-report", "sandbox_unavailable"):
+        assert option in text
+
+
+def test_report_option_shows_isolation(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.sandbox
+        def test_x():
+            pass
+    """)
+    text = pytester.runpytest("-p", "no:cacheprovider", "--sandbox-report").stdout.str()
+    assert "sandbox isolation" in text
+    assert "seccomp=filter no_new_privs=True caps=00000000a80425fb" in text
+
+
+# --- the sandbox fixture -------------------------------------------------------
+
+def test_sandbox_fixture_runs_commands_with_state_between_them(sandbox) -> None:  # type: ignore[no-untyped-def]
+    result = sandbox.run(["sh", "-c", "id -u; echo err >&2; exit 3"])
+    assert (result.returncode, result.stdout, result.stderr) == (3, b"0\n", b"err\n")
+    sandbox.write_file("/etc/app.conf", "setting=1\n")
+    sandbox.write_file("/tmp/scratch", b"\x00\x01")
+    assert sandbox.read_file("/etc/app.conf") == b"setting=1\n"
+    assert sandbox.run(["cat", "/tmp/scratch"]).stdout == b"\x00\x01"
+    assert sandbox.run(["cat"], input="piped", text=True).stdout == "piped"
+    assert not os.path.exists("/etc/app.conf")
+    with pytest.raises(Exception, match="returned non-zero exit status 1"):
+        sandbox.run(["false"], check=True)
+
+
+def test_sandbox_factory_makes_independent_sandboxes(sandbox_factory) -> None:  # type: ignore[no-untyped-def]
+    a, b = sandbox_factory(), sandbox_factory(hostname="bee", env={"X": "1"})
+    a.write_file("/etc/only-in-a", "a")
+    assert b.run(["sh", "-c", "test -e /etc/only-in-a || echo absent"]).stdout == b"absent\n"
+    assert b.run(["sh", "-c", "hostname; echo $X"], text=True).stdout == "bee\n1\n"
+    import subprocess
+
+    with pytest.raises(subprocess.TimeoutExpired):
+        a.run(["sleep", "30"], timeout=0.5)
+
+
+def test_sandbox_handle_leaves_nothing(pytester: pytest.Pytester) -> None:
+    from sandboxer.state import state_root
+
+    before = set(os.listdir(state_root()))
+    pytester.makepyfile("""
+        def test_uses(sandbox):
+            sandbox.run(["sh", "-c", "echo x > /etc/y; chown 1000 /etc/y 2>/dev/null; true"], check=True)
+    """)
+    assert outcomes(pytester.runpytest("-p", "no:cacheprovider")) == {"passed": 1}
+    assert set(os.listdir(state_root())) <= before
+
+
+def test_xdist_workers(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(textwrap.dedent("""
+        import logging, os, pytest
+
+        @pytest.mark.parametrize("n", range(40))
+        @pytest.mark.sandbox
+        def test_many(n):
+            logging.getLogger("x").warning("test %d", n)
+            assert open("/proc/self/status").read()
+    """))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+    assert outcomes(result) == {"passed": 40}, result.stdout.str()
