@@ -141,8 +141,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if failure:
         reports = runner.refused(item, nextitem, failure)
         isolation: dict[str, object] = {}
+        interrupt = None
     else:
-        reports, isolation = runner.run_item(item, nextitem, config, options)
+        reports, isolation, interrupt = runner.run_item(item, nextitem, config, options)
         if isolation and (missing := _missing(config, isolation)):
             reports = runner.refused(item, None, f"required isolation missing: {', '.join(missing)}",
                                      teardown=False)
@@ -155,6 +156,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     for rep in reports:
         item.ihook.pytest_runtest_logreport(report=rep)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    if interrupt is not None:  # the test called pytest.exit() or got Ctrl-C: stop the session, as bare
+        if interrupt["exit"]:
+            raise pytest.exit.Exception(interrupt["msg"], interrupt["returncode"])
+        raise KeyboardInterrupt
     return True
 
 

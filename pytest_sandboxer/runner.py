@@ -24,8 +24,9 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
-from typing import Any
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
 
 import pytest
 from _pytest.runner import CallInfo, runtestprotocol
@@ -34,7 +35,7 @@ from sandboxer.errors import SandboxerError
 
 from .options import SandboxConfig
 
-__all__ = ["run_item", "isolation_facts"]
+__all__ = ["Outcome", "run_item", "isolation_facts"]
 
 #: directories the sandbox replaces with fresh tmpfs mounts; paths under them
 #: that a test needs (its virtualenv, rootdir, basetemp) are bound in
@@ -113,21 +114,109 @@ def isolation_facts(parent_ns: dict[str, str]) -> dict[str, object]:
     }
 
 
+class _Channel:
+    """Line-delimited JSON records from the child to the parent, through a file
+    both share: each record is written as soon as it exists, so a child that
+    crashes later still delivers what it had (the set-up report, subtests…)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, kind: str, value: object) -> None:
+        view = memoryview(json.dumps({kind: value}).encode() + b"\n")
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    @staticmethod
+    def receive(fd: int) -> list[dict[str, Any]]:
+        os.lseek(fd, 0, os.SEEK_SET)
+        raw = b""
+        while chunk := os.read(fd, 1 << 20):
+            raw += chunk
+        records = []
+        for line in raw.splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                break  # the child died mid-write: what came before is whole
+        return records
+
+
+def _intercept_logreport(item: pytest.Item, channel: _Channel) -> None:
+    """Inside the child, every ``pytest_runtest_logreport`` call goes to the parent.
+
+    The test's own reports and those a plugin logs in the middle of a call
+    (subtests) are sent in order and *not* handed to the child's copies of
+    the terminal, JUnit or ``-x`` plugins: their state lives in the parent,
+    which replays the reports through its own hooks.  pluggy has no public
+    way to swallow a hook call, so this wraps its hook executor — the same
+    seam ``add_hookcall_monitoring`` uses.
+    """
+    config = item.config
+    pm = config.pluginmanager
+    inner = pm._inner_hookexec
+
+    def hookexec(hook_name: str, hook_impls: Sequence[Any], caller_kwargs: Mapping[str, object],
+                 firstresult: bool) -> object:
+        if hook_name != "pytest_runtest_logreport":
+            return inner(hook_name, hook_impls, caller_kwargs, firstresult)
+        report: Any = caller_kwargs["report"]
+        # plugins that keep per-test state here (subtests' failure count) settle the outcome now
+        config.hook.pytest_report_teststatus(report=report, config=config)
+        channel.send("report", config.hook.pytest_report_to_serializable(config=config, report=report))
+        return []
+
+    pm._inner_hookexec = hookexec
+
+
 def _child(item: pytest.Item, config: SandboxConfig, out_fd: int, parent_ns: dict[str, str]) -> int:
     """Step 2, inside the sandbox.  Returns the exit status."""
     os.environ.update(config.env)
-    hook = item.config.hook
-    reports = runtestprotocol(item, log=False, nextitem=_ParentsOnly(item))  # type: ignore[arg-type]
-    payload = {
-        "reports": [hook.pytest_report_to_serializable(config=item.config, report=r) for r in reports],
-        "isolation": isolation_facts(parent_ns),
-    }
+    channel = _Channel(out_fd)
+    _intercept_logreport(item, channel)
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # pytest's filters stay in force
+            runtestprotocol(item, log=True, nextitem=_ParentsOnly(item))  # type: ignore[arg-type]
+    except (KeyboardInterrupt, pytest.exit.Exception) as e:
+        channel.send("interrupt", {"exit": isinstance(e, pytest.exit.Exception), "msg": str(getattr(e, "msg", e)),
+                                   "returncode": getattr(e, "returncode", None)})
+        caught = []
+    channel.send("warnings", [_warning_to_json(w) for w in caught])
+    channel.send("isolation", isolation_facts(parent_ns))
     _save_coverage()
-    data = json.dumps(payload).encode()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(out_fd, view):]
     return 0
+
+
+def _warning_to_json(w: warnings.WarningMessage) -> dict[str, Any]:
+    category = w.category
+    return {"category": f"{category.__module__}:{category.__qualname__}", "message": str(w.message),
+            "filename": w.filename, "lineno": w.lineno}
+
+
+def _replay_warnings(records: list[dict[str, Any]]) -> None:
+    """Warn again, in pytest's process, what the child recorded.
+
+    This runs inside pytest's own ``catch_warnings`` for the item, so the
+    warnings land in its record and are reported as a bare run's are.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # the child's filters already chose these
+        for rec in records:
+            message = _rebuild_warning(rec["category"], rec["message"])
+            warnings.warn_explicit(message, type(message), rec["filename"], rec["lineno"])
+
+
+def _rebuild_warning(name: str, text: str) -> Warning:
+    module_name, _, qualname = name.partition(":")
+    obj: Any = sys.modules.get(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if isinstance(obj, type) and issubclass(obj, Warning):
+        try:
+            return obj(text)
+        except Exception:
+            pass  # a warning class with its own constructor
+    return UserWarning(f"{qualname}: {text}")
 
 
 def _save_coverage() -> None:
@@ -152,18 +241,44 @@ def _coverage_dirs() -> list[str]:
     return [os.path.dirname(os.path.abspath(data_file))]
 
 
-def _crash_reports(item: pytest.Item, message: str, duration: float) -> list[pytest.TestReport]:
-    """setup/call/teardown reports for a test whose sandboxed child never reported."""
+_When = Literal["setup", "call", "teardown"]
 
+
+def _fail_report(item: pytest.Item, when: _When, message: str, duration: float) -> pytest.TestReport:
     def fail() -> None:
         pytest.fail(message, pytrace=False)
 
-    call = CallInfo.from_call(fail, "call")
-    rep = item.ihook.pytest_runtest_makereport(item=item, call=call)
+    rep: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=CallInfo.from_call(fail, when))
     rep.duration = duration
-    ok = [pytest.TestReport(item.nodeid, item.location, {}, "passed", None, when, [], 0.0)
-          for when in ("setup", "teardown")]
-    return [ok[0], rep, ok[1]]
+    return rep
+
+
+def _passed_report(item: pytest.Item, when: Literal["setup", "teardown"]) -> pytest.TestReport:
+    return pytest.TestReport(item.nodeid, item.location, {}, "passed", None, when, [], 0.0)
+
+
+def _crash_reports(item: pytest.Item, message: str, duration: float) -> list[pytest.TestReport]:
+    """setup/call/teardown reports for a test whose sandboxed child never reported."""
+    return _complete(item, [], message, duration)
+
+
+def _complete(item: pytest.Item, reports: list[pytest.TestReport], message: str,
+              duration: float) -> list[pytest.TestReport]:
+    """A full setup/call/teardown sequence from what a crashed child sent.
+
+    The phase the child died in fails with ``message``; phases it finished
+    keep their real reports, subtests' included.
+    """
+    phases = {r.when: r for r in reports if type(r) is pytest.TestReport}
+    out = list(reports)
+    if "setup" not in phases:
+        out.insert(0, _passed_report(item, "setup"))
+    if "call" not in phases and phases.get("setup", out[0]).passed and "teardown" not in phases:
+        out.append(_fail_report(item, "call", message, duration))
+        out.append(_passed_report(item, "teardown"))
+    elif "teardown" not in phases:
+        out.append(_fail_report(item, "teardown", message, duration))
+    return out
 
 
 def _crash_message(status: Any, timeout: float | None) -> str:
@@ -174,9 +289,17 @@ def _crash_message(status: Any, timeout: float | None) -> str:
     return f"sandboxed test exited with status {status.code} before reporting"
 
 
+class Outcome(NamedTuple):
+    """What one sandboxed test produced, for pytest's process to report."""
+
+    reports: list[pytest.TestReport]
+    isolation: dict[str, object]  #: what the child read from the kernel; empty if it never reported
+    interrupt: dict[str, Any] | None  #: a ``pytest.exit`` or Ctrl-C inside the test, to raise again
+
+
 def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxConfig,
-             options: dict[str, Any]) -> tuple[list[pytest.TestReport], dict[str, object]]:
-    """Steps 1-3 for one item; returns its reports and the isolation it got."""
+             options: dict[str, Any]) -> Outcome:
+    """Steps 1-3 for one item."""
     from sandboxer import SandboxOptions, Volume, run
 
     try:
@@ -184,7 +307,7 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
     except Exception:
         # a collector or wide fixture failed: pytest's own protocol reports it
         # as a setup error without ever calling the test
-        return runtestprotocol(item, log=False, nextitem=nextitem), {}
+        return Outcome(runtestprotocol(item, log=False, nextitem=nextitem), {}, None)
 
     basetemp = item.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
     read_only_paths = [sys.prefix, sys.exec_prefix, sys.base_prefix, *sys.path, str(item.config.rootpath),
@@ -207,26 +330,32 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
     try:
         status = run(opts, lambda: _child(item, config, fd, parent_ns), timeout=config.timeout,
                      on_notice=lambda _msg: None)
-        os.lseek(fd, 0, os.SEEK_SET)
-        raw = b""
-        while chunk := os.read(fd, 1 << 20):
-            raw += chunk
+        records = _Channel.receive(fd)
     except SandboxerError as e:
         reports = _unavailable_reports(item, e, options.get("unavailable", "fail"))
         _teardown_outside(item, nextitem, reports)
-        return reports, {}
+        return Outcome(reports, {}, None)
     finally:
         os.close(fd)
     duration = time.monotonic() - start
     hook = item.config.hook
-    if status.code == 0 and raw:
-        payload = json.loads(raw)
-        reports = [hook.pytest_report_from_serializable(config=item.config, data=d) for d in payload["reports"]]
-        isolation = payload["isolation"]
-    else:
-        reports, isolation = _crash_reports(item, _crash_message(status, config.timeout), duration), {}
+    reports, isolation, interrupt = [], {}, None
+    for record in records:
+        if "report" in record:
+            rep = hook.pytest_report_from_serializable(config=item.config, data=record["report"])
+            if isinstance(rep.longrepr, list):
+                rep.longrepr = tuple(rep.longrepr)  # a skip's (path, line, reason); JSON made it a list
+            reports.append(rep)
+        elif "warnings" in record:
+            _replay_warnings(record["warnings"])
+        elif "isolation" in record:
+            isolation = record["isolation"]
+        elif "interrupt" in record:
+            interrupt = record["interrupt"]
+    if not (status.code == 0 and isolation) and interrupt is None:
+        reports = _complete(item, reports, _crash_message(status, config.timeout), duration)
     _teardown_outside(item, nextitem, reports)
-    return reports, isolation
+    return Outcome(reports, isolation, interrupt)
 
 
 def _teardown_outside(item: pytest.Item, nextitem: pytest.Item | None, reports: list[pytest.TestReport]) -> None:
@@ -254,8 +383,7 @@ def _unavailable_reports(item: pytest.Item, err: SandboxerError, mode: str) -> l
     path, lineno, _ = item.location
     skipped = pytest.TestReport(item.nodeid, item.location, {}, "skipped", (path, (lineno or 0) + 1, reason),
                                 "setup", [], 0.0)
-    done = pytest.TestReport(item.nodeid, item.location, {}, "passed", None, "teardown", [], 0.0)
-    return [skipped, done]
+    return [skipped, _passed_report(item, "teardown")]
 
 
 def refused(item: pytest.Item, nextitem: pytest.Item | None, message: str, *,

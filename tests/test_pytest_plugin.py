@@ -190,6 +190,88 @@ def test_crashes_are_failures_that_say_what_happened(pytester: pytest.Pytester) 
     assert "timed out after 1.0s; process tree killed" in text
 
 
+def _summary(result: pytest.RunResult, title: str) -> list[str]:
+    """The lines of one ``=== title ===`` section of a pytest run's output."""
+    lines = result.stdout.lines
+    starts = [i for i, line in enumerate(lines) if line.startswith("=") and f" {title} " in line]
+    if not starts:
+        return []
+    out = []
+    for line in lines[starts[0] + 1:]:
+        if line.startswith("="):
+            break
+        out.append(line)
+    return out
+
+
+def test_summaries_and_warnings_match_a_bare_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(MIXED + """
+    import warnings
+
+    class HomeMadeWarning(UserWarning):
+        pass
+
+    def test_warns():
+        warnings.warn("old api", DeprecationWarning)
+        warnings.warn("home made", HomeMadeWarning)
+    """)
+    bare = pytester.runpytest("-p", "no:cacheprovider", "-ra")
+    sandboxed = pytester.runpytest("-p", "no:cacheprovider", "-ra", "--sandbox-all")
+    assert outcomes(sandboxed) == outcomes(bare)
+    assert sandboxed.parseoutcomes()["warnings"] == bare.parseoutcomes()["warnings"] == 2
+    for title in ("short test summary info", "warnings summary"):
+        assert _summary(sandboxed, title) == _summary(bare, title), title
+    assert any("HomeMadeWarning: home made" in line for line in _summary(sandboxed, "warnings summary"))
+
+
+def test_subtests_are_reported_and_survive_a_crash(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import ctypes, unittest, pytest
+
+        class TestCase(unittest.TestCase):
+            def test_loop(self):
+                for i in range(3):
+                    with self.subTest(i=i):
+                        self.assertNotEqual(i, 1)
+
+        def test_then_crash(subtests):
+            with subtests.test(msg="before the crash"):
+                assert True
+            with subtests.test(msg="failing part"):
+                assert False
+            ctypes.string_at(0)
+    """)
+    if not hasattr(pytest, "Subtests"):
+        pytest.skip("this pytest has no built-in subtests")
+    bare = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "loop", "-ra")
+    sandboxed = pytester.runpytest("-p", "no:cacheprovider", "-k", "loop", "-ra", "--sandbox-all")
+    assert outcomes(sandboxed) == outcomes(bare), sandboxed.stdout.str()
+    # subtest parameters cross as strings (pytest's own report serialisation, as with xdist): i='1'
+    assert [line.replace("'", "") for line in _summary(sandboxed, "short test summary info")] == \
+        _summary(bare, "short test summary info")
+    crashed = pytester.runpytest("-p", "no:cacheprovider", "-k", "crash", "-ra", "-v", "--sandbox-all")
+    text = crashed.stdout.str()
+    assert "SUBPASSED" in text and "SUBFAILED" in text, text  # sent before the child died
+    assert "sandboxed test killed by SIGSEGV" in text
+
+
+def test_pytest_exit_inside_stops_the_session(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.sandbox
+        def test_stops():
+            pytest.exit("enough", returncode=7)
+
+        def test_never():
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == 7
+    assert "enough" in result.stdout.str() + result.stderr.str()
+    assert "test_never" not in result.stdout.str()
+
+
 def test_capture_logging_and_properties_cross_the_boundary(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         import logging, sys, pytest
@@ -460,3 +542,101 @@ def test_xdist_workers(pytester: pytest.Pytester) -> None:
     """))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
     assert outcomes(result) == {"passed": 40}, result.stdout.str()
+
+
+def test_coverage_inside_sandboxed_tests_is_measured(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_cov")
+    pytester.makepyfile(
+        covered="""
+            def branchy(x):
+                if x > 0:
+                    return "positive"
+                return "other"
+        """,
+        test_cov="""
+            import pytest
+            from covered import branchy
+
+            @pytest.mark.sandbox
+            def test_positive():
+                assert branchy(1) == "positive"
+
+            @pytest.mark.sandbox
+            def test_other():
+                assert branchy(-1) == "other"
+        """)
+    reports = {}
+    for mode in ("--no-sandbox", "--sandbox-all"):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", mode, "--cov=covered",
+                                               "--cov-report=term-missing")
+        assert outcomes(result) == {"passed": 2}, result.stdout.str()
+        reports[mode] = [line for line in result.stdout.lines if line.startswith("covered")]
+    assert reports["--sandbox-all"] == reports["--no-sandbox"]
+    assert "100%" in reports["--sandbox-all"][0]
+
+
+def test_killed_pytest_leaves_nothing_behind(pytester: pytest.Pytester) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sandboxer.state import _is_alive, collect_garbage, state_root
+
+    root = state_root()
+    before = set(os.listdir(root))
+    ready = pytester.path / "ready"
+    pytester.makepyfile(f"""
+        import time, pytest
+
+        @pytest.mark.sandbox
+        def test_sleeps(tmp_path):
+            open("{ready}", "w").close()
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             f"--basetemp={pytester.path / 'bt'}"], cwd=pytester.path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the sandboxed test never started"
+        time.sleep(0.05)
+    new = [e for e in os.listdir(root) if e not in before]
+    assert new, "no sandbox state directory appeared"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_is_alive(os.path.join(root, e)) for e in new):  # every process of the sandbox holds it
+        assert time.monotonic() < deadline, "sandbox processes outlived a SIGKILLed pytest"
+        time.sleep(0.05)
+    collect_garbage()  # what the next run does first
+    assert not [e for e in os.listdir(root) if e in new]
+
+
+def test_xdist_many_tests_with_logging(pytester: pytest.Pytester) -> None:
+    """Forking from xdist's threaded workers, many times, with logging active: no hang, no loss."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile("""
+        import logging, threading, pytest
+
+        log = logging.getLogger("busy")
+
+        @pytest.fixture(scope="session", autouse=True)
+        def chatter():
+            stop = threading.Event()
+            def talk():
+                while not stop.is_set():
+                    log.warning("background thread holding the logging lock")
+            t = threading.Thread(target=talk, daemon=True)
+            t.start()
+            yield
+            stop.set()
+
+        @pytest.mark.parametrize("n", range(80))
+        @pytest.mark.sandbox
+        def test_many(n):
+            log.warning("inside %d", n)
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--log-level=WARNING",
+                                           timeout=300)
+    assert outcomes(result) == {"passed": 80}, result.stdout.str()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import sys
 from collections.abc import Callable
 
 from .. import syscalls as sc
@@ -280,7 +281,10 @@ def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
     if call is not None:
         def start() -> int:
             os.close(pipes.msg_w)  # end of file for the caller: the workload has started
-            return call()
+            try:
+                return call()
+            finally:
+                flush_std()  # os._exit follows: Python's buffers would be lost
     else:
         assert argv
         env = _environ(plan.env)
@@ -289,6 +293,16 @@ def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
             exec_workload(argv, env, pipes.msg_w)
             return 127
     return run_as_init(start, pipes.msg_w, pipes.status_w) if plan.init else start()
+
+
+def flush_std() -> None:
+    """Flush Python's stdout and stderr before a fork or an ``os._exit``."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _environ(pairs: list[str]) -> dict[str, str]:

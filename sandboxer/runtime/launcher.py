@@ -19,7 +19,7 @@ from collections import namedtuple
 from .. import plugins
 from ..errors import SandboxerError, SetupError
 from . import sync
-from .init import Pipes, Workload, setup_main
+from .init import Pipes, Workload, flush_std, setup_main
 from .plan import Plan
 from .userns import write_idmap
 
@@ -118,8 +118,15 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
     _debug(plan, f"sandbox {plan.id[:12]}: storage driver {driver}")
     proxy = _SignalProxy()
     caller = os.getpid()
+    flush_std()  # else the child inherits, and later writes, the caller's buffered output
+    held = _hold_logging_handlers() if workload.call is not None else ()
     try:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        finally:
+            for handler in held:  # in the child, logging's at-fork hook made them new locks
+                if os.getpid() == caller:
+                    handler.release()
         if pid == 0:
             for fd in (msg_r, go_w, status_r, hooks_w, master):
                 if fd >= 0:
@@ -144,6 +151,27 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
                     pass
     plugins.call("sandboxer_stopped", plan=plan, status=status)
     return status
+
+
+def _hold_logging_handlers() -> list:
+    """Acquire every logging handler's lock, for a fork that keeps running Python.
+
+    Another thread of the caller (an xdist worker, a test's log chatter) may
+    be inside a handler's ``emit``, holding the lock of the handler and of the
+    stream it writes to; a child forked then inherits those locks held by a
+    thread it does not have and deadlocks on its first log line.  Logging
+    renews handler locks in the child but not the stream's, so the fork waits
+    until no handler is writing.
+    """
+    logging = sys.modules.get("logging")  # never imported just for this
+    refs = getattr(logging, "_handlerList", ()) if logging is not None else ()
+    held = []
+    for ref in list(refs):
+        handler = ref()
+        if handler is not None and getattr(handler, "lock", None) is not None:
+            handler.acquire()
+            held.append(handler)
+    return held
 
 
 def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int,
@@ -229,3 +257,4 @@ def _terminal_sent_it() -> bool:
         return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
     except (OSError, ValueError, AttributeError):
         return False
+
