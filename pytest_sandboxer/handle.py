@@ -22,17 +22,17 @@ class SandboxHandle:
     :class:`sandboxer.SandboxOptions` (``env`` may be a dict)."""
 
     def __init__(self, **options: Any) -> None:
-        from sandboxer.state import lock_dir, state_root
+        from sandboxer.state import create_locked_dir, state_root
 
         env = options.pop("env", None) or {}
         self._env = [f"{k}={v}" for k, v in env.items()] if isinstance(env, dict) else list(env)
         self._options = options
-        self._dir = tempfile.mkdtemp(prefix="handle-", dir=state_root())
-        self._lock = lock_dir(self._dir)  # a crashed pytest's handles are collected by the next run
+        self._dir = os.path.join(state_root(), f"handle-{os.urandom(8).hex()}")
+        # locked: a crashed pytest's handles are collected by the next run, live ones never
+        self._lock = create_locked_dir(self._dir, ("layers", "tmp"))
         self._upper = os.path.join(self._dir, "layers")
         self._tmp = os.path.join(self._dir, "tmp")
-        os.mkdir(self._upper, 0o700)
-        os.mkdir(self._tmp, 0o1777)
+        os.chmod(self._tmp, 0o1777)
         os.chmod(self._tmp, 0o1777)
         self.closed = False
 

@@ -16,7 +16,7 @@ import stat
 
 from .errors import HostError, UsageError
 
-__all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name", "remove_tree", "lock_dir"]
+__all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name", "remove_tree", "create_locked_dir"]
 
 
 def state_root() -> str:
@@ -59,6 +59,12 @@ def validate_name(name: str) -> str:
     return name
 
 
+#: prefix of state directories still being created (see :func:`create_locked_dir`)
+_BUILDING = ".building-"
+#: how long an unlocked directory being created is left alone by the garbage collector
+_BUILDING_GRACE_S = 60.0
+
+
 class StateDir:
     """The state directory of one sandbox, locked while the sandbox lives.
 
@@ -77,9 +83,7 @@ class StateDir:
     def create(cls, sandbox_id: str, name: str | None = None) -> StateDir:
         root = state_root()
         path = os.path.join(root, sandbox_id)
-        os.mkdir(path, 0o700)
-        fd = lock_dir(path)
-        os.mkdir(os.path.join(path, "scratch"), 0o700)
+        fd = create_locked_dir(path, ("scratch",))
         if name is not None:
             try:
                 cls._claim_name(root, name, sandbox_id)
@@ -141,7 +145,27 @@ def _remove_names_of(root: str, sandbox_id: str) -> None:
             pass
 
 
-def lock_dir(path: str) -> int:
+def create_locked_dir(path: str, subdirs: tuple[str, ...] = ()) -> int:
+    """Create the directory ``path`` (and ``subdirs`` in it) already locked; returns the lock fd.
+
+    It is built under a hidden name and renamed into place once locked, so
+    another process's :func:`collect_garbage` never sees it unlocked.
+    """
+    parent, name = os.path.split(path)
+    building = os.path.join(parent, f"{_BUILDING}{name}")
+    os.mkdir(building, 0o700)
+    try:
+        fd = _lock_dir(building)
+        for sub in subdirs:
+            os.mkdir(os.path.join(building, sub), 0o700)
+        os.rename(building, path)
+    except BaseException:
+        _rmtree_any_owner(building)
+        raise
+    return fd
+
+
+def _lock_dir(path: str) -> int:
     """Hold ``path/lock`` for as long as the returned fd stays open (see :func:`collect_garbage`)."""
     fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -176,12 +200,23 @@ def collect_garbage(root: str | None = None) -> list[str]:
     for entry in os.listdir(root):
         path = os.path.join(root, entry)
         ours = len(entry) == 64 or entry.startswith("handle-")  # sandboxes, pytest fixture handles
+        if entry.startswith(_BUILDING):  # a creator that died between mkdir and rename
+            ours = _older_than(path, _BUILDING_GRACE_S)
         if not ours or not os.path.isdir(path) or _is_alive(path):
             continue
         _remove_names_of(root, entry)
         _rmtree_any_owner(path)
         removed.append(entry)
     return removed
+
+
+def _older_than(path: str, seconds: float) -> bool:
+    import time
+
+    try:
+        return os.lstat(path).st_mtime < time.time() - seconds
+    except FileNotFoundError:
+        return False
 
 
 def remove_tree(path: str) -> None:

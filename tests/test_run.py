@@ -443,6 +443,30 @@ def test_runs_leave_no_state_behind() -> None:
     assert set(state_entries()) <= before
 
 
+def test_garbage_collection_never_takes_a_state_dir_being_created(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Another process's gc, running all along, must not remove a sandbox's state dir mid-creation."""
+    import sys
+
+    from sandboxer.state import StateDir
+
+    root = tmp_path / "state"
+    root.mkdir(mode=0o700)
+    gc_loop = ("import sys, time\nfrom sandboxer.state import collect_garbage\n"
+               "end = time.monotonic() + 30\n"
+               "while time.monotonic() < end and not sys.stdin.closed:\n    collect_garbage(sys.argv[1])\n")
+    gc = subprocess.Popen([sys.executable, "-c", gc_loop, str(root)], stdin=subprocess.PIPE)
+    monkeypatch.setenv("SANDBOXER_STATE_DIR", str(root))
+    try:
+        for _ in range(300):
+            state = StateDir.create(os.urandom(32).hex())
+            assert os.path.isdir(os.path.join(state.path, "scratch"))
+            state.release()
+    finally:
+        gc.kill()
+        gc.wait()
+    assert os.listdir(root) == []
+
+
 def test_names_are_unique_while_running() -> None:
     name = f"n{os.getpid()}"
     proc = subprocess.Popen([*SANDBOXER, "run", "--name", name, "--", "sleep", "3333.5"], stdin=subprocess.DEVNULL)
