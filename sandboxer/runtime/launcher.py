@@ -182,10 +182,16 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
     _debug(plan, f"id map written ({'single id' if plan.idmap.single else 'subordinate ranges'})")
     plugins.call("sandboxer_attach", plan=plan, pid=pid)
     os.write(go_w, b"g")
-    pid1 = int(reader.expect("pid")[1])
-    proxy.target(pid1)
+    # the set-up process sends "pid", PID 1 "hooks": two writers, so either may come first
+    pid1, hooks_due = 0, hooks_w >= 0
+    while not pid1 or hooks_due:
+        msg = reader.expect("pid", "hooks") if hooks_due else reader.expect("pid")
+        if msg[0] == "pid":
+            pid1 = int(msg[1])
+            proxy.target(pid1)
+        else:
+            hooks_due = False
     if hooks_w >= 0:
-        reader.expect("hooks")
         from .hooks import run_hooks
 
         run_hooks(plan, "prestart", pid=pid1, status="created")

@@ -65,16 +65,16 @@ class Reader:
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode(errors="replace").split("\t")
 
-    def expect(self, verb: str) -> list[str]:
-        """The next message, which must be ``verb``; an ``error`` is raised."""
+    def expect(self, *verbs: str) -> list[str]:
+        """The next message, which must be one of ``verbs``; an ``error`` is raised."""
         msg = self.recv()
         if msg is None:
             raise SetupError("set up the sandbox", "the set-up process died unexpectedly",
                              hint="run with --debug for details")
         if msg[0] == "error":
             raise error_from_fields(msg)
-        if msg[0] != verb:
-            raise SetupError("set up the sandbox", f"protocol error: expected {verb!r}, got {msg[0]!r}")
+        if msg[0] not in verbs:
+            raise SetupError("set up the sandbox", f"protocol error: expected {' or '.join(verbs)}, got {msg[0]!r}")
         return msg
 
     def close(self) -> None:
