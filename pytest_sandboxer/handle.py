@@ -18,8 +18,10 @@ __all__ = ["SandboxHandle"]
 
 
 class SandboxHandle:
-    """A sandbox on the host root for one test.  Keywords are those of
-    :class:`sandboxer.SandboxOptions` (``env`` may be a dict)."""
+    """A sandbox for one test: on the host root, or in ``image=NAME`` from the store.
+
+    Keywords are those of :class:`sandboxer.SandboxOptions` (``env`` may be a dict).
+    """
 
     def __init__(self, **options: Any) -> None:
         from sandboxer.state import create_locked_dir, state_root
@@ -32,7 +34,6 @@ class SandboxHandle:
         self._lock = create_locked_dir(self._dir, ("layers", "tmp"))
         self._upper = os.path.join(self._dir, "layers")
         self._tmp = os.path.join(self._dir, "tmp")
-        os.chmod(self._tmp, 0o1777)
         os.chmod(self._tmp, 0o1777)
         self.closed = False
 

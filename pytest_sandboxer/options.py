@@ -77,6 +77,19 @@ def _require(value: object) -> bool:
     return isinstance(value, (list, tuple)) and all(v in REQUIREMENTS for v in value)
 
 
+def _image(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    from sandboxer.errors import UsageError
+    from sandboxer.images.reference import parse_reference
+
+    try:
+        parse_reference(value)
+    except UsageError:
+        return False
+    return True
+
+
 #: keyword -> (check, what a valid value looks like)
 KEYWORDS: dict[str, tuple[Any, str]] = {
     "network": (lambda v: v in ("none", "host"), '"none" or "host"'),
@@ -94,6 +107,7 @@ KEYWORDS: dict[str, tuple[Any, str]] = {
     "cpus": (_cpus, "a positive number of CPUs, e.g. 1.5"),
     "pids": (_pids, "a positive number of processes"),
     "require": (_require, f"a list drawn from {', '.join(REQUIREMENTS)}"),
+    "image": (_image, "an image name from the store, e.g. \"sandboxer-test/busybox\""),
 }
 
 
@@ -115,6 +129,7 @@ class SandboxConfig:
     cpus: float | None = None
     pids: int | None = None
     require: list[str] = field(default_factory=list)
+    image: str | None = None
 
     @property
     def limits(self) -> dict[str, object]:

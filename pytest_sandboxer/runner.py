@@ -58,14 +58,27 @@ def _under_private(path: str) -> bool:
     return any(path == d or path.startswith(d + "/") for d in _PRIVATE_DIRS)
 
 
-def needed_binds(paths: Iterable[str]) -> list[str]:
-    """The outermost existing paths under the sandbox's private dirs."""
+def needed_binds(paths: Iterable[str], everywhere: bool = False) -> list[str]:
+    """The outermost existing paths under the sandbox's private dirs (or anywhere, for an image root)."""
     found = sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)})
     out: list[str] = []
     for path in found:
-        if _under_private(path) and not any(path.startswith(o.rstrip("/") + "/") or path == o for o in out):
+        if ((everywhere or _under_private(path))
+                and not any(path.startswith(o.rstrip("/") + "/") or path == o for o in out)):
             out.append(path)
     return out
+
+
+def _python_paths(image: bool) -> list[str]:
+    """Where this Python's code lives.  On the host root only what the private /tmp hides needs
+    binding (prefixes included); in an image the library directories, never the host's whole /usr."""
+    if not image:
+        return [sys.prefix, sys.exec_prefix, sys.base_prefix, *sys.path]
+    import sysconfig
+
+    paths = [sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")]
+    venv = [sys.prefix] if sys.prefix != sys.base_prefix else []
+    return [*venv, *paths, *sys.path]
 
 
 def _user() -> str:
@@ -310,19 +323,21 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
         return Outcome(runtestprotocol(item, log=False, nextitem=nextitem), {}, None)
 
     basetemp = item.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-    read_only_paths = [sys.prefix, sys.exec_prefix, sys.base_prefix, *sys.path, str(item.config.rootpath),
-                       os.getcwd()]
+    image = config.image is not None
+    read_only_paths = [*_python_paths(image), str(item.config.rootpath), os.getcwd()]
     # pytest's own temporary area is scratch space by definition: writable, like tmp_path
     scratch = [str(basetemp), *(str(p) for p in basetemp.parents if p.name == f"pytest-of-{_user()}")]
-    writable = needed_binds([*scratch, *_coverage_dirs()])
+    # in an image, the test's own Python (stdlib, virtualenv, sys.path) is bound in read-only
+    writable = needed_binds([*scratch, *_coverage_dirs()], everywhere=image)
     volumes = [Volume(p, p, False) for p in writable]
-    volumes += [Volume(p, p, True) for p in needed_binds(read_only_paths)
+    volumes += [Volume(p, p, True) for p in needed_binds(read_only_paths, everywhere=image)
                 if not any(p == w or p.startswith(w + "/") for w in writable)]
     volumes += [Volume(src, dst, ro) for src, dst, ro in config.volumes]
     opts = SandboxOptions(
         command=["pytest"], hostname=config.hostname, user=config.user, read_only=config.read_only,
         cap_add=config.cap_add, cap_drop=config.cap_drop, seccomp=config.seccomp, init=True,
-        network=config.network, volumes=volumes, workdir=os.getcwd(), upper_dir=options.get("upper_dir"))
+        network=config.network, volumes=volumes, workdir=os.getcwd(), upper_dir=options.get("upper_dir"),
+        image=config.image)
     parent_ns = {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in _NAMESPACES}
     fd, path = tempfile.mkstemp(prefix="sandboxer-reports-")
     os.unlink(path)
@@ -332,7 +347,11 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
                      on_notice=lambda _msg: None)
         records = _Channel.receive(fd)
     except SandboxerError as e:
-        reports = _unavailable_reports(item, e, options.get("unavailable", "fail"))
+        from sandboxer.images.store import StoreError
+
+        # a missing or broken image is the test's mistake, never "this host can't sandbox": always fail
+        mode = "fail" if isinstance(e, StoreError) else options.get("unavailable", "fail")
+        reports = _unavailable_reports(item, e, mode)
         _teardown_outside(item, nextitem, reports)
         return Outcome(reports, {}, None)
     finally:

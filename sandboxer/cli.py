@@ -61,6 +61,7 @@ def parse(cmd: Command, argv: list[str]) -> tuple[dict[str, Any], list[str]]:
         arg = argv[i]
         i += 1
         if arg == "--":
+            values["--"] = not rest  # "--" ended the options: what follows is a command, not an image
             rest.extend(argv[i:])
             break
         if not arg.startswith("-") or arg == "-":
@@ -135,6 +136,9 @@ _RUN_OPTS = (
     Opt(("--init",), "init", FLAG, "run a small init as PID 1 that reaps zombies and forwards signals"),
     Opt(("--network", "--net"), "network", VALUE, "none (default) or host", "MODE"),
     Opt(("--storage-driver",), "storage_driver", VALUE, "overlay, fuse-overlayfs or copy", "NAME"),
+    Opt(("--pull",), "pull", VALUE, "missing (default): pull an image not in the store; never; always", "WHEN"),
+    Opt(("--platform",), "platform", VALUE, "the platform to pull", "PLATFORM"),
+    Opt(("--tls-verify",), "tls_verify", VALUE, "false: the registry may be plain HTTP", "BOOL"),
     Opt(("-b", "--bundle"), "bundle", VALUE, "run the OCI bundle in DIR (then the argument is its ID)",
         "DIR"),
     Opt(("--debug",), "debug", FLAG, "print set-up steps, and tracebacks on errors"),
@@ -190,6 +194,43 @@ def _security_opts(opts: list[str]) -> tuple[str, bool]:
     return seccomp, nnp
 
 
+def _image_and_command(values: dict[str, Any], rest: list[str]) -> tuple[str | None, list[str]]:
+    """``run -- CMD`` is the host root; ``run IMAGE [--] [CMD]`` an image, as docker spells it."""
+    if values.get("--") or not rest:
+        return None, rest
+    image, command = rest[0], rest[1:]
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return image, command
+
+
+def _pull_if_needed(name: str, values: dict[str, Any]) -> None:
+    """``--pull missing`` (docker's default): a name not in the store is pulled first."""
+    from .images.reference import parse_reference
+    from .images.store import Store, StoreError
+
+    when = values["pull"] or "missing"
+    if when not in ("missing", "never", "always"):
+        raise CliUsageError("--pull takes missing, never or always")
+    if when == "never":
+        return
+    if when == "missing":
+        try:
+            Store().lookup(name)
+            return
+        except StoreError:
+            pass
+    ref = parse_reference(name)
+    from .images.registry import RegistryError, pull
+
+    try:
+        pull(ref, platform=values["platform"], tls_verify=_tls_verify(values), progress=_progress(False))
+    except RegistryError as e:
+        host_hint = "to run a command on the host's root, put it after --: sandboxer run -- CMD"
+        raise StoreError(f"no such image: {ref.familiar}, and pulling it failed: {e}",
+                         hint=f"{e.hint}; {host_hint}" if e.hint else host_hint) from None
+
+
 def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
     from .sandbox import SandboxOptions, Volume, run, run_bundle
 
@@ -200,12 +241,15 @@ def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
         status = run_bundle(str(values["bundle"]), rest[0] if rest else None, debug=debug,
                             init=bool(values["init"]))
         return status.code
+    image, command = _image_and_command(values, rest)
+    if image is not None:
+        _pull_if_needed(image, values)
     seccomp, nnp = _security_opts(values["security_opt"])
     env = [e for path in values["env_file"] for e in _read_env_file(path)]
     opts = SandboxOptions(
-        command=rest, name=values["name"], hostname=values["hostname"],
+        command=command, image=image, name=values["name"], hostname=values["hostname"],
         env=_env_list(env + values["env"]),
-        workdir=str(values["workdir"] or "/"), user=values["user"],
+        workdir=values["workdir"], user=values["user"],
         volumes=[Volume.parse(v) for v in values["volume"]],
         tmpfs=values["tmpfs"], read_only=bool(values["read_only"]),
         cap_add=values["cap_add"], cap_drop=values["cap_drop"],
@@ -215,6 +259,170 @@ def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
         storage_driver=values["storage_driver"], debug=debug)
     status = run(opts)
     return status.code
+
+
+# --- images --------------------------------------------------------------------
+
+def _store() -> Any:
+    from .images.store import Store
+
+    return Store()
+
+
+def cmd_images(values: dict[str, Any], rest: list[str]) -> int:
+    if rest:
+        raise CliUsageError("'sandboxer images' takes no arguments")
+    images = _store().images()
+    if values["quiet"]:
+        for image in images:
+            print(image.id.removeprefix("sha256:")[:12])
+        return 0
+    print(f"{'REPOSITORY':<40} {'TAG':<16} {'IMAGE ID':<12}  {'CREATED':<20}  SIZE")
+    for image in images:
+        ref = image.reference
+        repo = ref.familiar.rpartition(":")[0] if ref.tag else ref.familiar
+        size = sum(int(layer.get("size", 0)) for layer in image.manifest.get("layers", []))
+        created = str(image.config.get("created", ""))[:19].replace("T", " ")
+        print(f"{repo:<40} {ref.tag or '<none>':<16} {image.id.removeprefix('sha256:')[:12]:<12}  "
+              f"{created:<20}  {_human(size)}")
+    return 0
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.3g} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1000
+    return ""
+
+
+def cmd_image_inspect(values: dict[str, Any], rest: list[str]) -> int:
+    import json
+
+    if not rest:
+        raise CliUsageError("'sandboxer image inspect' needs at least one IMAGE")
+    store = _store()
+    out = []
+    for name in rest:
+        image = store.image(name)
+        out.append({"Id": image.id, "RepoTags": [image.reference.familiar], "Digest": image.manifest_digest,
+                    "Manifest": image.manifest, "Config": image.config,
+                    "Layers": image.diff_ids})
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_rmi(values: dict[str, Any], rest: list[str]) -> int:
+    if not rest:
+        raise CliUsageError("'sandboxer rmi' needs at least one IMAGE")
+    store = _store()
+    for name in rest:
+        ref, _ = store.lookup(name)
+        store.untag(ref)
+        print(f"Untagged: {ref.familiar}")
+    _, layers = store.prune()  # what no remaining image (or running sandbox) uses
+    for layer in layers:
+        print(f"Deleted: {layer}")
+    return 0
+
+
+def cmd_tag(values: dict[str, Any], rest: list[str]) -> int:
+    from .images.reference import parse_reference
+
+    if len(rest) != 2:
+        raise CliUsageError("usage: sandboxer tag SOURCE TARGET")
+    store = _store()
+    _, digest = store.lookup(rest[0])
+    store.tag(parse_reference(rest[1]), digest)
+    return 0
+
+
+def cmd_image_prune(values: dict[str, Any], rest: list[str]) -> int:
+    if rest:
+        raise CliUsageError("'sandboxer image prune' takes no arguments")
+    blobs, layers = _store().prune()
+    print(f"removed {len(blobs)} blobs and {len(layers)} layers")
+    return 0
+
+
+def cmd_import(values: dict[str, Any], rest: list[str]) -> int:
+    from .images.reference import parse_reference
+
+    if len(rest) != 2:
+        raise CliUsageError("usage: sandboxer import ROOTFS.tar[.gz] NAME[:TAG]")
+    ref = parse_reference(rest[1])
+    cmd = None
+    if values["cmd"]:
+        import shlex
+
+        cmd = shlex.split(values["cmd"])
+    image = _store().import_rootfs(rest[0], ref, cmd=cmd)
+    print(image.id)
+    return 0
+
+
+def _tls_verify(values: dict[str, Any]) -> bool | None:
+    value = values.get("tls_verify")
+    if value is None:
+        return None
+    if str(value).lower() not in ("true", "false"):
+        raise CliUsageError("--tls-verify takes true or false")
+    return str(value).lower() == "true"
+
+
+def _progress(quiet: bool) -> Callable[[str], None]:
+    return (lambda _msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
+
+
+def cmd_pull(values: dict[str, Any], rest: list[str]) -> int:
+    from .images.reference import parse_reference
+    from .images.registry import pull
+
+    if len(rest) != 1:
+        raise CliUsageError("usage: sandboxer pull [OPTIONS] NAME[:TAG|@DIGEST]")
+    image = pull(parse_reference(rest[0]), platform=values["platform"], tls_verify=_tls_verify(values),
+                 progress=_progress(bool(values["quiet"])))
+    print(image.manifest_digest)
+    return 0
+
+
+def cmd_push(values: dict[str, Any], rest: list[str]) -> int:
+    from .images.reference import parse_reference
+    from .images.registry import push
+
+    if len(rest) not in (1, 2):
+        raise CliUsageError("usage: sandboxer push [OPTIONS] IMAGE [DESTINATION]")
+    destination = parse_reference(rest[1]) if len(rest) == 2 else None
+    digest = push(rest[0], destination, tls_verify=_tls_verify(values), progress=_progress(bool(values["quiet"])))
+    print(digest)
+    return 0
+
+
+def cmd_login(values: dict[str, Any], rest: list[str]) -> int:
+    from .images.registry import login
+
+    if len(rest) != 1 or not values["username"]:
+        raise CliUsageError("usage: sandboxer login -u USER [--password-stdin | -p PASSWORD] REGISTRY")
+    password = sys.stdin.readline().rstrip("\n") if values["password_stdin"] else values["password"]
+    if password is None:
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    path = login(rest[0], values["username"], password, tls_verify=_tls_verify(values))
+    print(f"Login Succeeded (saved in {path})")
+    return 0
+
+
+def cmd_image(values: dict[str, Any], rest: list[str]) -> int:
+    """``sandboxer image ls|inspect|rm|prune|tag|import``, as docker groups them."""
+    sub = {"ls": "images", "list": "images", "inspect": "inspect", "rm": "rmi", "prune": "prune",
+           "tag": "tag", "import": "import"}
+    if not rest or rest[0] not in sub:
+        raise CliUsageError("usage: sandboxer image ls|inspect|rm|prune|tag|import ...")
+    name = sub[rest[0]]
+    cmd = COMMANDS[name] if name in COMMANDS else _IMAGE_ONLY[name]
+    sub_values, sub_rest = parse(cmd, rest[1:])
+    return cmd.handler(sub_values, sub_rest)
 
 
 # --- spec, doctor, version ----------------------------------------------------
@@ -255,10 +463,33 @@ def cmd_gc(values: dict[str, Any], rest: list[str]) -> int:
     return 0
 
 
+_DEBUG = Opt(("--debug",), "debug", FLAG, "tracebacks on errors")
+_TLS = Opt(("--tls-verify",), "tls_verify", VALUE, "false: allow plain HTTP and unverified TLS", "BOOL")
+_PLATFORM = Opt(("--platform",), "platform", VALUE, "OS/ARCH[/VARIANT] from a multi-platform image", "PLATFORM")
+
 COMMANDS = {c.name: c for c in (
-    Command("run", "Run a command in a fresh sandbox on the host's root (or an OCI bundle).",
-            "[OPTIONS] [--] CMD [ARG...]   |   run --bundle DIR [ID]", _RUN_OPTS, cmd_run,
-            stop_at_positional=True),
+    Command("run", "Run a command in a fresh sandbox: on the host's root, an image, or an OCI bundle.",
+            "[OPTIONS] -- CMD [ARG...]   |   run [OPTIONS] IMAGE [CMD [ARG...]]   |   run --bundle DIR [ID]",
+            _RUN_OPTS, cmd_run, stop_at_positional=True),
+    Command("images", "List the images in the store.", "[-q]",
+            (Opt(("-q", "--quiet"), "quiet", FLAG, "only image ids"), _DEBUG), cmd_images),
+    Command("image", "Manage images: ls, inspect, rm, prune, tag, import.", "SUBCOMMAND ...", (_DEBUG,),
+            cmd_image, stop_at_positional=True),
+    Command("rmi", "Remove image names; layers no other image or sandbox uses go too.", "IMAGE...",
+            (_DEBUG,), cmd_rmi),
+    Command("tag", "Give an image another name.", "SOURCE TARGET", (_DEBUG,), cmd_tag),
+    Command("pull", "Fetch an image from a registry into the store.", "[OPTIONS] NAME[:TAG|@DIGEST]",
+            (_PLATFORM, _TLS, Opt(("-q", "--quiet"), "quiet", FLAG, "no progress lines"), _DEBUG), cmd_pull),
+    Command("push", "Upload an image from the store to a registry.", "[OPTIONS] IMAGE [DESTINATION]",
+            (_TLS, Opt(("-q", "--quiet"), "quiet", FLAG, "no progress lines"), _DEBUG), cmd_push),
+    Command("login", "Save credentials for a registry (checked first).", "-u USER [--password-stdin] REGISTRY",
+            (Opt(("-u", "--username"), "username", VALUE, "user name", "USER"),
+             Opt(("-p", "--password"), "password", VALUE, "password (prefer --password-stdin)", "PASSWORD"),
+             Opt(("--password-stdin",), "password_stdin", FLAG, "read the password from stdin"), _TLS, _DEBUG),
+            cmd_login),
+    Command("import", "Make a one-layer image from a root filesystem tarball.", "ROOTFS.tar[.gz] NAME[:TAG]",
+            (Opt(("--cmd",), "cmd", VALUE, "the image's default command (shell words)", "CMD"), _DEBUG),
+            cmd_import),
     Command("spec", "Write a config.json template (like 'runc spec').", "[--rootless] [--bundle DIR]",
             (Opt(("--rootless",), "rootless", FLAG, "a template for an unprivileged user"),
              Opt(("-b", "--bundle"), "bundle", VALUE, "where to write config.json (default .)", "DIR"),
@@ -271,6 +502,13 @@ COMMANDS = {c.name: c for c in (
             (Opt(("--debug",), "debug", FLAG, "tracebacks on errors"),), cmd_gc),
     Command("version", "Print the version.", "", (), cmd_version),
 )}
+
+
+_IMAGE_ONLY = {
+    "inspect": Command("image inspect", "Show images as JSON.", "IMAGE...", (_DEBUG,), cmd_image_inspect),
+    "prune": Command("image prune", "Remove blobs and layers no image or running sandbox uses.", "",
+                     (_DEBUG,), cmd_image_prune),
+}
 
 
 def _main_help() -> str:

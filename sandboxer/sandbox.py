@@ -24,6 +24,12 @@ from .runtime.plan import NAMESPACE_FLAGS, Caps, Identity, Plan, Rootfs
 from .runtime.userns import IdMap, default_idmap
 from .state import StateDir, collect_garbage, new_id, validate_name
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .storage import Snapshotter
+
 __all__ = ["SandboxOptions", "Volume", "run", "run_bundle", "prepare", "DEFAULT_PATH"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -42,6 +48,10 @@ _HOST_MOUNTS = (
     ("/var/tmp", "tmpfs", "tmpfs", ("nosuid", "nodev", "mode=1777")),
     ("/run", "tmpfs", "tmpfs", ("nosuid", "nodev", "mode=755")),
 )
+
+
+#: private tmpfs mounts only the host root needs (its /tmp and /run hold the host's sessions)
+_HOST_ONLY = ("/tmp", "/var/tmp", "/run")
 
 
 class Volume(namedtuple("Volume", "source destination readonly", defaults=(False,))):
@@ -76,13 +86,14 @@ class SandboxOptions(namedtuple(
         "SandboxOptions",
         ("command", "name", "hostname", "env", "workdir", "user", "volumes", "tmpfs", "read_only",
          "cap_add", "cap_drop", "seccomp", "no_new_privileges", "init", "interactive", "tty", "network",
-         "storage_driver", "debug", "upper_dir"),
-        defaults=((), None, None, (), "/", None, (), (), False, (), (), "default", True, False, False,
-                  False, "none", None, False, None))):
+         "storage_driver", "debug", "upper_dir", "image"),
+        defaults=((), None, None, (), None, None, (), (), False, (), (), "default", True, False, False,
+                  False, "none", None, False, None, None))):
     """Everything ``sandboxer run`` can be told, with Docker's defaults.
 
     ``command`` (argv), ``name``, ``hostname`` (default: the short id),
-    ``env`` (``K=V``), ``workdir``, ``user`` (``UID[:GID]`` or a name),
+    ``env`` (``K=V``), ``workdir`` (default: the image's, else ``/``),
+    ``user`` (``UID[:GID]`` or a name),
     ``volumes`` (:class:`Volume`), ``tmpfs`` (``DST[:OPTS]``), ``read_only``,
     ``cap_add``/``cap_drop`` (names, ``ALL``), ``seccomp`` (``"default"``,
     ``"unconfined"`` or a profile path), ``no_new_privileges``, ``init``,
@@ -90,14 +101,14 @@ class SandboxOptions(namedtuple(
     ``"host"``), ``storage_driver`` (None: automatic), ``debug``,
     ``upper_dir`` (a host directory that keeps the writable layer after the
     run, and reuses it on the next; default: a tmpfs that dies with the
-    sandbox).
+    sandbox), ``image`` (a name in the image store; None: the host root).
     """
 
     command: Sequence[str]
     name: str | None
     hostname: str | None
     env: Sequence[str]
-    workdir: str
+    workdir: str | None
     user: str | None
     volumes: Sequence[Volume]
     tmpfs: Sequence[str]
@@ -113,6 +124,7 @@ class SandboxOptions(namedtuple(
     storage_driver: str | None
     debug: bool
     upper_dir: str | None
+    image: str | None
     __slots__ = ()
 
 
@@ -137,35 +149,54 @@ def capability_set(cap_add: Sequence[str], cap_drop: Sequence[str]) -> list[str]
     return kept + [c for c in dict.fromkeys(_cap_names(cap_add)) if c not in kept]
 
 
-def _resolve_user(spec_user: str | None, idmap: IdMap) -> tuple[int, int, str]:
-    """``-u UID[:GID]`` or a user name from the host's passwd; returns (uid, gid, home)."""
+class _HostAccounts:
+    """The host's passwd and group databases, for host-root sandboxes."""
+
+    def user(self, name: str) -> tuple[int, int, str] | None:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            return None
+        return entry.pw_uid, entry.pw_gid, entry.pw_dir
+
+    def by_uid(self, uid: int) -> tuple[int, str] | None:
+        try:
+            entry = pwd.getpwuid(uid)
+        except KeyError:
+            return None
+        return entry.pw_gid, entry.pw_dir
+
+    def group(self, name: str) -> int | None:
+        import grp
+
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            return None
+
+
+def _resolve_user(spec_user: str | None, idmap: IdMap, accounts: Any) -> tuple[int, int, str]:
+    """``-u UID[:GID]`` or names from ``accounts`` (the host's or the image's); returns (uid, gid, home)."""
     if not spec_user:
         return 0, 0, "/root"
     name, _, group = spec_user.partition(":")
     if name.isdigit():
         uid = int(name)
-        try:
-            entry = pwd.getpwuid(uid)
-            gid_default, home = entry.pw_gid, entry.pw_dir
-        except KeyError:
-            gid_default, home = uid, "/"
+        gid_default, home = accounts.by_uid(uid) or (uid, "/")
     else:
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            raise UsageError(f"unknown user {name!r}", hint="use a numeric -u UID[:GID]") from None
-        uid, gid_default, home = entry.pw_uid, entry.pw_gid, entry.pw_dir
+        found = accounts.user(name)
+        if found is None:
+            raise UsageError(f"unknown user {name!r}", hint="use a numeric -u UID[:GID]")
+        uid, gid_default, home = found
     if not group:
         gid = gid_default
     elif group.isdigit():
         gid = int(group)
     else:
-        import grp
-
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise UsageError(f"unknown group {group!r}", hint="use a numeric -u UID:GID") from None
+        found_gid = accounts.group(group)
+        if found_gid is None:
+            raise UsageError(f"unknown group {group!r}", hint="use a numeric -u UID:GID")
+        gid = found_gid
     if not idmap.maps_uid(uid) or not idmap.maps_gid(gid):
         raise UsageError(f"user {uid}:{gid} is not mapped in the sandbox",
                          hint="without a subuid/subgid range only 0 exists "
@@ -188,9 +219,11 @@ def _seccomp(choice: str, bounding: list[str]) -> tuple[bytes | None, int]:
     return seccomp_program(choice, bounding)
 
 
-def _host_mounts(opts: SandboxOptions, idmap: IdMap) -> list[MountSpec]:
+def _host_mounts(opts: SandboxOptions, idmap: IdMap, image: bool = False) -> list[MountSpec]:
     mounts = []
     for dst, src, fstype, options in _HOST_MOUNTS:
+        if image and dst in _HOST_ONLY:
+            continue  # an image's own /tmp and /run are its business
         if dst == "/dev/pts" and idmap.maps_gid(5):
             options = (*options, "gid=5")  # the tty group, when the namespace has it
         mounts.append(parse_options(dst, src, fstype, options))
@@ -218,45 +251,94 @@ def _namespaces(network: str) -> int:
     return flags
 
 
+class _Root(namedtuple("_Root", "rootfs argv env workdir user accounts diff_ids")):
+    """Where the sandbox's ``/`` comes from, and what that implies for the rest of the plan."""
+
+    rootfs: Rootfs
+    argv: list[str]
+    env: list[str]
+    workdir: str
+    user: str | None
+    accounts: Any
+    diff_ids: list[str]
+    __slots__ = ()
+
+
+def _host_root(opts: SandboxOptions) -> _Root:
+    if not opts.command:
+        raise UsageError("no command given", hint="sandboxer run [OPTIONS] -- CMD [ARG...]")
+    workdir = opts.workdir or "/"
+    mounted = [v.destination for v in opts.volumes] + [t.partition(":")[0] for t in opts.tmpfs]
+    if (workdir != "/" and not os.path.isdir(workdir)
+            and not any(workdir == m or workdir.startswith(m.rstrip("/") + "/") for m in mounted)):
+        # the host root is the lower layer: the directory must exist on the host
+        raise UsageError(f"working directory {workdir} does not exist",
+                         hint="give an existing directory to -w (or create it in the command)")
+    return _Root(Rootfs("host", ("/",)), list(opts.command), [f"PATH={DEFAULT_PATH}"], workdir, opts.user,
+                 _HostAccounts(), [])
+
+
+def _image_root(opts: SandboxOptions, store: Any) -> _Root:
+    from .images.runconfig import ImageAccounts, image_defaults
+
+    assert opts.image is not None
+    image = store.image(opts.image)
+    lowers = store.layer_dirs(image)
+    defaults = image_defaults(image.run_config, opts.command, image.reference.familiar)
+    env = defaults.env if any(e.startswith("PATH=") for e in defaults.env) else [f"PATH={DEFAULT_PATH}",
+                                                                                  *defaults.env]
+    return _Root(Rootfs("layers", tuple(lowers)), defaults.argv, env, opts.workdir or defaults.workdir,
+                 opts.user or defaults.user, ImageAccounts(lowers), image.diff_ids)
+
+
 def prepare(opts: SandboxOptions) -> Plan:
-    """Check the options against the host and plan a host-root sandbox."""
+    """Check the options against the host and plan a sandbox (host root, or an image)."""
+    from . import storage
+
+    if opts.name is not None:
+        validate_name(opts.name)
+    collect_garbage()
+    if opts.image is None:
+        return _plan(opts, _host_root(opts), None)
+    from .images.store import Store
+
+    store = Store()
+    with store.lock():  # an image pruned meanwhile must not lose layers this sandbox is about to use
+        root = _image_root(opts, store)
+        return _plan(opts, root, storage.choose(storage.RootfsKind.LAYERS, opts.storage_driver))
+
+
+def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None) -> Plan:
     from . import storage
     from .plugins import call
 
-    if not opts.command:
-        raise UsageError("no command given", hint="sandboxer run [OPTIONS] -- CMD [ARG...]")
-    if opts.name is not None:
-        validate_name(opts.name)
-    mounted = [v.destination for v in opts.volumes] + [t.partition(":")[0] for t in opts.tmpfs]
-    if (opts.workdir != "/" and not os.path.isdir(opts.workdir)
-            and not any(opts.workdir == m or opts.workdir.startswith(m.rstrip("/") + "/") for m in mounted)):
-        # the host root is the lower layer: the directory must exist on the host
-        raise UsageError(f"working directory {opts.workdir} does not exist",
-                         hint="give an existing directory to -w (or create it in the command)")
-    collect_garbage()
+    image = root.rootfs.kind == "layers"
     idmap = default_idmap()
-    uid, gid, home = _resolve_user(opts.user, idmap)
+    uid, gid, home = _resolve_user(root.user, idmap, root.accounts)
     namespaces = _namespaces(opts.network)
-    mounts = _host_mounts(opts, idmap)
+    mounts = _host_mounts(opts, idmap, image=image)
     caps = capability_set(opts.cap_add, opts.cap_drop)
     bpf, flags = _seccomp(opts.seccomp, caps)
-    # read-only needs no writable layer: the host root is bound as it is (no FUSE, native speed)
-    snapshotter = (None if opts.read_only and opts.storage_driver is None and opts.upper_dir is None
-                   else storage.choose(storage.RootfsKind.HOST, opts.storage_driver))
+    if not image:
+        # read-only needs no writable layer: the host root is bound as it is (no FUSE, native speed)
+        snapshotter = (None if opts.read_only and opts.storage_driver is None and opts.upper_dir is None
+                       else storage.choose(storage.RootfsKind.HOST, opts.storage_driver))
     sandbox_id = new_id()
     hostname = opts.hostname or sandbox_id[:12]
-    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}", f"HOME={home}"]
+    env = [*root.env, f"HOSTNAME={hostname}", f"HOME={home}"]
     if opts.tty:
         env.append("TERM=" + os.environ.get("TERM", "xterm"))
     env.extend(opts.env)
     state = StateDir.create(sandbox_id, opts.name)
     try:
+        if root.diff_ids:
+            state.record("layers", "\n".join(root.diff_ids) + "\n")  # kept by 'image prune' while we run
         bits = mask(caps)
         plan = Plan(
-            id=sandbox_id, name=opts.name, state=state, rootfs=Rootfs("host", ("/",)),
+            id=sandbox_id, name=opts.name, state=state, rootfs=root.rootfs,
             snapshotter=snapshotter, idmap=idmap, namespaces=namespaces, mounts=mounts,
             masked_paths=MASKED_PATHS, readonly_paths=READONLY_PATHS, root_readonly=opts.read_only,
-            hostname=hostname, args=list(opts.command), env=env, cwd=opts.workdir,
+            hostname=hostname, args=root.argv, env=env, cwd=root.workdir,
             identity=Identity(uid, gid, (), None),
             # Docker: a non-root user starts with empty effective/permitted sets
             caps=Caps(bits, bits if uid == 0 else 0, bits if uid == 0 else 0, 0, 0),

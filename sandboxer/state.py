@@ -16,7 +16,8 @@ import stat
 
 from .errors import HostError, UsageError
 
-__all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name", "remove_tree", "create_locked_dir"]
+__all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name", "remove_tree",
+           "create_locked_dir", "live_records"]
 
 
 def state_root() -> str:
@@ -110,6 +111,11 @@ class StateDir:
                 _unlink_quiet(link)
         raise UsageError(f"could not claim the name {name!r}")
 
+    def record(self, name: str, text: str) -> None:
+        """Leave a note for other processes while this sandbox lives (e.g. the image layers it uses)."""
+        with open(os.path.join(self.path, name), "w") as f:
+            f.write(text)
+
     def release(self) -> None:
         """Remove the directory (and any name pointing at it), then drop the lock."""
         root = os.path.dirname(self.path)
@@ -117,6 +123,7 @@ class StateDir:
         try:  # the usual, cheap case: what create() made, nothing more
             os.rmdir(os.path.join(self.path, "scratch"))
             os.unlink(os.path.join(self.path, "lock"))
+            _unlink_quiet(os.path.join(self.path, "layers"))
             os.rmdir(self.path)
         except OSError:
             _rmtree_any_owner(self.path)
@@ -170,6 +177,22 @@ def _lock_dir(path: str) -> int:
     fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return fd
+
+
+def live_records(name: str) -> list[str]:
+    """The ``name`` notes (see :meth:`StateDir.record`) of every sandbox of this user still running."""
+    root = state_root()
+    out = []
+    for entry in os.listdir(root):
+        path = os.path.join(root, entry)
+        try:
+            with open(os.path.join(path, name)) as f:
+                text = f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if _is_alive(path):
+            out.append(text)
+    return out
 
 
 def _is_alive(path: str) -> bool:

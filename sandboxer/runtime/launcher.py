@@ -197,11 +197,11 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
         run_hooks(plan, "prestart", pid=pid1, status="created")
         run_hooks(plan, "create_runtime", pid=pid1, status="created")
         os.write(hooks_w, b"g")
-    msg = reader.recv()  # end of file: PID 1 has exec'ed (its copy was close-on-exec)
-    if msg is not None:
-        if msg[0] == "error":
-            raise sync.error_from_fields(msg)
-        raise SetupError("start the workload", f"protocol error: unexpected {msg[0]!r}")
+    last = reader.recv()  # end of file: PID 1 has exec'ed (its copy was close-on-exec)
+    if last is not None:
+        if last[0] == "error":
+            raise sync.error_from_fields(last)
+        raise SetupError("start the workload", f"protocol error: unexpected {last[0]!r}")
     plugins.call("sandboxer_started", plan=plan, pid=pid1)
     return pid1
 

@@ -3,7 +3,8 @@
 Works on any kernel and filesystem, at the cost of copying the whole image
 per sandbox; so it serves image layers only, never the host root.  Layers
 are merged bottom to top with overlayfs' whiteout conventions (a 0:0
-character device deletes, an ``opaque`` xattr hides the lower directory).
+character device deletes, an ``opaque`` xattr hides the lower directory),
+as :mod:`sandboxer.images.layers` writes them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from . import RootfsKind, Snapshotter
 
 __all__ = ["CopySnapshotter", "merge_layer"]
 
+#: an opaque directory: the spelling of overlayfs in a user namespace (``userxattr``), and the privileged one
 _OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque")
+#: the overlay drivers' markers: they describe a layer, not the merged files
+_DRIVER_XATTRS = ("user.overlay.", "trusted.overlay.", "user.fuseoverlayfs.")
 
 
 def _is_whiteout(st: os.stat_result) -> bool:
@@ -34,39 +38,100 @@ def _is_opaque(path: str) -> bool:
     return False
 
 
+def _is_real_dir(path: str) -> bool:
+    """A directory, not a symlink to one: merging into a symlink would copy outside the root."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def _remove(path: str) -> None:
     import shutil
 
-    if os.path.isdir(path) and not os.path.islink(path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(path)
-    elif os.path.lexists(path):
+    else:
         os.unlink(path)
 
 
 def merge_layer(layer: str, dest: str) -> None:
-    """Apply one unpacked layer onto ``dest``, honouring whiteouts."""
-    import shutil  # only here: it costs ~8 ms to import on the run path
+    """Apply one unpacked layer onto ``dest`` as overlayfs would show it over what is there.
 
+    A whiteout deletes; an opaque directory replaces the one below instead
+    of merging with it; a directory merges only with a real directory;
+    anything else replaces what it covers.  Hardlinks within the layer stay
+    hardlinks.  Directory attributes are set after their content, deepest
+    first, so a read-only directory is still filled and keeps its mtime.
+    """
+    links: dict[tuple[int, int], str] = {}
+    dirs: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(layer):
         rel = os.path.relpath(dirpath, layer)
         out_dir = os.path.normpath(os.path.join(dest, rel))
-        if rel != "." and _is_opaque(dirpath):
-            _remove(out_dir)
-        if not os.path.isdir(out_dir):
-            _remove(out_dir)
-            os.mkdir(out_dir)
-            shutil.copystat(dirpath, out_dir, follow_symlinks=False)
+        if rel != ".":  # the root keeps the snapshotter's attributes, as overlay's upper root does
+            if _is_opaque(dirpath) or not _is_real_dir(out_dir):
+                _remove(out_dir)
+                os.mkdir(out_dir, 0o700)
+            dirs.append((dirpath, out_dir))
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            src, out = os.path.join(dirpath, name), os.path.join(out_dir, name)
-            st = os.lstat(src)
-            _remove(out)
-            if _is_whiteout(st):
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(src), out)
-            else:
-                shutil.copy2(src, out, follow_symlinks=False)
-            os.lchown(out, st.st_uid, st.st_gid)
+            _copy_entry(os.path.join(dirpath, name), os.path.join(out_dir, name), links)
+    for src, out in reversed(dirs):
+        _copy_attrs(src, out, os.lstat(src))
+
+
+def _copy_entry(src: str, out: str, links: dict[tuple[int, int], str]) -> None:
+    """Replace ``out`` with a copy of the non-directory ``src`` (nothing, for a whiteout)."""
+    import shutil
+
+    st = os.lstat(src)
+    _remove(out)
+    if _is_whiteout(st):
+        return
+    key = (st.st_dev, st.st_ino)
+    if key in links:
+        os.link(links[key], out, follow_symlinks=False)
+        return
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), out)
+    elif stat.S_ISREG(st.st_mode):
+        shutil.copyfile(src, out, follow_symlinks=False)
+    elif stat.S_ISFIFO(st.st_mode):
+        os.mkfifo(out)
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        os.mknod(out, st.st_mode, st.st_rdev)
+    else:
+        return  # a socket: meaningless in a copy
+    _copy_attrs(src, out, st)
+    if st.st_nlink > 1:
+        links[key] = out
+
+
+def _copy_attrs(src: str, out: str, st: os.stat_result) -> None:
+    """Owner, mode, xattrs, times, in the order that keeps them all.
+
+    chown clears setuid/setgid and file capabilities, so it goes first;
+    changing xattrs or mode does not touch the mtime, set last.
+    """
+    os.lchown(out, st.st_uid, st.st_gid)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(out, stat.S_IMODE(st.st_mode))
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        names = []
+    for name in names:
+        if name.startswith(_DRIVER_XATTRS):
+            continue
+        try:
+            os.setxattr(out, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+        except OSError:
+            pass  # as shutil.copystat: what the filesystem or namespace refuses is left out
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
 class CopySnapshotter(Snapshotter):

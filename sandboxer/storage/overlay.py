@@ -19,6 +19,9 @@ from . import RootfsKind, Snapshotter
 
 __all__ = ["KernelOverlay"]
 
+#: the kernel copies mount options into one page; stay well below it
+_MAX_OPTIONS = 3800
+
 
 def _kernel_at_least(major: int, minor: int) -> bool:
     try:
@@ -43,7 +46,23 @@ class KernelOverlay(Snapshotter):
     def mount(self, lowers: Sequence[str], scratch: str, target: str) -> None:
         upper, work = _upper_work(scratch)
         opts = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},userxattr"
-        syscalls.mount("overlay", target, "overlay", 0, opts)
+        if len(opts) < _MAX_OPTIONS:
+            syscalls.mount("overlay", target, "overlay", 0, opts)
+            return
+        # mount options are one page: many layers go in as short relative links, as podman's "l/" does
+        links = os.path.join(scratch, "l")
+        os.mkdir(links, 0o700)
+        for i, lower in enumerate(lowers):
+            os.symlink(lower, os.path.join(links, str(i)))
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.chdir(links)
+            short = ":".join(str(i) for i in range(len(lowers)))
+            syscalls.mount("overlay", target, "overlay", 0,
+                           f"lowerdir={short},upperdir={upper},workdir={work},userxattr")
+        finally:
+            os.fchdir(cwd)
+            os.close(cwd)
 
 
 def _upper_work(scratch: str) -> tuple[str, str]:

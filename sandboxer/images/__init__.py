@@ -1,0 +1,3 @@
+"""Images: the content store, layers, and image configs."""
+
+from __future__ import annotations

@@ -1,0 +1,473 @@
+"""The image store: content-addressed blobs, unpacked layers, an index of names.
+
+Layout under the store root (``$SANDBOXER_DATA_DIR``, else
+``$XDG_DATA_HOME/sandboxer``, else ``~/.local/share/sandboxer``)::
+
+    blobs/sha256/<hex>   manifests, configs, layer tarballs; verified on write and on read
+    layers/<hex>/        one layer unpacked, by diff-id (sha256 of its uncompressed tar)
+    index.json           {"images": {"<domain>/<path>:<tag>": "sha256:<manifest digest>"}}
+    tmp/                 staging: everything is written here, fsynced, then renamed into place
+    locks/               filelock files: the index, and one per blob and layer being made
+
+Why it is safe with many processes (8 pytest-xdist workers starting the
+same image): a blob or layer is made under its own lock, and whoever gets
+the lock second finds it done; a reader never sees a half-written file or
+directory because nothing appears under its final name before it is
+complete.  The index is read-modify-written under the index lock.  Layers
+hold files owned by the user's subordinate ids, so they are unpacked and
+removed inside a user namespace mapped like a sandbox's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from ..errors import SandboxerError, UsageError
+from .reference import Reference, parse_reference
+
+__all__ = ["Store", "Image", "StoreError", "store_root", "MEDIA_TYPES"]
+
+MEDIA_TYPES = {
+    "oci_manifest": "application/vnd.oci.image.manifest.v1+json",
+    "oci_config": "application/vnd.oci.image.config.v1+json",
+    "oci_layer": "application/vnd.oci.image.layer.v1.tar",
+    "oci_layer_gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+}
+_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class StoreError(SandboxerError):
+    """The image store is missing something, or holds something corrupt."""
+
+
+def store_root() -> str:
+    override = os.environ.get("SANDBOXER_DATA_DIR")
+    if override:
+        return override
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "sandboxer")
+
+
+@dataclass
+class Image:
+    """An image resolved from the store: what ``run`` needs to start it."""
+
+    reference: Reference
+    manifest_digest: str
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    diff_ids: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        """Docker's image id: the config's digest."""
+        return str(self.manifest["config"]["digest"])
+
+    @property
+    def run_config(self) -> dict[str, Any]:
+        """The ``config`` section: Env, Entrypoint, Cmd, WorkingDir, User, Labels…"""
+        return dict(self.config.get("config") or {})
+
+
+def _hex(digest: str) -> str:
+    algo, _, value = digest.partition(":")
+    if algo != "sha256" or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise StoreError(f"unsupported or malformed digest {digest!r}", hint="only sha256 digests are supported")
+    return value
+
+
+class Store:
+    """One user's image store; see the module docstring for the layout."""
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root or store_root()
+        for sub in ("blobs/sha256", "layers", "tmp", "locks"):
+            os.makedirs(os.path.join(self.root, sub), mode=0o700, exist_ok=True)
+
+    # -- locks and atomic writes ------------------------------------------
+
+    @contextmanager
+    def lock(self, name: str = "index") -> Iterator[None]:
+        from filelock import FileLock
+
+        with FileLock(os.path.join(self.root, "locks", f"{name}.lock")):
+            yield
+
+    def _staging(self, prefix: str) -> str:
+        return os.path.join(self.root, "tmp", f"{prefix}-{os.getpid()}-{os.urandom(6).hex()}")
+
+    def _commit_file(self, tmp: str, final: str) -> None:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(os.path.dirname(final))
+
+    # -- blobs ----------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> str:
+        return os.path.join(self.root, "blobs", "sha256", _hex(digest))
+
+    def has_blob(self, digest: str, size: int | None = None) -> bool:
+        try:
+            st = os.stat(self.blob_path(digest))
+        except FileNotFoundError:
+            return False
+        return size is None or st.st_size == size
+
+    def put_blob(self, stream: IO[bytes] | Any, expected: str | None = None,
+                 size: int | None = None) -> tuple[str, int]:
+        """Copy ``stream`` into the store, hashing as it goes; returns (digest, size).
+
+        With ``expected``, a mismatch (a truncated or tampered download) is an
+        error and nothing is stored.
+        """
+        tmp = self._staging("blob")
+        digest = hashlib.sha256()
+        written = 0
+        try:
+            with open(tmp, "wb") as out:
+                while chunk := stream.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
+            actual = f"sha256:{digest.hexdigest()}"
+            if expected is not None and actual != expected:
+                raise StoreError(f"blob {expected[:19]}… has digest {actual[:19]}…; not stored",
+                                 hint="the source is corrupt or was truncated; fetch it again")
+            if size is not None and written != size:
+                raise StoreError(f"blob {actual[:19]}… is {written} bytes, {size} expected; not stored",
+                                 hint="the source was truncated; fetch it again")
+            final = self.blob_path(actual)
+            if os.path.exists(final):
+                os.unlink(tmp)
+            else:
+                self._commit_file(tmp, final)
+            return actual, written
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+
+    def put_json(self, obj: dict[str, Any]) -> tuple[str, int]:
+        import io
+
+        data = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+        return self.put_blob(io.BytesIO(data))
+
+    def read_blob(self, digest: str) -> bytes:
+        """A small blob (manifest, config), verified: a corrupt one is removed and reported."""
+        path = self.blob_path(digest)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest[:19]}… is missing from the store",
+                             hint="pull or load the image again") from None
+        if f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
+            _unlink_quiet(path)
+            raise StoreError(f"blob {digest[:19]}… was corrupt and has been removed",
+                             hint="pull or load the image again")
+        return data
+
+    def read_json(self, digest: str) -> dict[str, Any]:
+        obj = json.loads(self.read_blob(digest))
+        if not isinstance(obj, dict):
+            raise StoreError(f"blob {digest[:19]}… is not a JSON object")
+        return obj
+
+    # -- layers ---------------------------------------------------------------
+
+    def layer_path(self, diff_id: str) -> str:
+        return os.path.join(self.root, "layers", _hex(diff_id))
+
+    def has_layer(self, diff_id: str) -> bool:
+        return os.path.isdir(self.layer_path(diff_id))
+
+    def ensure_layer(self, diff_id: str, blob_digest: str) -> str:
+        """Unpack the layer blob once (whoever holds its lock first); returns its directory."""
+        final = self.layer_path(diff_id)
+        if os.path.isdir(final):
+            return final
+        with self.lock(f"layer-{_hex(diff_id)}"):
+            if os.path.isdir(final):
+                return final
+            actual = diff_id_of(self.blob_path(blob_digest))
+            if actual != diff_id:
+                raise StoreError(f"layer {blob_digest[:19]}… unpacks to {actual[:19]}…, not {diff_id[:19]}…",
+                                 hint="the image's config does not match its layers; it is corrupt")
+            from .layers import apply_layer
+
+            staging = self._staging("layer")
+            os.mkdir(staging, 0o755)
+            try:
+                apply_layer(self.blob_path(blob_digest), staging, label=diff_id[:19])
+                os.rename(staging, final)
+            except BaseException:
+                _remove_any_owner(staging)
+                raise
+        return final
+
+    # -- the index ------------------------------------------------------------
+
+    def _index_path(self) -> str:
+        return os.path.join(self.root, "index.json")
+
+    def read_index(self) -> dict[str, str]:
+        try:
+            with open(self._index_path()) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except ValueError as e:
+            raise StoreError(f"the image index {self._index_path()} is corrupt: {e}",
+                             hint="remove it; images must then be pulled or loaded again") from None
+        images = data.get("images", {}) if isinstance(data, dict) else {}
+        return {str(k): str(v) for k, v in images.items()}
+
+    def _write_index(self, images: dict[str, str]) -> None:
+        tmp = self._staging("index")
+        with open(tmp, "w") as f:
+            json.dump({"images": dict(sorted(images.items()))}, f, indent=1)
+        self._commit_file(tmp, self._index_path())
+
+    def tag(self, ref: Reference, manifest_digest: str) -> None:
+        with self.lock():
+            images = self.read_index()
+            images[str(ref)] = manifest_digest
+            self._write_index(images)
+
+    def untag(self, ref: Reference) -> str:
+        with self.lock():
+            images = self.read_index()
+            digest = images.pop(str(ref), None)
+            if digest is None:
+                raise _unknown(ref)
+            self._write_index(images)
+            return digest
+
+    def lookup(self, name: str) -> tuple[Reference, str]:
+        """(reference, manifest digest) of a name, or an image id / digest prefix."""
+        images = self.read_index()
+        if name.startswith("sha256:") or (len(name) >= 12 and all(c in "0123456789abcdef" for c in name)):
+            for key, digest in images.items():
+                if self._matches_id(name, digest):
+                    return parse_reference(key), digest
+        ref = parse_reference(name)
+        if ref.digest and not ref.tag:
+            for key, digest in images.items():
+                if digest == ref.digest and parse_reference(key).repository == ref.repository:
+                    return ref, digest
+        digest_found = images.get(str(ref._replace(digest=None)))
+        if digest_found is None or (ref.digest and ref.digest != digest_found):
+            raise _unknown(ref)
+        return ref, digest_found
+
+    def _matches_id(self, name: str, manifest_digest: str) -> bool:
+        prefix = name.removeprefix("sha256:")
+        if _hex(manifest_digest).startswith(prefix):
+            return True
+        try:
+            config_digest = str(self.read_json(manifest_digest)["config"]["digest"])
+        except (StoreError, KeyError, TypeError):
+            return False
+        return config_digest.removeprefix("sha256:").startswith(prefix)
+
+    def image(self, name: str) -> Image:
+        ref, digest = self.lookup(name)
+        return self.image_from_manifest(ref, digest)
+
+    def image_from_manifest(self, ref: Reference, digest: str) -> Image:
+        """The image a stored manifest describes (its config must be stored too)."""
+        manifest = self.read_json(digest)
+        try:
+            config = self.read_json(str(manifest["config"]["digest"]))
+            diff_ids = [str(d) for d in config["rootfs"]["diff_ids"]]
+        except (KeyError, TypeError):
+            raise StoreError(f"image {ref.familiar} has a malformed manifest or config",
+                             hint=f"remove it (sandboxer rmi {ref.familiar}) and pull or load it again") from None
+        return Image(ref, digest, manifest, config, diff_ids)
+
+    def images(self) -> list[Image]:
+        out = []
+        for key in sorted(self.read_index()):
+            try:
+                out.append(self.image(key))
+            except StoreError:
+                continue  # a broken entry shows up in inspect, not in the list
+        return out
+
+    def layer_dirs(self, image: Image) -> list[str]:
+        """The image's unpacked layers, top first (overlay's lowerdir order), unpacking any missing."""
+        blobs = [str(layer["digest"]) for layer in image.manifest.get("layers", [])]
+        if len(blobs) != len(image.diff_ids):
+            raise StoreError(f"image {image.reference.familiar}: {len(blobs)} layers but "
+                             f"{len(image.diff_ids)} diff-ids", hint="the image is corrupt; pull or load it again")
+        dirs = [self.ensure_layer(d, b) for d, b in zip(image.diff_ids, blobs, strict=True)]
+        return dirs[::-1]
+
+    # -- clean-up -------------------------------------------------------------
+
+    def prune(self) -> tuple[list[str], list[str]]:
+        """Remove blobs and layers no image in the index refers to; returns (blobs, layers).
+
+        Layers a running sandbox uses are kept even if their image is gone:
+        sandboxes record them (under this same lock) before they start.
+        """
+        with self.lock():
+            keep_blobs: set[str] = set()
+            keep_layers = {_hex(d) for d in layers_in_use()}
+            for digest in set(self.read_index().values()):
+                keep_blobs.add(_hex(digest))
+                try:
+                    manifest = self.read_json(digest)
+                    keep_blobs.add(_hex(str(manifest["config"]["digest"])))
+                    keep_blobs.update(_hex(str(layer["digest"])) for layer in manifest.get("layers", []))
+                    config = self.read_json(str(manifest["config"]["digest"]))
+                    keep_layers.update(_hex(str(d)) for d in config["rootfs"]["diff_ids"])
+                except (StoreError, KeyError, TypeError):
+                    continue
+            blob_dir = os.path.join(self.root, "blobs", "sha256")
+            removed_blobs = [f"sha256:{h}" for h in os.listdir(blob_dir) if h not in keep_blobs]
+            for digest in removed_blobs:
+                _unlink_quiet(self.blob_path(digest))
+            layer_dir = os.path.join(self.root, "layers")
+            removed_layers = []
+            for h in os.listdir(layer_dir):
+                if h not in keep_layers:
+                    _remove_any_owner(os.path.join(layer_dir, h))
+                    removed_layers.append(f"sha256:{h}")
+            self._remove_stale_staging()
+        return removed_blobs, removed_layers
+
+    def _remove_stale_staging(self, age_s: float = 3600.0) -> None:
+        """Staging entries of processes that died mid-write (older than an hour)."""
+        import time
+
+        tmp = os.path.join(self.root, "tmp")
+        for entry in os.listdir(tmp):
+            path = os.path.join(tmp, entry)
+            try:
+                if os.lstat(path).st_mtime < time.time() - age_s:
+                    _remove_any_owner(path)
+            except FileNotFoundError:
+                pass
+
+    # -- import -----------------------------------------------------------------
+
+    def import_rootfs(self, tarball: str, ref: Reference, *, cmd: list[str] | None = None) -> Image:
+        """``sandboxer import``: one plain or gzip rootfs tarball becomes a one-layer image."""
+        run_config: dict[str, Any] = {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
+        if cmd:
+            run_config["Cmd"] = cmd
+        return self.add_image(ref, [tarball], run_config, f"sandboxer import {os.path.basename(tarball)}")
+
+    def add_image(self, ref: Reference, tarballs: list[str], run_config: dict[str, Any],
+                  created_by: str) -> Image:
+        """An image from layer tarballs (bottom first): blobs, unpacked layers, config, manifest, name."""
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        descriptors, diff_ids = [], []
+        for tarball in tarballs:
+            try:
+                src = open(tarball, "rb")
+            except OSError as e:
+                raise UsageError(f"cannot read {tarball}: {e.strerror}") from None
+            with src:
+                gzipped = src.read(2) == _GZIP_MAGIC
+                src.seek(0)
+                blob, size = self.put_blob(src)
+            diff_id = diff_id_of(self.blob_path(blob))
+            self.ensure_layer(diff_id, blob)
+            descriptors.append({"mediaType": MEDIA_TYPES["oci_layer_gzip" if gzipped else "oci_layer"],
+                                "digest": blob, "size": size})
+            diff_ids.append(diff_id)
+        config = {
+            "architecture": _architecture(), "os": "linux", "created": now, "config": run_config,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created": now, "created_by": created_by}],
+        }
+        config_digest, config_size = self.put_json(config)
+        manifest = {
+            "schemaVersion": 2, "mediaType": MEDIA_TYPES["oci_manifest"],
+            "config": {"mediaType": MEDIA_TYPES["oci_config"], "digest": config_digest, "size": config_size},
+            "layers": descriptors,
+        }
+        manifest_digest, _ = self.put_json(manifest)
+        self.tag(ref, manifest_digest)
+        return Image(ref, manifest_digest, manifest, config, diff_ids)
+
+
+def diff_id_of(blob_path: str) -> str:
+    """The sha256 of a layer's uncompressed tar (gzip is undone on the fly)."""
+    digest = hashlib.sha256()
+    with open(blob_path, "rb") as raw:
+        gzipped = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        if gzipped:
+            import gzip
+
+            stream: Any = gzip.GzipFile(fileobj=raw)
+        else:
+            stream = raw
+        try:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+        except (OSError, EOFError) as e:
+            raise StoreError(f"layer {os.path.basename(blob_path)[:12]} is not a readable gzip stream: {e}",
+                             hint="the layer is truncated or corrupt") from None
+    return f"sha256:{digest.hexdigest()}"
+
+
+def layers_in_use() -> set[str]:
+    """Diff-ids used by running sandboxes (recorded in their locked state directories)."""
+    from ..state import live_records
+
+    out: set[str] = set()
+    for text in live_records("layers"):
+        out.update(line for line in text.splitlines() if line.startswith("sha256:"))
+    return out
+
+
+def _architecture() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def _unknown(ref: Reference) -> StoreError:
+    return StoreError(f"no such image: {ref.familiar}",
+                      hint="see 'sandboxer images', or make one with 'sandboxer import ROOTFS.tar NAME'; "
+                           "to run a command on the host's root, put it after --: sandboxer run -- CMD")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_any_owner(path: str) -> None:
+    """Files owned by subordinate ids need the mapped user namespace to go."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        from ..state import remove_tree
+
+        remove_tree(path)

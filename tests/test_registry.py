@@ -1,0 +1,277 @@
+"""Pull and push against a real registry (Debian's docker-registry, the CNCF distribution server) on 127.0.0.1.
+
+The registry runs as this test user on a free port, plain HTTP, with and
+without basic auth; a small bearer-token front (a proxy that demands a token
+from its own token endpoint, then forwards) exercises the token flow.
+skopeo is the independent peer: it reads what we push and pushes what we pull.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import needs_subids, sandboxer
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(REGISTRY), reason="needs Debian's docker-registry"),
+    pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="needs busybox-static"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_registry(root: Path, htpasswd: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    config = {
+        "version": 0.1, "log": {"level": "warn"},
+        "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True}},
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }
+    if htpasswd is not None:
+        config["auth"] = {"htpasswd": {"realm": "test", "path": str(htpasswd)}}
+    (root / "config.json").write_text(json.dumps(config))  # YAML is a superset of JSON
+    proc = subprocess.Popen([REGISTRY, "serve", str(root / "config.json")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("docker-registry did not start") from None
+            time.sleep(0.05)
+    return proc, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A store with the busybox image, a plain registry, and one with basic auth."""
+    bcrypt = pytest.importorskip("bcrypt")
+    root = tmp_path_factory.mktemp("registry")
+    htpasswd = root / "htpasswd"
+    htpasswd.write_text(f"alice:{bcrypt.hashpw(b'wonderland', bcrypt.gensalt(rounds=4)).decode()}\n")
+    (root / "plain").mkdir()
+    (root / "auth").mkdir()
+    plain, plain_addr = _start_registry(root / "plain")
+    auth, auth_addr = _start_registry(root / "auth", htpasswd)
+    config_home = root / "config"
+    (config_home / "containers").mkdir(parents=True)
+    # registries.conf marks the plain registry as HTTP; the auth one is reached with --tls-verify=false
+    (config_home / "containers" / "registries.conf").write_text(
+        f'[[registry]]\nlocation = "{plain_addr}"\ninsecure = true\n')
+    tarball = root / "busybox.tar"
+    subprocess.run([sys.executable, str(ROOT / "images" / "busybox.py"), str(tarball)], check=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SANDBOXER_DATA_DIR", str(root / "store"))
+        mp.setenv("XDG_CONFIG_HOME", str(config_home))
+        mp.setenv("REGISTRY_AUTH_FILE", str(root / "auth.json"))
+        sandboxer("import", str(tarball), "sandboxer-test/busybox", check=True)
+        try:
+            yield {"plain": plain_addr, "auth": auth_addr, "root": str(root)}
+        finally:
+            plain.kill()
+            auth.kill()
+            plain.wait()
+            auth.wait()
+
+
+def _fresh_store(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, name: str) -> Path:
+    path = Path(env["root"]) / name
+    monkeypatch.setenv("SANDBOXER_DATA_DIR", str(path))
+    return path
+
+
+def _skopeo_digest(ref: str, *extra: str) -> str:
+    out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", *extra, f"docker://{ref}"],
+                         capture_output=True, text=True, check=True).stdout
+    return str(json.loads(out)["Digest"])
+
+
+@needs_subids
+def test_push_then_pull_round_trip_and_skopeo_agrees(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = f"{env['plain']}/team/busybox:1.0"
+    pushed = sandboxer("push", "sandboxer-test/busybox", dest, check=True).stdout.strip()
+    if shutil.which("skopeo"):
+        assert _skopeo_digest(dest) == pushed  # an independent client reads what we wrote
+    again = sandboxer("push", "sandboxer-test/busybox", dest, check=True)
+    assert "exists" in again.stderr  # nothing uploaded twice
+    _fresh_store(env, monkeypatch, "pulled")
+    pulled = sandboxer("pull", dest, check=True).stdout.strip()
+    assert pulled == pushed
+    p = sandboxer("run", dest, "cat", "/etc/hostname", check=True)
+    assert p.stdout == "busybox\n"
+    assert sandboxer("pull", f"{env['plain']}/team/busybox@{pushed}", check=True).stdout.strip() == pushed
+
+
+@needs_subids
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
+def test_pull_what_skopeo_pushed(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    src = f"{env['plain']}/team/source:1"
+    sandboxer("push", "sandboxer-test/busybox", src, check=True)
+    copied = f"{env['plain']}/other/copied:2"
+    # skopeo re-pushes it as a Docker schema 2 image (its own encoding, its own digest)
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--format", "v2s2",
+                    f"docker://{src}", f"docker://{copied}"], check=True, capture_output=True)
+    digest = _skopeo_digest(copied)
+    _fresh_store(env, monkeypatch, "from-skopeo")
+    assert sandboxer("pull", copied, check=True).stdout.strip() == digest
+    assert sandboxer("run", copied, "sh", "-c", "ls /home", check=True).stdout == "tester\n"
+
+
+@needs_subids
+def test_run_pulls_a_missing_image_once(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = f"{env['plain']}/team/auto:latest"
+    sandboxer("push", "sandboxer-test/busybox", ref, check=True)
+    _fresh_store(env, monkeypatch, "auto")
+    first = sandboxer("run", ref, "true", check=True)
+    assert "layers" in first.stderr  # the pull's progress lines
+    second = sandboxer("run", ref, "true", check=True)
+    assert second.stderr == ""  # already in the store
+
+
+def test_basic_auth_login_and_errors(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = f"{env['auth']}/secure/busybox:1"
+    p = sandboxer("push", "--tls-verify=false", "sandboxer-test/busybox", ref)
+    assert p.returncode == 125 and "HTTP 401" in p.stderr and "sandboxer login" in p.stderr
+    bad = sandboxer("login", "--tls-verify=false", "-u", "alice", "--password-stdin", env["auth"], input="wrong\n")
+    assert bad.returncode == 125 and "401" in bad.stderr
+    sandboxer("login", "--tls-verify=false", "-u", "alice", "--password-stdin", env["auth"], input="wonderland\n",
+              check=True)
+    auth = json.loads((Path(env["root"]) / "auth.json").read_text())
+    assert base64.b64decode(auth["auths"][env["auth"]]["auth"]) == b"alice:wonderland"
+    pushed = sandboxer("push", "--tls-verify=false", "sandboxer-test/busybox", ref, check=True).stdout.strip()
+    _fresh_store(env, monkeypatch, "auth-pull")
+    assert sandboxer("pull", "--tls-verify=false", ref, check=True).stdout.strip() == pushed
+
+
+def test_registry_errors_are_one_line(env: dict[str, str]) -> None:
+    p = sandboxer("pull", f"{env['plain']}/no/such:tag")
+    assert p.returncode == 125 and "HTTP 404" in p.stderr and "hint:" in p.stderr
+    p = sandboxer("pull", f"127.0.0.1:{_free_port()}/x/y:1", "--tls-verify=false")
+    assert p.returncode == 125 and "cannot reach" in p.stderr
+    p = sandboxer("pull", "--platform", "linux/s390x", f"{env['plain']}/team/busybox:1.0")
+    assert p.returncode == 125 and "not linux/s390x" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@needs_subids
+def test_image_index_platform_selection(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandboxer.images.store import Store
+
+    repo = f"{env['plain']}/multi/busybox"
+    digest = sandboxer("push", "sandboxer-test/busybox", f"{repo}:single", check=True).stdout.strip()
+    manifest = Store().read_blob(digest)
+    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": len(manifest)}
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{**entry, "platform": {"os": "linux", "architecture": "riscv64"}},
+                           {**entry, "platform": {"os": "linux", "architecture": "amd64"}}]}
+    request = urllib.request.Request(f"http://{repo.replace('/multi', '/v2/multi', 1)}/manifests/multi",
+                                     data=json.dumps(index).encode(), method="PUT",
+                                     headers={"Content-Type": "application/vnd.oci.image.index.v1+json"})
+    urllib.request.urlopen(request).close()
+    _fresh_store(env, monkeypatch, "multi")
+    p = sandboxer("pull", "--platform", "linux/amd64", f"{repo}:multi", check=True)
+    assert p.stdout.strip() == digest  # the platform's manifest, not the index
+    p = sandboxer("pull", "--platform", "linux/s390x", f"{repo}:multi")
+    assert p.returncode == 125 and "no image for linux/s390x" in p.stderr and "linux/riscv64" in p.stderr
+
+
+class _TokenFront(http.server.ThreadingHTTPServer):
+    """Demands ``Bearer`` tokens from its own ``/token`` (basic auth alice:wonderland), then proxies."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.tokens_issued = 0
+        super().__init__(("127.0.0.1", 0), _TokenHandler)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _TokenHandler(http.server.BaseHTTPRequestHandler):
+    server: _TokenFront
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+    def _proxy(self) -> None:
+        if self.path.startswith("/token"):
+            if self.headers.get("Authorization") != "Basic " + base64.b64encode(b"alice:wonderland").decode():
+                self.send_response(401)
+                self.end_headers()
+                return
+            self.server.tokens_issued += 1
+            body = json.dumps({"token": "t0ken"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if self.headers.get("Authorization") != "Bearer t0ken":
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="http://{self.server.address}/token",'
+                                                 f'service="test",scope="repository:x:pull"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("authorization", "connection")}
+        request = urllib.request.Request(f"http://{self.server.upstream}{self.path}", data=body,
+                                         headers=headers, method=self.command)
+        try:
+            response = urllib.request.urlopen(request)
+        except urllib.error.HTTPError as e:
+            response = e
+        data = response.read()
+        self.send_response(response.status)
+        for key, value in response.headers.items():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(key, value.replace(self.server.upstream, self.server.address))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = _proxy
+
+
+def test_bearer_token_flow(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    front = _TokenFront(env["plain"])
+    thread = threading.Thread(target=front.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ref = f"{front.address}/tokened/busybox:1"
+        anonymous = sandboxer("push", "--tls-verify=false", "sandboxer-test/busybox", ref)
+        assert anonymous.returncode == 125 and "token server" in anonymous.stderr
+        sandboxer("login", "--tls-verify=false", "-u", "alice", "--password-stdin", front.address,
+                  input="wonderland\n", check=True)
+        pushed = sandboxer("push", "--tls-verify=false", "sandboxer-test/busybox", ref, check=True).stdout.strip()
+        _fresh_store(env, monkeypatch, "tokened")
+        assert sandboxer("pull", "--tls-verify=false", ref, check=True).stdout.strip() == pushed
+        assert front.tokens_issued >= 2
+    finally:
+        front.shutdown()
