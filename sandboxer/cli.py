@@ -370,8 +370,10 @@ def _tls_verify(values: dict[str, Any]) -> bool | None:
     return str(value).lower() == "true"
 
 
-def _progress(quiet: bool) -> Callable[[str], None]:
-    return (lambda _msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
+def _progress(quiet: bool) -> Any:
+    from .images.progress import choose
+
+    return choose(quiet)
 
 
 def cmd_pull(values: dict[str, Any], rest: list[str]) -> int:

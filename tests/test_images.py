@@ -267,3 +267,19 @@ def test_python_image_from_the_recipe(store: Path) -> None:
                   check=True)
     assert p.stdout.startswith("(3, "), p.stdout  # Debian's python3, whatever runs these tests
     sandboxer("rmi", "sandboxer-test/python", check=True)
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="the unprivileged user's own mount namespace makes the small disk")
+def test_a_full_disk_is_one_clear_line_and_changes_nothing(store: Path, tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (f'mount -t tmpfs -o size=512k tmpfs "{disk}" && SANDBOXER_DATA_DIR="{disk}/store" '
+              f'{" ".join(SANDBOXER)} import "{store / "busybox.tar"}" sandboxer-test/full; echo "rc=$?"; '
+              f'ls "{disk}/store/tmp" "{disk}/store/blobs/sha256"; test -e "{disk}/store/index.json" && echo indexed')
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert "rc=125" in p.stdout, p.stdout + p.stderr
+    assert "no space left on the device of the image store" in p.stderr and "hint:" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert "indexed" not in p.stdout  # nothing was named
+    listed = p.stdout.split("rc=125", 1)[1].split()
+    assert [entry for entry in listed if not entry.endswith(":")] == []  # no partial blob, nothing staged

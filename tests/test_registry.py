@@ -140,6 +140,20 @@ def test_pull_what_skopeo_pushed(env: dict[str, str], monkeypatch: pytest.Monkey
 
 
 @needs_subids
+@pytest.mark.skipif(not shutil.which("script"), reason="needs script(1) for a terminal")
+def test_pull_on_a_terminal_draws_progress_bars(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import SANDBOXER
+
+    ref = f"{env['plain']}/team/bars:1"
+    sandboxer("push", "sandboxer-test/busybox", ref, check=True)
+    _fresh_store(env, monkeypatch, "bars")
+    command = " ".join([*SANDBOXER, "pull", ref])
+    p = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout
+    assert "━" in p.stdout and "downloaded" in p.stdout  # a rich bar, then the blob's outcome
+
+
+@needs_subids
 def test_run_pulls_a_missing_image_once(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     ref = f"{env['plain']}/team/auto:latest"
     sandboxer("push", "sandboxer-test/busybox", ref, check=True)

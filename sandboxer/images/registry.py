@@ -20,13 +20,14 @@ import base64
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 
 from ..errors import SandboxerError
+from .progress import Progress
 from .reference import Reference
 from .store import MEDIA_TYPES, Image, Store, StoreError
 
@@ -281,19 +282,23 @@ class Registry:
         media_type = parsed.get("mediaType") or media_type
         return raw, media_type, digest
 
-    def fetch_blob(self, ref: Reference, store: Store, descriptor: dict[str, Any]) -> None:
+    def fetch_blob(self, ref: Reference, store: Store, descriptor: dict[str, Any],
+                   progress: Progress | None = None) -> str:
         """Into the store, once: the blob lock makes parallel pullers wait for the first."""
         digest, size = str(descriptor["digest"]), int(descriptor.get("size", -1))
         if store.has_blob(digest, size if size >= 0 else None):
-            return
+            return "already in the store"
         with store.lock(f"blob-{digest.removeprefix('sha256:')}"):
             if store.has_blob(digest, size if size >= 0 else None):
-                return
+                return "fetched by another process"
             for attempt in range(_RETRIES + 1):
                 response = self.request("GET", f"{ref.path}/blobs/{digest}", scope=_pull_scope(ref), stream=True)
+                if progress is not None:
+                    progress.start(digest, size)
                 try:
-                    store.put_blob(_ResponseReader(response), expected=digest, size=size if size >= 0 else None)
-                    return
+                    reader = _ResponseReader(response, lambda n: progress.advance(digest, n) if progress else None)
+                    store.put_blob(reader, expected=digest, size=size if size >= 0 else None)
+                    return f"downloaded ({size} bytes)"
                 except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout) as e:
                     if attempt == _RETRIES:
                         raise RegistryError(f"download of {digest[:19]}… failed: {e}") from None
@@ -302,6 +307,7 @@ class Registry:
                         raise
                 finally:
                     response.close()
+        raise AssertionError("unreachable")
 
     def blob_exists(self, ref: Reference, digest: str) -> bool:
         response = self.request("HEAD", f"{ref.path}/blobs/{digest}", scope=_push_scope(ref), ok=(200, 404))
@@ -340,15 +346,18 @@ class Registry:
 class _ResponseReader:
     """A streaming response as a ``read(n)`` file for :meth:`Store.put_blob` (memory stays flat)."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, on_bytes: Any = None) -> None:
         self._chunks: Iterator[bytes] = response.iter_raw(_CHUNK)
         self._buffer = b""
+        self._on_bytes = on_bytes
 
     def read(self, n: int = -1) -> bytes:
         while len(self._buffer) < max(n, 1):
             chunk = next(self._chunks, b"")
             if not chunk:
                 break
+            if self._on_bytes is not None:
+                self._on_bytes(len(chunk))
             self._buffer += chunk
         out, self._buffer = self._buffer[:n], self._buffer[n:]
         return out
@@ -388,14 +397,11 @@ def _push_scope(ref: Reference, mount_from: str | None = None) -> str:
 
 # -- pull and push ---------------------------------------------------------------------
 
-Progress = Callable[[str], None]
-
-
 def pull(ref: Reference, store: Store | None = None, *, platform: str | None = None,
          tls_verify: bool | None = None, progress: Progress | None = None) -> Image:
     """Fetch ``ref`` into the store and name it; returns the image."""
     store = store or Store()
-    say = progress or (lambda _msg: None)
+    progress = progress or Progress()
     registry = Registry(ref.domain, tls_verify=tls_verify)
     try:
         raw, media_type, digest = registry.get_manifest(ref, ref.digest or ref.tag or "latest")
@@ -410,14 +416,14 @@ def pull(ref: Reference, store: Store | None = None, *, platform: str | None = N
             if layer.get("mediaType") not in _LAYER_TYPES:
                 raise RegistryError(f"{ref}: unsupported layer type {layer.get('mediaType')!r}",
                                     hint="gzip and uncompressed layers are supported (no zstd yet)")
-        say(f"{ref.familiar}: {len(layers)} layers")
+        progress.note(f"{ref.familiar}: {len(layers)} layers")
         registry.fetch_blob(ref, store, manifest["config"])
         if platform:
             _check_platform(store.read_json(str(manifest["config"]["digest"])), platform, ref)
         with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
-            for layer, _ in zip(layers, pool.map(lambda d: registry.fetch_blob(ref, store, d), layers),
-                                strict=True):
-                say(f"{layer['digest'][:19]}: done ({layer.get('size', '?')} bytes)")
+            for layer, how in zip(layers, pool.map(lambda d: registry.fetch_blob(ref, store, d, progress), layers),
+                                  strict=True):
+                progress.finish(str(layer["digest"]), how)
         import io
 
         stored, _ = store.put_blob(io.BytesIO(raw), expected=digest)
@@ -427,6 +433,7 @@ def pull(ref: Reference, store: Store | None = None, *, platform: str | None = N
         return image
     finally:
         registry.close()
+        progress.close()
 
 
 def _choose_platform(raw: bytes, platform: str | None, ref: Reference) -> str:
@@ -458,7 +465,7 @@ def push(image_name: str, destination: Reference | None = None, store: Store | N
          tls_verify: bool | None = None, progress: Progress | None = None) -> str:
     """Upload an image from the store; returns the manifest digest."""
     store = store or Store()
-    say = progress or (lambda _msg: None)
+    progress = progress or Progress()
     image = store.image(image_name)
     ref = destination or image.reference
     registry = Registry(ref.domain, tls_verify=tls_verify)
@@ -468,10 +475,11 @@ def push(image_name: str, destination: Reference | None = None, store: Store | N
         with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
             for digest, how in zip(blobs, pool.map(lambda d: registry.upload_blob(ref, store, d), blobs),
                                    strict=True):
-                say(f"{digest[:19]}: {how}")
+                progress.finish(digest, how)
         raw = store.read_blob(image.manifest_digest)
         media_type = str(image.manifest.get("mediaType") or MANIFEST_TYPES["oci_manifest"])
         registry.put_manifest(ref, raw, media_type)
         return image.manifest_digest
     finally:
         registry.close()
+        progress.close()

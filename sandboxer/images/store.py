@@ -152,6 +152,9 @@ class Store:
             else:
                 self._commit_file(tmp, final)
             return actual, written
+        except OSError as e:
+            _unlink_quiet(tmp)
+            raise _disk_error(e, self.root) from None
         except BaseException:
             _unlink_quiet(tmp)
             raise
@@ -444,6 +447,18 @@ def _unknown(ref: Reference) -> StoreError:
     return StoreError(f"no such image: {ref.familiar}",
                       hint="see 'sandboxer images', or make one with 'sandboxer import ROOTFS.tar NAME'; "
                            "to run a command on the host's root, put it after --: sandboxer run -- CMD")
+
+
+def _disk_error(err: OSError, root: str) -> SandboxerError:
+    """A write into the store failed: say where, and what to do (ENOSPC above all)."""
+    import errno
+
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(f"no space left on the device of the image store {root}",
+                          hint="free some space ('sandboxer image prune' removes unused layers); "
+                               "nothing was added to the store")
+    return StoreError(f"cannot write to the image store {root}: {err.strerror or err}",
+                      hint="check the permissions and free space of the store (SANDBOXER_DATA_DIR)")
 
 
 def _fsync_dir(path: str) -> None:
