@@ -9,19 +9,26 @@ own ``/etc/passwd`` and ``/etc/group``, never the host's.
 from __future__ import annotations
 
 import os
+from collections import namedtuple
 from collections.abc import Sequence
-from typing import Any, NamedTuple
 
 from ..errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ImageDefaults", "image_defaults", "ImageAccounts"]
 
 
-class ImageDefaults(NamedTuple):
+class ImageDefaults(namedtuple("ImageDefaults", "argv env workdir user")):
+    """What the image says to run, with what, where, as whom."""
+
     argv: list[str]
     env: list[str]
     workdir: str
     user: str | None
+    __slots__ = ()
 
 
 def image_defaults(config: dict[str, Any], command: Sequence[str], name: str) -> ImageDefaults:
