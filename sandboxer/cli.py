@@ -427,6 +427,32 @@ def cmd_image(values: dict[str, Any], rest: list[str]) -> int:
     return cmd.handler(sub_values, sub_rest)
 
 
+def cmd_load(values: dict[str, Any], rest: list[str]) -> int:
+    """``load [-i FILE|DIR] [NAME]``: NAME (or ``--name``) names an image the archive leaves unnamed."""
+    from .images.archive import load
+    from .images.reference import parse_reference
+
+    if len(rest) > 1 or (rest and values["name"]):
+        raise CliUsageError("usage: sandboxer load [-i FILE|DIR] [--name NAME[:TAG]]")
+    name = values["name"] or (rest[0] if rest else None)
+    fallback = parse_reference(name) if name else None
+    images = load(values["input"], name=name, platform=values["platform"])
+    for image in images:
+        print(f"Loaded image: {image.reference.familiar}")
+    if fallback is not None and all(image.reference != fallback for image in images):
+        print(f"note: the archive names its images; {fallback.familiar} was not used", file=sys.stderr)
+    return 0
+
+
+def cmd_save(values: dict[str, Any], rest: list[str]) -> int:
+    from .images.archive import save
+
+    if not rest:
+        raise CliUsageError("usage: sandboxer save [-o FILE] [--format docker-archive|oci-archive] IMAGE...")
+    save(rest, values["output"], values["format"] or "docker-archive")
+    return 0
+
+
 # --- spec, doctor, version ----------------------------------------------------
 
 def cmd_spec(values: dict[str, Any], rest: list[str]) -> int:
@@ -492,6 +518,16 @@ COMMANDS = {c.name: c for c in (
     Command("import", "Make a one-layer image from a root filesystem tarball.", "ROOTFS.tar[.gz] NAME[:TAG]",
             (Opt(("--cmd",), "cmd", VALUE, "the image's default command (shell words)", "CMD"), _DEBUG),
             cmd_import),
+    Command("load", "Load images from a docker-archive, an oci-archive or an OCI layout directory.",
+            "[-i FILE|DIR] [--name NAME[:TAG]]",
+            (Opt(("-i", "--input"), "input", VALUE, "the archive or layout directory (default: stdin)", "FILE"),
+             Opt(("--name",), "name", VALUE, "a name for an image the archive leaves unnamed", "NAME"),
+             _PLATFORM, _DEBUG), cmd_load),
+    Command("save", "Write images to a docker-archive or an oci-archive.",
+            "[-o FILE] [--format docker-archive|oci-archive] IMAGE...",
+            (Opt(("-o", "--output"), "output", VALUE, "the archive to write (default: stdout)", "FILE"),
+             Opt(("--format",), "format", VALUE, "docker-archive (default) or oci-archive", "FORMAT"), _DEBUG),
+            cmd_save),
     Command("spec", "Write a config.json template (like 'runc spec').", "[--rootless] [--bundle DIR]",
             (Opt(("--rootless",), "rootless", FLAG, "a template for an unprivileged user"),
              Opt(("-b", "--bundle"), "bundle", VALUE, "where to write config.json (default .)", "DIR"),

@@ -22,7 +22,7 @@ from .runtime.launcher import run as _launch
 from .runtime.mounts import MASKED_PATHS, READONLY_PATHS, MountSpec, parse_options
 from .runtime.plan import NAMESPACE_FLAGS, Caps, Identity, Plan, Rootfs
 from .runtime.userns import IdMap, default_idmap
-from .state import StateDir, collect_garbage, new_id, validate_name
+from .state import IMAGE_LAYERS, StateDir, collect_garbage, new_id, validate_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -332,7 +332,7 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None) ->
     state = StateDir.create(sandbox_id, opts.name)
     try:
         if root.diff_ids:
-            state.record("layers", "\n".join(root.diff_ids) + "\n")  # kept by 'image prune' while we run
+            state.record(IMAGE_LAYERS, "\n".join(root.diff_ids) + "\n")  # kept by 'image prune' while we run
         bits = mask(caps)
         plan = Plan(
             id=sandbox_id, name=opts.name, state=state, rootfs=root.rootfs,

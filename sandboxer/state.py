@@ -60,6 +60,8 @@ def validate_name(name: str) -> str:
     return name
 
 
+#: the note a sandbox of an image leaves in its state dir: the diff-ids it runs on (see 'image prune')
+IMAGE_LAYERS = "image-layers"
 #: prefix of state directories still being created (see :func:`create_locked_dir`)
 _BUILDING = ".building-"
 #: how long an unlocked directory being created is left alone by the garbage collector
@@ -123,7 +125,7 @@ class StateDir:
         try:  # the usual, cheap case: what create() made, nothing more
             os.rmdir(os.path.join(self.path, "scratch"))
             os.unlink(os.path.join(self.path, "lock"))
-            _unlink_quiet(os.path.join(self.path, "layers"))
+            _unlink_quiet(os.path.join(self.path, IMAGE_LAYERS))
             os.rmdir(self.path)
         except OSError:
             _rmtree_any_owner(self.path)
@@ -188,7 +190,7 @@ def live_records(name: str) -> list[str]:
         try:
             with open(os.path.join(path, name)) as f:
                 text = f.read()
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             continue
         if _is_alive(path):
             out.append(text)

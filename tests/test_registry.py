@@ -13,11 +13,9 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,42 +24,13 @@ import pytest
 from conftest import needs_subids, sandboxer
 
 ROOT = Path(__file__).resolve().parent.parent
-REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+sys.path.insert(0, str(ROOT / "tools"))
+from local_registry import REGISTRY, free_port, start_registry  # noqa: E402  (tools/, not a package)
+
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(REGISTRY), reason="needs Debian's docker-registry"),
     pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="needs busybox-static"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_registry(root: Path, htpasswd: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    config = {
-        "version": 0.1, "log": {"level": "warn"},
-        "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }
-    if htpasswd is not None:
-        config["auth"] = {"htpasswd": {"realm": "test", "path": str(htpasswd)}}
-    (root / "config.json").write_text(json.dumps(config))  # YAML is a superset of JSON
-    proc = subprocess.Popen([REGISTRY, "serve", str(root / "config.json")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("docker-registry did not start") from None
-            time.sleep(0.05)
-    return proc, f"127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +42,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     htpasswd.write_text(f"alice:{bcrypt.hashpw(b'wonderland', bcrypt.gensalt(rounds=4)).decode()}\n")
     (root / "plain").mkdir()
     (root / "auth").mkdir()
-    plain, plain_addr = _start_registry(root / "plain")
-    auth, auth_addr = _start_registry(root / "auth", htpasswd)
+    plain, plain_addr = start_registry(root / "plain")
+    auth, auth_addr = start_registry(root / "auth", htpasswd)
     config_home = root / "config"
     (config_home / "containers").mkdir(parents=True)
     # registries.conf marks the plain registry as HTTP; the auth one is reached with --tls-verify=false
@@ -182,7 +151,7 @@ def test_basic_auth_login_and_errors(env: dict[str, str], monkeypatch: pytest.Mo
 def test_registry_errors_are_one_line(env: dict[str, str]) -> None:
     p = sandboxer("pull", f"{env['plain']}/no/such:tag")
     assert p.returncode == 125 and "HTTP 404" in p.stderr and "hint:" in p.stderr
-    p = sandboxer("pull", f"127.0.0.1:{_free_port()}/x/y:1", "--tls-verify=false")
+    p = sandboxer("pull", f"127.0.0.1:{free_port()}/x/y:1", "--tls-verify=false")
     assert p.returncode == 125 and "cannot reach" in p.stderr
     p = sandboxer("pull", "--platform", "linux/s390x", f"{env['plain']}/team/busybox:1.0")
     assert p.returncode == 125 and "not linux/s390x" in p.stderr

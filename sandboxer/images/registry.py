@@ -27,24 +27,15 @@ from typing import Any
 import httpx
 
 from ..errors import SandboxerError
+from .manifests import INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, NoPlatformError, choose_manifest, parse_platform
 from .progress import Progress
 from .reference import Reference
-from .store import MEDIA_TYPES, Image, Store, StoreError
+from .store import Image, Store, StoreError
 
 __all__ = ["RegistryError", "Registry", "pull", "push", "login", "Credentials", "parse_platform"]
 
-MANIFEST_TYPES = {
-    "oci_index": "application/vnd.oci.image.index.v1+json",
-    "docker_list": "application/vnd.docker.distribution.manifest.list.v2+json",
-    "oci_manifest": MEDIA_TYPES["oci_manifest"],
-    "docker_manifest": "application/vnd.docker.distribution.manifest.v2+json",
-}
-_INDEXES = (MANIFEST_TYPES["oci_index"], MANIFEST_TYPES["docker_list"])
-_LAYER_TYPES = {
-    "application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-}
+_INDEXES = INDEX_TYPES
+_LAYER_TYPES = LAYER_TYPES
 _RETRIES = 4
 _PARALLEL = 3
 _CHUNK = 1 << 20
@@ -55,17 +46,6 @@ class RegistryError(SandboxerError):
 
 
 Credentials = tuple[str, str]  # (username, password)
-
-
-def parse_platform(text: str | None) -> tuple[str, str, str | None]:
-    """``linux/amd64[/v8]``; default: this machine."""
-    if not text:
-        machine = os.uname().machine
-        return "linux", {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine), None
-    parts = text.split("/")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise RegistryError(f"invalid platform {text!r}", hint="use OS/ARCH[/VARIANT], e.g. linux/amd64")
-    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
 
 
 # -- configuration: credentials and insecure registries ---------------------------
@@ -437,19 +417,10 @@ def pull(ref: Reference, store: Store | None = None, *, platform: str | None = N
 
 
 def _choose_platform(raw: bytes, platform: str | None, ref: Reference) -> str:
-    want_os, want_arch, want_variant = parse_platform(platform)
-    index = json.loads(raw)
-    candidates = []
-    for entry in index.get("manifests", []):
-        p = entry.get("platform") or {}
-        if (p.get("os"), p.get("architecture")) == (want_os, want_arch) and want_variant in (None, p.get("variant")):
-            candidates.append(str(entry["digest"]))
-    if not candidates:
-        platforms = [e.get("platform") or {} for e in index.get("manifests", [])]
-        have = ", ".join(sorted({f"{p.get('os')}/{p.get('architecture')}" for p in platforms}))
-        raise RegistryError(f"{ref.familiar} has no image for {want_os}/{want_arch}",
-                            hint=f"available: {have}; choose one with --platform")
-    return candidates[0]
+    try:
+        return str(choose_manifest(json.loads(raw), platform, ref.familiar)["digest"])
+    except NoPlatformError as e:
+        raise RegistryError(str(e), hint=e.hint) from None
 
 
 def _check_platform(config: dict[str, Any], platform: str, ref: Reference) -> None:

@@ -406,20 +406,18 @@ class Store:
         import datetime
 
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        descriptors, diff_ids = [], []
+        blobs: list[tuple[str, int]] = []
+        diff_ids: list[str] = []
         for tarball in tarballs:
             try:
                 src = open(tarball, "rb")
             except OSError as e:
                 raise UsageError(f"cannot read {tarball}: {e.strerror}") from None
             with src:
-                gzipped = src.read(2) == _GZIP_MAGIC
-                src.seek(0)
                 blob, size = self.put_blob(src)
             diff_id = diff_id_of(self.blob_path(blob))
             self.ensure_layer(diff_id, blob)
-            descriptors.append({"mediaType": MEDIA_TYPES["oci_layer_gzip" if gzipped else "oci_layer"],
-                                "digest": blob, "size": size})
+            blobs.append((blob, size))
             diff_ids.append(diff_id)
         config = {
             "architecture": _architecture(), "os": "linux", "created": now, "config": run_config,
@@ -427,14 +425,30 @@ class Store:
             "history": [{"created": now, "created_by": created_by}],
         }
         config_digest, config_size = self.put_json(config)
+        manifest_digest, manifest = self.put_oci_manifest(config_digest, config_size, blobs)
+        self.tag(ref, manifest_digest)
+        return Image(ref, manifest_digest, manifest, config, diff_ids)
+
+    def put_oci_manifest(self, config_digest: str, config_size: int,
+                         layers: list[tuple[str, int]]) -> tuple[str, dict[str, Any]]:
+        """Store an OCI manifest of stored blobs: a config and layers (plain or gzip, sniffed).
+
+        For images that come without one: ``import``, and a docker-archive
+        (whose config is kept byte for byte, so the image id survives).
+        Returns (manifest digest, manifest).
+        """
+        descriptors = []
+        for blob, size in layers:
+            with open(self.blob_path(blob), "rb") as f:
+                gzipped = f.read(2) == _GZIP_MAGIC
+            descriptors.append({"mediaType": MEDIA_TYPES["oci_layer_gzip" if gzipped else "oci_layer"],
+                                "digest": blob, "size": size})
         manifest = {
             "schemaVersion": 2, "mediaType": MEDIA_TYPES["oci_manifest"],
             "config": {"mediaType": MEDIA_TYPES["oci_config"], "digest": config_digest, "size": config_size},
             "layers": descriptors,
         }
-        manifest_digest, _ = self.put_json(manifest)
-        self.tag(ref, manifest_digest)
-        return Image(ref, manifest_digest, manifest, config, diff_ids)
+        return self.put_json(manifest)[0], manifest
 
 
 def diff_id_of(blob_path: str) -> str:
@@ -460,10 +474,10 @@ def diff_id_of(blob_path: str) -> str:
 
 def layers_in_use() -> set[str]:
     """Diff-ids used by running sandboxes (recorded in their locked state directories)."""
-    from ..state import live_records
+    from ..state import IMAGE_LAYERS, live_records
 
     out: set[str] = set()
-    for text in live_records("layers"):
+    for text in live_records(IMAGE_LAYERS):
         out.update(line for line in text.splitlines() if line.startswith("sha256:"))
     return out
 
