@@ -94,6 +94,19 @@ def test_push_then_pull_round_trip_and_skopeo_agrees(env: dict[str, str], monkey
 
 
 @needs_subids
+def test_push_mounts_blobs_from_the_repository_they_came_from(env: dict[str, str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    source = f"{env['plain']}/mount/source:1"
+    sandboxer("push", "sandboxer-test/busybox", source, check=True)
+    _fresh_store(env, monkeypatch, "mounting")
+    sandboxer("pull", source, check=True)
+    p = sandboxer("push", source, f"{env['plain']}/mount/target:1", check=True)
+    assert "mounted" in p.stderr and "uploaded" not in p.stderr, p.stderr  # no layer bytes sent twice
+    if shutil.which("skopeo"):
+        assert _skopeo_digest(f"{env['plain']}/mount/target:1") == p.stdout.strip()
+
+
+@needs_subids
 @pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
 def test_pull_what_skopeo_pushed(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     src = f"{env['plain']}/team/source:1"

@@ -278,6 +278,7 @@ class Registry:
                 try:
                     reader = _ResponseReader(response, lambda n: progress.advance(digest, n) if progress else None)
                     store.put_blob(reader, expected=digest, size=size if size >= 0 else None)
+                    store.note_source(digest, ref.repository)
                     return f"downloaded ({size} bytes)"
                 except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout) as e:
                     if attempt == _RETRIES:
@@ -443,9 +444,15 @@ def push(image_name: str, destination: Reference | None = None, store: Store | N
     try:
         blobs = [str(layer["digest"]) for layer in image.manifest.get("layers", [])]
         blobs.append(image.id)
+
+        def upload(digest: str) -> str:
+            # a blob pulled from another repository of the same registry is mounted, not sent again
+            same_registry = [src.partition("/")[2] for src in store.sources(digest)
+                             if src.partition("/")[0] == ref.domain and src != ref.repository]
+            return registry.upload_blob(ref, store, digest, mount_from=same_registry[0] if same_registry else None)
+
         with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
-            for digest, how in zip(blobs, pool.map(lambda d: registry.upload_blob(ref, store, d), blobs),
-                                   strict=True):
+            for digest, how in zip(blobs, pool.map(upload, blobs), strict=True):
                 progress.finish(digest, how)
         raw = store.read_blob(image.manifest_digest)
         media_type = str(image.manifest.get("mediaType") or MANIFEST_TYPES["oci_manifest"])

@@ -214,6 +214,22 @@ class Store:
             raise StoreError(f"blob {digest[:19]}… is not a JSON object")
         return obj
 
+    def note_source(self, digest: str, repository: str) -> None:
+        """Remember a repository a blob came from (push mounts it from there instead of uploading)."""
+        path = os.path.join(self.root, "sources", _hex(digest))
+        if repository in self.sources(digest):
+            return
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(path, "a") as f:  # appends of one short line are atomic
+            f.write(repository + "\n")
+
+    def sources(self, digest: str) -> list[str]:
+        try:
+            with open(os.path.join(self.root, "sources", _hex(digest))) as f:
+                return [line for line in f.read().splitlines() if line]
+        except FileNotFoundError:
+            return []
+
     # -- layers ---------------------------------------------------------------
 
     def layer_path(self, diff_id: str) -> str:
@@ -369,6 +385,7 @@ class Store:
             removed_blobs = [f"sha256:{h}" for h in os.listdir(blob_dir) if h not in keep_blobs]
             for digest in removed_blobs:
                 _unlink_quiet(self.blob_path(digest))
+                _unlink_quiet(os.path.join(self.root, "sources", _hex(digest)))
             layer_dir = os.path.join(self.root, "layers")
             removed_layers = []
             for h in os.listdir(layer_dir):
