@@ -453,6 +453,30 @@ def cmd_save(values: dict[str, Any], rest: list[str]) -> int:
     return 0
 
 
+def cmd_build(values: dict[str, Any], rest: list[str]) -> int:
+    """``build -t NAME [-f FILE] [--build-arg K=V]... CONTEXT``: see :mod:`sandboxer.images.builder`."""
+    from .images.builder import BuildOptions, build
+
+    if len(rest) != 1:
+        raise CliUsageError("usage: sandboxer build -t NAME[:TAG] [-f Containerfile] [OPTIONS] CONTEXT")
+    if not values["tag"]:
+        raise CliUsageError("sandboxer build needs a name for the image: -t NAME[:TAG]")
+    network = values["network"] or "none"
+    if network not in ("none", "host"):
+        raise CliUsageError("--network takes none or host")
+    build_args: dict[str, str | None] = {}
+    for pair in values["build_arg"]:
+        key, eq, value = pair.partition("=")
+        if not key:
+            raise CliUsageError(f"invalid --build-arg {pair!r}: use NAME=VALUE (or NAME to pass yours)")
+        build_args[key] = value if eq else None
+    opts = BuildOptions(context=rest[0], containerfile=values["file"], tags=tuple(values["tag"]),
+                        build_args=build_args, no_cache=bool(values["no_cache"]), network=network,
+                        storage_driver=values["storage_driver"], quiet=bool(values["quiet"]))
+    print(build(opts, lambda name: _pull_if_needed(name, values)))
+    return 0
+
+
 # --- spec, doctor, version ----------------------------------------------------
 
 def cmd_spec(values: dict[str, Any], rest: list[str]) -> int:
@@ -518,6 +542,19 @@ COMMANDS = {c.name: c for c in (
     Command("import", "Make a one-layer image from a root filesystem tarball.", "ROOTFS.tar[.gz] NAME[:TAG]",
             (Opt(("--cmd",), "cmd", VALUE, "the image's default command (shell words)", "CMD"), _DEBUG),
             cmd_import),
+    Command("build", "Build an image from a Containerfile (rootless, no daemon).",
+            "-t NAME[:TAG] [-f Containerfile] [--build-arg K=V]... [OPTIONS] CONTEXT",
+            (Opt(("-t", "--tag"), "tag", MULTI, "name the image (may be repeated)", "NAME[:TAG]"),
+             Opt(("-f", "--file"), "file", VALUE, "the Containerfile (default: CONTEXT/Containerfile or "
+                                                   "CONTEXT/Dockerfile)", "FILE"),
+             Opt(("--build-arg",), "build_arg", MULTI, "set an ARG (NAME alone: take our value)", "K=V"),
+             Opt(("--no-cache",), "no_cache", FLAG, "build every step again"),
+             Opt(("--network",), "network", VALUE, "network of RUN steps: none (default) or host", "MODE"),
+             Opt(("--storage-driver",), "storage_driver", VALUE, "overlay or fuse-overlayfs for RUN steps", "NAME"),
+             Opt(("--pull",), "pull", VALUE, "missing (default): pull a base image not in the store; never; always",
+                 "WHEN"),
+             _PLATFORM, _TLS, Opt(("-q", "--quiet"), "quiet", FLAG, "print only the image id"), _DEBUG),
+            cmd_build),
     Command("load", "Load images from a docker-archive, an oci-archive or an OCI layout directory.",
             "[-i FILE|DIR] [--name NAME[:TAG]]",
             (Opt(("-i", "--input"), "input", VALUE, "the archive or layout directory (default: stdin)", "FILE"),

@@ -28,6 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .images.store import Image
     from .storage import Snapshotter
 
 __all__ = ["SandboxOptions", "Volume", "run", "run_bundle", "prepare", "DEFAULT_PATH"]
@@ -101,7 +102,9 @@ class SandboxOptions(namedtuple(
     ``"host"``), ``storage_driver`` (None: automatic), ``debug``,
     ``upper_dir`` (a host directory that keeps the writable layer after the
     run, and reuses it on the next; default: a tmpfs that dies with the
-    sandbox), ``image`` (a name in the image store; None: the host root).
+    sandbox), ``image`` (a name in the image store, or an
+    :class:`~sandboxer.images.store.Image` whose layers are in the store but
+    that has no name, as a build's image-so-far; None: the host root).
     """
 
     command: Sequence[str]
@@ -124,7 +127,7 @@ class SandboxOptions(namedtuple(
     storage_driver: str | None
     debug: bool
     upper_dir: str | None
-    image: str | None
+    image: str | Image | None
     __slots__ = ()
 
 
@@ -282,7 +285,7 @@ def _image_root(opts: SandboxOptions, store: Any) -> _Root:
     from .images.runconfig import ImageAccounts, image_defaults
 
     assert opts.image is not None
-    image = store.image(opts.image)
+    image = store.image(opts.image) if isinstance(opts.image, str) else opts.image
     lowers = store.layer_dirs(image)
     defaults = image_defaults(image.run_config, opts.command, image.reference.familiar)
     env = defaults.env if any(e.startswith("PATH=") for e in defaults.env) else [f"PATH={DEFAULT_PATH}",

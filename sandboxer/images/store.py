@@ -467,6 +467,31 @@ class Store:
         }
         return self.put_json(manifest)[0], manifest
 
+    # -- small JSON files beside the index (the build cache) ---------------------
+
+    def read_json_file(self, name: str) -> dict[str, Any] | None:
+        """``<root>/<name>`` as a JSON object; None if it is missing or unreadable (a cache, not a record)."""
+        try:
+            with open(os.path.join(self.root, name)) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def write_json_file(self, name: str, obj: dict[str, Any]) -> None:
+        """Replace ``<root>/<name>`` atomically (``tmp/``, fsync, rename); hold a lock around a read-modify-write."""
+        tmp = self._staging(name)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(obj, f, separators=(",", ":"), sort_keys=True)
+            self._commit_file(tmp, os.path.join(self.root, name))
+        except OSError as e:
+            _unlink_quiet(tmp)
+            raise _disk_error(e, self.root) from None
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+
 
 def diff_id_of(blob_path: str) -> str:
     """The sha256 of a layer's uncompressed tar (gzip is undone on the fly)."""
