@@ -69,6 +69,20 @@ def needed_binds(paths: Iterable[str], everywhere: bool = False) -> list[str]:
     return out
 
 
+_IMAGES_READY: set[str] = set()
+
+
+def _ensure_image(name: str) -> None:
+    """Pull a missing image once per session (and once across xdist workers: the store's lock)."""
+    if name in _IMAGES_READY:
+        return
+    from sandboxer.images.progress import Silent
+    from sandboxer.images.registry import ensure_image
+
+    ensure_image(name, "missing", progress=Silent())
+    _IMAGES_READY.add(name)
+
+
 def _python_paths(image: bool) -> list[str]:
     """Where this Python's code lives.  On the host root only what the private /tmp hides needs
     binding (prefixes included); in an image the library directories, never the host's whole /usr."""
@@ -339,6 +353,13 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
         network=config.network, volumes=volumes, workdir=os.getcwd(), upper_dir=options.get("upper_dir"),
         image=config.image)
     parent_ns = {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in _NAMESPACES}
+    try:
+        if config.image is not None:
+            _ensure_image(config.image)
+    except SandboxerError as e:  # a missing image that cannot be pulled: the test fails, saying why
+        reports = _unavailable_reports(item, e, "fail")
+        _teardown_outside(item, nextitem, reports)
+        return Outcome(reports, {}, None)
     fd, path = tempfile.mkstemp(prefix="sandboxer-reports-")
     os.unlink(path)
     start = time.monotonic()

@@ -206,29 +206,19 @@ def _image_and_command(values: dict[str, Any], rest: list[str]) -> tuple[str | N
 
 def _pull_if_needed(name: str, values: dict[str, Any]) -> None:
     """``--pull missing`` (docker's default): a name not in the store is pulled first."""
-    from .images.reference import parse_reference
-    from .images.store import Store, StoreError
+    from .images.registry import RegistryError, ensure_image
+    from .images.store import StoreError
 
     when = values["pull"] or "missing"
     if when not in ("missing", "never", "always"):
         raise CliUsageError("--pull takes missing, never or always")
-    if when == "never":
-        return
-    if when == "missing":
-        try:
-            Store().lookup(name)
-            return
-        except StoreError:
-            pass
-    ref = parse_reference(name)
-    from .images.registry import RegistryError, pull
-
     try:
-        pull(ref, platform=values["platform"], tls_verify=_tls_verify(values), progress=_progress(False))
-    except RegistryError as e:
+        ensure_image(name, when, platform=values["platform"], tls_verify=_tls_verify(values),
+                     progress=_progress(False))
+    except (StoreError, RegistryError) as e:
         host_hint = "to run a command on the host's root, put it after --: sandboxer run -- CMD"
-        raise StoreError(f"no such image: {ref.familiar}, and pulling it failed: {e}",
-                         hint=f"{e.hint}; {host_hint}" if e.hint else host_hint) from None
+        e.hint = f"{e.hint}; {host_hint}" if e.hint else host_hint
+        raise
 
 
 def cmd_run(values: dict[str, Any], rest: list[str]) -> int:

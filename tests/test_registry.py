@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from local_registry import REGISTRY, free_port, start_registry  # noqa: E402  (tools/, not a package)
 
+pytest_plugins = ["pytester"]
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(REGISTRY), reason="needs Debian's docker-registry"),
     pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="needs busybox-static"),
@@ -271,3 +272,22 @@ def test_bearer_token_flow(env: dict[str, str], monkeypatch: pytest.MonkeyPatch)
         assert front.tokens_issued >= 2
     finally:
         front.shutdown()
+
+
+@needs_subids
+def test_pytest_marker_pulls_a_missing_image_once(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                  pytester: pytest.Pytester) -> None:
+    ref = f"{env['plain']}/pytest/busybox:1"
+    sandboxer("push", "sandboxer-test/busybox", ref, check=True)
+    store = _fresh_store(env, monkeypatch, "pytest-pull")
+    pytester.makepyfile(f"""
+        import os, pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        @pytest.mark.sandbox(image="{ref}")
+        def test_in_pulled_image(n):
+            assert os.path.exists("/bin/busybox") and not os.path.exists("/etc/debian_version")
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+    assert result.parseoutcomes() == {"passed": 4}, result.stdout.str()
+    assert len(os.listdir(store / "layers")) == 1
