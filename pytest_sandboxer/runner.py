@@ -76,8 +76,8 @@ def _ensure_image(name: str) -> None:
     """Pull a missing image once per session (and once across xdist workers: the store's lock)."""
     if name in _IMAGES_READY:
         return
+    from sandboxer.images.ensure import ensure_image
     from sandboxer.images.progress import Silent
-    from sandboxer.images.registry import ensure_image
 
     ensure_image(name, "missing", progress=Silent())
     _IMAGES_READY.add(name)

@@ -206,7 +206,7 @@ def _image_and_command(values: dict[str, Any], rest: list[str]) -> tuple[str | N
 
 def _pull_if_needed(name: str, values: dict[str, Any]) -> None:
     """``--pull missing`` (docker's default): a name not in the store is pulled first."""
-    from .images.registry import RegistryError, ensure_image
+    from .images.ensure import ensure_image
     from .images.store import StoreError
 
     when = values["pull"] or "missing"
@@ -215,7 +215,7 @@ def _pull_if_needed(name: str, values: dict[str, Any]) -> None:
     try:
         ensure_image(name, when, platform=values["platform"], tls_verify=_tls_verify(values),
                      progress=_progress(False))
-    except (StoreError, RegistryError) as e:
+    except StoreError as e:  # a failed pull arrives as one too
         host_hint = "to run a command on the host's root, put it after --: sandboxer run -- CMD"
         e.hint = f"{e.hint}; {host_hint}" if e.hint else host_hint
         raise

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Progress", "Silent", "Lines", "choose"]
 

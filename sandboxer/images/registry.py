@@ -32,7 +32,7 @@ from .progress import Progress
 from .reference import Reference
 from .store import Image, Store, StoreError
 
-__all__ = ["RegistryError", "Registry", "pull", "push", "login", "ensure_image", "Credentials", "parse_platform"]
+__all__ = ["RegistryError", "Registry", "pull", "push", "login", "Credentials", "parse_platform"]
 
 _INDEXES = INDEX_TYPES
 _LAYER_TYPES = LAYER_TYPES
@@ -415,39 +415,6 @@ def pull(ref: Reference, store: Store | None = None, *, platform: str | None = N
     finally:
         registry.close()
         progress.close()
-
-
-def ensure_image(name: str, when: str = "missing", *, platform: str | None = None,
-                 tls_verify: bool | None = None, progress: Progress | None = None,
-                 store: Store | None = None) -> None:
-    """Docker's ``--pull`` policy: ``missing`` pulls a name the store lacks, ``always`` pulls, ``never`` doesn't.
-
-    Concurrent callers (xdist workers starting the same image) pull once: the
-    second waits on the name's lock and then finds it in the store.
-    """
-    from .reference import parse_reference
-
-    if when not in ("missing", "never", "always"):
-        raise RegistryError(f"invalid pull policy {when!r}", hint="use missing, never or always")
-    store = store or Store()
-    if when == "never" or (when == "missing" and _in_store(store, name)):
-        return
-    ref = parse_reference(name)
-    with store.lock(f"pull-{ref.familiar.replace('/', '_')}"):
-        if when == "missing" and _in_store(store, name):
-            return  # pulled by whoever held the lock
-        try:
-            pull(ref, store, platform=platform, tls_verify=tls_verify, progress=progress)
-        except RegistryError as e:
-            raise StoreError(f"no such image: {ref.familiar}, and pulling it failed: {e}", hint=e.hint) from None
-
-
-def _in_store(store: Store, name: str) -> bool:
-    try:
-        store.lookup(name)
-        return True
-    except StoreError:
-        return False
 
 
 def _choose_platform(raw: bytes, platform: str | None, ref: Reference) -> str:
