@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import SandboxerError, UsageError
+from ..runtime.init import env_dict
 from .containerfile import ContainerfileError, Instruction, chmod_flag, expand_word, name_values, split_words
 from .reference import Reference, parse_reference
 from .store import Image, Store, StoreError, _architecture
@@ -107,14 +108,6 @@ def _now() -> str:
 
 def _short(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
-
-
-def _env_dict(env: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in env:
-        key, _, value = pair.partition("=")
-        out[key] = value
-    return out
 
 
 def _quote(value: str) -> str:
@@ -263,7 +256,7 @@ class _Builder:
     def _vars(self) -> dict[str, str]:
         """What ``$VAR`` sees: build arguments in scope, overridden by the image's environment."""
         values = {k: v for k, v in self.args.items() if v is not None}
-        values.update(_env_dict(self.config.get("Env") or []))
+        values.update(env_dict(self.config.get("Env") or []))
         return values
 
     def _expand(self, ins: Instruction, text: str) -> str:
@@ -288,7 +281,7 @@ class _Builder:
 
     def _arg_env(self) -> list[str]:
         """Build arguments a RUN sees as environment variables (ENV wins over ARG, as in Docker)."""
-        env_names = set(_env_dict(self.config.get("Env") or []))
+        env_names = set(env_dict(self.config.get("Env") or []))
         values = {k: v for k, v in self.args.items() if v is not None and k not in env_names}
         for name in PREDEFINED_ARGS & set(self.build_args):
             if self.build_args[name] is not None and name not in env_names:
@@ -388,7 +381,7 @@ class _Builder:
         self._step(str(ins))
 
     def _do_env(self, ins: Instruction) -> None:
-        env = _env_dict(self.config.get("Env") or [])
+        env = env_dict(self.config.get("Env") or [])
         pairs = name_values(ins, lambda text: self._expand(ins, text))
         for key, value in pairs:
             env.pop(key, None)  # re-set variables move to the end, as Docker orders them

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar, cast
 
 from ..errors import SandboxerError
-from ..runtime.userns import IdMap, default_idmap, run_as_mapped_root
+from ..runtime.userns import IdMap, default_idmap, mapped_root_reply
 
 __all__ = ["LayerError", "LayerStats", "apply_layer", "MAX_MEMBER_SIZE", "OPAQUE_XATTR"]
 
@@ -132,18 +132,7 @@ def _run_unpacker(src_fd: int, dest_fd: int, codec: str) -> dict[str, Any]:
     ``run_as_mapped_root`` waits for the child before we read: the record
     stays far below a pipe's 64 KiB (see ``_MAX_NOTES``), so it never blocks.
     """
-    idmap = default_idmap()
-    r, w = os.pipe2(os.O_CLOEXEC)
-    try:
-        run_as_mapped_root(_unpack_child, src_fd, dest_fd, codec, idmap, w)
-        os.close(w)
-        w = -1
-        with os.fdopen(r, "rb", closefd=False) as f:
-            data = f.read()
-    finally:
-        os.close(r)
-        if w >= 0:
-            os.close(w)
+    data = mapped_root_reply(_unpack_child, src_fd, dest_fd, codec, default_idmap())
     if not data:
         return {"error": "the unpacking process died", "hint": "run with --debug, or report a bug"}
     record: dict[str, Any] = json.loads(data)

@@ -38,14 +38,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TypeVar
 
 from ..errors import SandboxerError
+from ..storage.whiteouts import is_opaque, is_whiteout
 from .context import Source
-from .layers import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
+from .layers import OPAQUE_MARKER, WHITEOUT_PREFIX
 
 __all__ = ["LayerWriteError", "MergedView", "CopyJob", "as_mapped_root", "write_upper_diff", "write_copy",
            "write_workdir"]
 
 #: markers of an opaque directory in an upper dir: kernel overlay, fuse-overlayfs
-_OPAQUE_XATTRS = (OPAQUE_XATTR, "user.fuseoverlayfs.opaque")
 #: fuse-overlayfs's second opaque marker: a whiteout device named ".wh..opq"
 _FUSE_OPAQUE_DEVICE = WHITEOUT_PREFIX + ".opq"
 #: a whiteout as an xattr on an empty file (kernel 6.7+, for lower layers)
@@ -73,19 +73,9 @@ def as_mapped_root(fn: Callable[..., _T], *args: object) -> _T:
     with the same message and hint.  The result must be small (it travels
     over a pipe that is read after the child exits).
     """
-    from ..runtime.userns import run_as_mapped_root
+    from ..runtime.userns import mapped_root_reply
 
-    r, w = os.pipe2(os.O_CLOEXEC)
-    try:
-        run_as_mapped_root(_report, fn, args, w)
-        os.close(w)
-        w = -1
-        with os.fdopen(r, "rb", closefd=False) as f:
-            data = f.read()
-    finally:
-        os.close(r)
-        if w >= 0:
-            os.close(w)
+    data = mapped_root_reply(_report, fn, args)
     if not data:
         raise LayerWriteError("the layer-writing process died", hint="run with --debug, or report a bug")
     record: dict[str, Any] = json.loads(data)
@@ -120,20 +110,6 @@ def _report(fn: Callable[..., object], args: tuple[object, ...], out_fd: int) ->
 # -- the image so far, as overlay would show it ---------------------------------------------------
 
 
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(path: str) -> bool:
-    for name in _OPAQUE_XATTRS:
-        try:
-            if os.getxattr(path, name, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            pass
-    return False
-
-
 class MergedView:
     """Look paths up in unpacked layers (top first) as overlayfs would merge them: whiteouts
     delete, opaque directories hide what is below, symlinks resolve inside the image."""
@@ -157,13 +133,13 @@ class MergedView:
                     break
                 if not stat.S_ISDIR(st.st_mode):
                     return None  # a whiteout or a non-directory parent: nothing below it in this view
-                if _is_opaque(p):
+                if is_opaque(p):
                     cut = True
             if present:
                 leaf = os.path.join(layer, *parts)
                 if os.path.lexists(leaf):
                     st = os.lstat(leaf)
-                    return None if _is_whiteout(st) else (leaf, st)
+                    return None if is_whiteout(st) else (leaf, st)
             if cut:
                 return None
         return None
@@ -314,7 +290,7 @@ def write_upper_diff(upper: str, out_fd: int, fuse: bool) -> int:
 
 def _upper_entries(directory: str, prefix: str, fuse: bool) -> Iterator[_Entry]:
     names = sorted(os.listdir(directory))
-    opaque = bool(prefix) and (_is_opaque(directory) or (fuse and (OPAQUE_MARKER in names
+    opaque = bool(prefix) and (is_opaque(directory) or (fuse and (OPAQUE_MARKER in names
                                                                      or _FUSE_OPAQUE_DEVICE in names)))
     children: list[tuple[str, str | None]] = []  # (name in the tar, host path; None: a whiteout)
     for name in names:
@@ -328,7 +304,7 @@ def _upper_entries(directory: str, prefix: str, fuse: bool) -> Iterator[_Entry]:
                 children.append((name, None))  # fuse-overlayfs's whiteout file, where mknod failed
             continue
         st = os.lstat(path)
-        if _is_whiteout(st) or (stat.S_ISREG(st.st_mode) and st.st_size == 0 and _has_xattr(path, _WHITEOUT_XATTR)):
+        if is_whiteout(st) or (stat.S_ISREG(st.st_mode) and st.st_size == 0 and _has_xattr(path, _WHITEOUT_XATTR)):
             children.append((WHITEOUT_PREFIX + name, None))
         else:
             children.append((name, path))

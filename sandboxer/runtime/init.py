@@ -287,7 +287,7 @@ def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
                 flush_std()  # os._exit follows: Python's buffers would be lost
     else:
         assert argv
-        env = _environ(plan.env)
+        env = env_dict(plan.env)
 
         def start() -> int:
             exec_workload(argv, env, pipes.msg_w)
@@ -305,7 +305,8 @@ def flush_std() -> None:
             pass
 
 
-def _environ(pairs: list[str]) -> dict[str, str]:
+def env_dict(pairs: list[str]) -> dict[str, str]:
+    """``["K=V", ...]`` as a dict; a later ``K`` wins, as in a process environment."""
     env = {}
     for pair in pairs:
         key, _, value = pair.partition("=")

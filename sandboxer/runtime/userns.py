@@ -204,3 +204,22 @@ def run_as_mapped_root(fn: Callable[..., object], *args: object) -> None:
         os.close(ready_r)
         os.close(go_w)
         os.waitpid(pid, 0)
+
+
+def mapped_root_reply(fn: Callable[..., object], *args: object) -> bytes:
+    """Like :func:`run_as_mapped_root`, and return what the child wrote to the fd it gets as last argument.
+
+    The reply is read after the child exits, so it must stay below a pipe's
+    64 KiB; an empty reply means the child died before answering.
+    """
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        run_as_mapped_root(fn, *args, w)
+        os.close(w)
+        w = -1
+        with os.fdopen(r, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)

@@ -15,27 +15,13 @@ from collections.abc import Sequence
 
 from .. import syscalls
 from . import RootfsKind, Snapshotter
+from .whiteouts import is_opaque, is_whiteout
 
 __all__ = ["CopySnapshotter", "merge_layer"]
 
 #: an opaque directory: the spelling of overlayfs in a user namespace (``userxattr``), and the privileged one
-_OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque")
 #: the overlay drivers' markers: they describe a layer, not the merged files
 _DRIVER_XATTRS = ("user.overlay.", "trusted.overlay.", "user.fuseoverlayfs.")
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(path: str) -> bool:
-    for name in _OPAQUE_XATTRS:
-        try:
-            if os.getxattr(path, name, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            pass
-    return False
 
 
 def _is_real_dir(path: str) -> bool:
@@ -74,7 +60,7 @@ def merge_layer(layer: str, dest: str) -> None:
         rel = os.path.relpath(dirpath, layer)
         out_dir = os.path.normpath(os.path.join(dest, rel))
         if rel != ".":  # the root keeps the snapshotter's attributes, as overlay's upper root does
-            if _is_opaque(dirpath) or not _is_real_dir(out_dir):
+            if is_opaque(dirpath) or not _is_real_dir(out_dir):
                 _remove(out_dir)
                 os.mkdir(out_dir, 0o700)
             dirs.append((dirpath, out_dir))
@@ -90,7 +76,7 @@ def _copy_entry(src: str, out: str, links: dict[tuple[int, int], str]) -> None:
 
     st = os.lstat(src)
     _remove(out)
-    if _is_whiteout(st):
+    if is_whiteout(st):
         return
     key = (st.st_dev, st.st_ino)
     if key in links:
