@@ -77,6 +77,19 @@ def _require(value: object) -> bool:
     return isinstance(value, (list, tuple)) and all(v in REQUIREMENTS for v in value)
 
 
+def _network(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    from sandboxer.errors import UsageError
+    from sandboxer.network import parse_network
+
+    try:
+        parse_network(value)
+    except UsageError:
+        return False
+    return True
+
+
 def _image(value: object) -> bool:
     if not isinstance(value, str):
         return False
@@ -92,7 +105,7 @@ def _image(value: object) -> bool:
 
 #: keyword -> (check, what a valid value looks like)
 KEYWORDS: dict[str, tuple[Any, str]] = {
-    "network": (lambda v: v in ("none", "host"), '"none" or "host"'),
+    "network": (_network, '"none", "host" or "slirp4netns[:allow_host_loopback=true]"'),
     "volumes": (_volumes, 'a list of "SRC:DST[:ro|rw]" strings or (src, dst[, "ro"]) tuples'),
     "writable": (_strings, "a list of host paths"),
     "env": (_env, "a dict of str to str"),

@@ -38,8 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run tests marked with @pytest.mark.sandbox bare (for debugging)")
     group.addoption("--sandbox-timeout", type=float, metavar="SECONDS",
                     help="kill a sandboxed test (and everything it started) after SECONDS")
-    group.addoption("--sandbox-network", choices=("none", "host"),
-                    help="the network of sandboxed tests (default: none, loopback only)")
+    group.addoption("--sandbox-network", metavar="MODE",
+                    help="the network of sandboxed tests: none (default, loopback only), host, slirp4netns")
     group.addoption("--sandbox-keep-failed", action="store_true",
                     help="keep the writable layer of a failed sandboxed test and print its path")
     group.addoption("--sandbox-report", action="store_true",
@@ -47,7 +47,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("sandbox_unavailable", "fail or skip sandboxed tests when this host can't set up a sandbox",
                   default="fail")
     parser.addini("sandbox_timeout", "default timeout of sandboxed tests, in seconds", default="")
-    parser.addini("sandbox_network", "default network of sandboxed tests (none or host)", default="")
+    parser.addini("sandbox_network", "default network of sandboxed tests (none, host or slirp4netns)", default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,6 +72,10 @@ def _defaults(config: pytest.Config) -> dict[str, object]:
             raise pytest.UsageError(f"sandbox_timeout: not a number: {timeout!r}") from None
     network = config.getoption("sandbox_network") or config.getini("sandbox_network")
     if network:
+        from .options import KEYWORDS
+
+        if not KEYWORDS["network"][0](network):
+            raise pytest.UsageError(f"sandbox network: unknown mode {network!r} (use none, host or slirp4netns)")
         out["network"] = network
     return out
 

@@ -20,6 +20,25 @@ def sandboxer_snapshotters() -> list[Snapshotter]:
 
 
 @hookimpl
+def sandboxer_attach(plan: Plan, pid: int) -> None:
+    """Network attachment: slirp4netns on the waiting sandbox, then its published ports."""
+    if plan.network is None or plan.network.mode != "slirp4netns":
+        return
+    from .network import slirp
+
+    stack = slirp.start(pid, plan.network, plan.state.path)
+    plan.attached.append(stack)
+    ports = [stack.publish(mapping) for mapping in plan.network.ports]
+    if ports:  # for 'sandboxer port'
+        import json
+
+        plan.state.record("ports", json.dumps([m._asdict() for m in ports]))
+        if plan.debug:
+            for mapping in ports:
+                plan.notices.append(f"published {mapping}")
+
+
+@hookimpl
 def sandboxer_started(plan: Plan, pid: int) -> None:
     """Run the OCI ``poststart`` hooks."""
     if plan.hooks is None:

@@ -134,7 +134,12 @@ _RUN_OPTS = (
     Opt(("--security-opt",), "security_opt", MULTI,
         "seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false]", "OPT"),
     Opt(("--init",), "init", FLAG, "run a small init as PID 1 that reaps zombies and forwards signals"),
-    Opt(("--network", "--net"), "network", VALUE, "none (default) or host", "MODE"),
+    Opt(("--network", "--net"), "network", VALUE,
+        "none (default: loopback only), host, or slirp4netns[:allow_host_loopback=true]", "MODE"),
+    Opt(("-p", "--publish"), "publish", MULTI, "publish a port (with slirp4netns): [HOSTIP:][HOSTPORT:]CPORT[/udp]",
+        "PORT"),
+    Opt(("--dns",), "dns", MULTI, "a DNS server for /etc/resolv.conf (slirp4netns; default its 10.0.2.3)", "IP"),
+    Opt(("--add-host",), "add_host", MULTI, "an /etc/hosts entry (slirp4netns)", "NAME:IP"),
     Opt(("--storage-driver",), "storage_driver", VALUE, "overlay, fuse-overlayfs or copy", "NAME"),
     Opt(("--pull",), "pull", VALUE, "missing (default): pull an image not in the store; never; always", "WHEN"),
     Opt(("--platform",), "platform", VALUE, "the platform to pull", "PLATFORM"),
@@ -245,7 +250,8 @@ def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
         cap_add=values["cap_add"], cap_drop=values["cap_drop"],
         seccomp=seccomp, no_new_privileges=nnp, init=bool(values["init"]),
         interactive=bool(values["interactive"]), tty=bool(values["tty"]),
-        network=str(values["network"] or "none"),
+        network=str(values["network"] or "none"), publish=values["publish"], dns=values["dns"],
+        add_host=values["add_host"],
         storage_driver=values["storage_driver"], debug=debug)
     status = run(opts)
     return status.code
@@ -497,6 +503,29 @@ def cmd_version(values: dict[str, Any], rest: list[str]) -> int:
     return 0
 
 
+def cmd_port(values: dict[str, Any], rest: list[str]) -> int:
+    """``sandboxer port NAME [CPORT[/PROTO]]``: where a sandbox's published ports are on the host."""
+    import json
+
+    from .state import running_record
+
+    if len(rest) not in (1, 2):
+        raise CliUsageError("usage: sandboxer port NAME [CONTAINERPORT[/tcp|udp]]")
+    text = running_record(rest[0], "ports")
+    want_port, _, want_proto = rest[1].partition("/") if len(rest) == 2 else ("", "", "")
+    found = False
+    for m in json.loads(text) if text else []:
+        if want_port and (str(m["container_port"]) != want_port or (want_proto or "tcp") != m["proto"]):
+            continue
+        found = True
+        print(f"{m['container_port']}/{m['proto']} -> {m['host_ip']}:{m['host_port']}")
+    if want_port and not found:
+        from .errors import UsageError
+
+        raise UsageError(f"sandbox {rest[0]!r} publishes no port {rest[1]}")
+    return 0
+
+
 def cmd_gc(values: dict[str, Any], rest: list[str]) -> int:
     from .state import collect_garbage
 
@@ -563,6 +592,8 @@ COMMANDS = {c.name: c for c in (
     Command("doctor", "Check what this host can give a sandbox, and how to fix what it can't.",
             "[--json]", (Opt(("--json",), "json", FLAG, "machine-readable output"),
                          Opt(("--debug",), "debug", FLAG, "tracebacks on errors")), cmd_doctor),
+    Command("port", "Show where a running sandbox's published ports are on the host.",
+            "NAME [CONTAINERPORT[/PROTO]]", (_DEBUG,), cmd_port),
     Command("gc", "Remove what crashed sandboxes left behind.", "",
             (Opt(("--debug",), "debug", FLAG, "tracebacks on errors"),), cmd_gc),
     Command("version", "Print the version.", "", (), cmd_version),

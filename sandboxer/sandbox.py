@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .images.store import Image
+    from .network import NetworkSpec
     from .storage import Snapshotter
 
 __all__ = ["SandboxOptions", "Volume", "run", "run_bundle", "prepare", "DEFAULT_PATH"]
@@ -87,9 +88,9 @@ class SandboxOptions(namedtuple(
         "SandboxOptions",
         ("command", "name", "hostname", "env", "workdir", "user", "volumes", "tmpfs", "read_only",
          "cap_add", "cap_drop", "seccomp", "no_new_privileges", "init", "interactive", "tty", "network",
-         "storage_driver", "debug", "upper_dir", "image"),
+         "storage_driver", "debug", "upper_dir", "image", "publish", "dns", "add_host"),
         defaults=((), None, None, (), None, None, (), (), False, (), (), "default", True, False, False,
-                  False, "none", None, False, None, None))):
+                  False, "none", None, False, None, None, (), (), ()))):
     """Everything ``sandboxer run`` can be told, with Docker's defaults.
 
     ``command`` (argv), ``name``, ``hostname`` (default: the short id),
@@ -98,8 +99,9 @@ class SandboxOptions(namedtuple(
     ``volumes`` (:class:`Volume`), ``tmpfs`` (``DST[:OPTS]``), ``read_only``,
     ``cap_add``/``cap_drop`` (names, ``ALL``), ``seccomp`` (``"default"``,
     ``"unconfined"`` or a profile path), ``no_new_privileges``, ``init``,
-    ``interactive`` (keep stdin), ``tty``, ``network`` (``"none"`` or
-    ``"host"``), ``storage_driver`` (None: automatic), ``debug``,
+    ``interactive`` (keep stdin), ``tty``, ``network`` (``"none"``,
+    ``"host"`` or ``"slirp4netns[:allow_host_loopback=true]"``), ``publish``
+    (``-p`` mappings), ``dns``, ``add_host`` (``NAME:IP``), ``storage_driver`` (None: automatic), ``debug``,
     ``upper_dir`` (a host directory that keeps the writable layer after the
     run, and reuses it on the next; default: a tmpfs that dies with the
     sandbox), ``image`` (a name in the image store, or an
@@ -128,6 +130,9 @@ class SandboxOptions(namedtuple(
     debug: bool
     upper_dir: str | None
     image: str | Image | None
+    publish: Sequence[str]
+    dns: Sequence[str]
+    add_host: Sequence[str]
     __slots__ = ()
 
 
@@ -243,11 +248,8 @@ def _host_mounts(opts: SandboxOptions, idmap: IdMap, image: bool = False) -> lis
 
 def _namespaces(network: str) -> int:
     names = ["user", "mount", "pid", "uts", "ipc", "cgroup"]
-    if network == "none":
+    if network != "host":
         names.append("network")
-    elif network != "host":
-        raise UsageError(f"network mode {network!r} is not available yet",
-                         hint="use --network none (the default) or --network host")
     flags = 0
     for name in names:
         flags |= NAMESPACE_FLAGS[name]
@@ -311,6 +313,30 @@ def prepare(opts: SandboxOptions) -> Plan:
         return _plan(opts, root, storage.choose(storage.RootfsKind.LAYERS, opts.storage_driver))
 
 
+def _network(opts: SandboxOptions) -> NetworkSpec:
+    """``network`` (a mode string) and ``publish`` (``-p`` strings) checked now, not in the child."""
+    if opts.network == "none" and not opts.publish:
+        from .network import NetworkSpec
+
+        return NetworkSpec("none")  # the common case, without parsing anything
+    from .network import parse_network, parse_publish
+
+    ports = tuple(parse_publish(p) for p in opts.publish)
+    low = [p for p in ports if 0 < p.host_port < _unprivileged_port_start()]
+    if low:
+        raise UsageError(f"host port {low[0].host_port} is privileged on this host",
+                         hint="use a port >= 1024, or: sudo sysctl net.ipv4.ip_unprivileged_port_start=0")
+    return parse_network(opts.network, ports, tuple(opts.dns), tuple(opts.add_host))
+
+
+def _unprivileged_port_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1024
+
+
 def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None) -> Plan:
     from . import storage
     from .plugins import call
@@ -318,7 +344,8 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None) ->
     image = root.rootfs.kind == "layers"
     idmap = default_idmap()
     uid, gid, home = _resolve_user(root.user, idmap, root.accounts)
-    namespaces = _namespaces(opts.network)
+    network = _network(opts)
+    namespaces = _namespaces(network.mode)
     mounts = _host_mounts(opts, idmap, image=image)
     caps = capability_set(opts.cap_add, opts.cap_drop)
     bpf, flags = _seccomp(opts.seccomp, caps)
@@ -334,6 +361,11 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None) ->
     env.extend(opts.env)
     state = StateDir.create(sandbox_id, opts.name)
     try:
+        if network.mode == "slirp4netns":
+            from .network import etc_files
+
+            for source, destination in etc_files(state.path, hostname, network):
+                mounts.append(parse_options(destination, source, "bind", ["bind", "ro"]))
         if root.diff_ids:
             state.record(IMAGE_LAYERS, "\n".join(root.diff_ids) + "\n")  # kept by 'image prune' while we run
         bits = mask(caps)
@@ -347,7 +379,7 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None) ->
             caps=Caps(bits, bits if uid == 0 else 0, bits if uid == 0 else 0, 0, 0),
             no_new_privileges=opts.no_new_privileges, seccomp_bpf=bpf, seccomp_flags=flags,
             terminal=opts.tty, init=opts.init, stdin_null=not opts.interactive, debug=opts.debug,
-            upper_dir=opts.upper_dir)
+            upper_dir=opts.upper_dir, network=network)
         if idmap.single and os.getuid() != 0:
             plan.notices.append("no subuid/subgid range for this user: the sandbox maps only "
                                 "uid/gid 0 (sudo usermod --add-subuids 100000-165535 "
@@ -368,6 +400,8 @@ def execute(plan: Plan, workload: Workload, timeout: float | None = None) -> Exi
     try:
         return _launch(plan, workload, tty=plan.terminal, timeout=timeout)
     finally:
+        for thing in plan.attached:  # slirp4netns and friends go with the sandbox, whatever happened
+            thing.close()
         plan.state.release()
 
 

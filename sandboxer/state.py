@@ -17,7 +17,7 @@ import stat
 from .errors import HostError, UsageError
 
 __all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name", "remove_tree",
-           "create_locked_dir", "live_records"]
+           "create_locked_dir", "live_records", "running_record"]
 
 
 def state_root() -> str:
@@ -195,6 +195,29 @@ def live_records(name: str) -> list[str]:
         if _is_alive(path):
             out.append(text)
     return out
+
+
+def running_record(name_or_id: str, record: str) -> str | None:
+    """The ``record`` note of the running sandbox called ``name_or_id`` (a name or an id prefix).
+
+    None if it left no such note; a :class:`UsageError` if no such sandbox runs.
+    """
+    root = state_root()
+    target = None
+    try:
+        target = os.readlink(os.path.join(root, "names", name_or_id))
+    except OSError:
+        if len(name_or_id) >= 4:
+            matches = [e for e in os.listdir(root) if len(e) == 64 and e.startswith(name_or_id)]
+            target = matches[0] if len(matches) == 1 else None
+    path = os.path.join(root, target) if target else None
+    if path is None or not _is_alive(path):
+        raise UsageError(f"no running sandbox {name_or_id!r}", hint="give the --name it was started with")
+    try:
+        with open(os.path.join(path, record)) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
 def _is_alive(path: str) -> bool:

@@ -21,6 +21,9 @@ from .. import syscalls as sc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from ..network import NetworkSpec
     from ..oci.spec import Hooks, Spec
     from ..state import StateDir
     from ..storage import Snapshotter
@@ -79,7 +82,7 @@ class Plan:
         "masked_paths", "readonly_paths", "root_readonly", "hostname", "args", "env", "cwd",
         "identity", "caps", "no_new_privileges", "oom_score_adj", "rlimits", "seccomp_bpf",
         "seccomp_flags", "terminal", "init", "stdin_null", "hooks", "spec", "bundle",
-        "annotations", "debug", "notices", "upper_dir",
+        "annotations", "debug", "notices", "upper_dir", "network", "attached",
     )
 
     def __init__(self, *, id: str, state: StateDir, rootfs: Rootfs, idmap: IdMap, namespaces: int,
@@ -92,7 +95,7 @@ class Plan:
                  seccomp_flags: int = 0, terminal: bool = False, init: bool = False,
                  stdin_null: bool = False, hooks: Hooks | None = None, spec: Spec | None = None,
                  bundle: str | None = None, annotations: dict[str, str] | None = None,
-                 debug: bool = False, upper_dir: str | None = None) -> None:
+                 debug: bool = False, upper_dir: str | None = None, network: NetworkSpec | None = None) -> None:
         self.id = id                      #: 64 hex digits
         self.name = name                  #: the user's name for it, unique while it runs
         self.state = state                #: its locked state directory
@@ -127,6 +130,10 @@ class Plan:
         #: a host directory for the snapshotter's upper/work dirs, kept after the run
         #: (default: a tmpfs that dies with the sandbox)
         self.upper_dir = upper_dir
+        #: what ``--network`` asked for (None: none, or whatever a bundle's namespaces say)
+        self.network = network
+        #: things the attach hook started for this sandbox (slirp4netns…): closed when it ends
+        self.attached: list[Any] = []
 
     @property
     def short_id(self) -> str:

@@ -1,0 +1,192 @@
+"""Networking, run as a user runs it: slirp4netns, published ports, host loopback, and the none default.
+
+Traffic goes only to 127.0.0.1 and to the namespaces these tests create.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import SANDBOXER, sandboxer, sh
+
+pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.skipif(not shutil.which("slirp4netns") or not os.access("/dev/net/tun", os.W_OK),
+                                reason="needs slirp4netns and an accessible /dev/net/tun")
+
+PY = "python3"
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _slirp_processes() -> list[str]:
+    out = subprocess.run(["pgrep", "-u", str(os.getuid()), "-x", "slirp4netns"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def test_slirp4netns_configures_the_sandbox() -> None:
+    p = sh("ip -4 -o addr show tap0; ip route; cat /etc/resolv.conf; grep -c 10.0.2.100 /etc/hosts",
+           "--network", "slirp4netns", "--hostname", "web", check=True)
+    assert "10.0.2.100/24" in p.stdout
+    assert "default via 10.0.2.2 dev tap0" in p.stdout
+    assert "nameserver 10.0.2.3" in p.stdout
+    assert p.stdout.strip().endswith("1")
+
+
+def test_none_has_no_route_anywhere() -> None:
+    p = sh("ip -o link | cut -d: -f2; ip route | wc -l", check=True)
+    assert p.stdout.split() == ["lo", "0"]
+    probe = f"{PY} -c \"import socket; socket.create_connection(('10.0.2.2', 80), timeout=2)\""
+    p = sh(probe)
+    assert p.returncode != 0 and "Network is unreachable" in p.stderr
+
+
+class _Server:
+    """A one-line TCP server on the host's 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(5)
+        self.port = int(self.sock.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"hello from the host\n")
+
+
+def test_host_loopback_is_closed_unless_allowed() -> None:
+    server = _Server()
+    try:
+        probe = (f"{PY} -c \"import socket; s = socket.create_connection(('10.0.2.2', {server.port}), timeout=3); "
+                 f"print(s.recv(100).decode().strip())\"")
+        closed = sh(probe, "--network", "slirp4netns")
+        assert closed.returncode != 0, closed.stdout
+        opened = sh(probe, "--network", "slirp4netns:allow_host_loopback=true", check=True)
+        assert opened.stdout.strip() == "hello from the host"
+    finally:
+        server.sock.close()
+
+
+def _serve_inside(args: list[str], script: str, network: str = "slirp4netns") -> subprocess.Popen[str]:
+    return subprocess.Popen([*SANDBOXER, "run", "--network", network, *args, "--", PY, "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def test_published_tcp_and_udp_ports_reach_the_sandbox() -> None:
+    tcp_port, udp_port = _free_port(), _free_port(socket.SOCK_DGRAM)
+    script = ("import socket\n"
+              "t = socket.socket(); t.bind(('0.0.0.0', 8080)); t.listen(1)\n"
+              "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('0.0.0.0', 5353))\n"
+              "print('ready', flush=True)\n"
+              "c, _ = t.accept(); c.sendall(b'tcp ok\\n'); c.close()\n"
+              "data, peer = u.recvfrom(100); u.sendto(b'udp ' + data, peer)\n")
+    proc = _serve_inside(["-p", f"127.0.0.1:{tcp_port}:8080", "-p", f"127.0.0.1:{udp_port}:5353/udp"], script,
+                         network="slirp4netns:allow_host_loopback=true")
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        with socket.create_connection(("127.0.0.1", tcp_port), timeout=5) as c:
+            assert c.recv(100) == b"tcp ok\n"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(5)
+            u.sendto(b"ping", ("127.0.0.1", udp_port))
+            assert u.recvfrom(100)[0] == b"udp ping"
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    # the forward went away with the sandbox: nothing listens there any more
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the closed connection may be in TIME_WAIT
+        s.bind(("127.0.0.1", tcp_port))
+
+
+def test_port_errors_are_one_line() -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        p = sandboxer("run", "--network", "slirp4netns", "-p", f"127.0.0.1:{port}:80", "--", "true")
+        assert p.returncode == 125 and f"publish port 127.0.0.1:{port}->80/tcp" in p.stderr and "hint:" in p.stderr
+    finally:
+        busy.close()
+    for bad, message in (("80:http", "invalid port mapping"), ("1.2.3:80:80", "invalid port mapping")):
+        p = sandboxer("run", "--network", "slirp4netns", "-p", bad, "--", "true")
+        assert p.returncode == 125 and message in p.stderr
+    p = sandboxer("run", "-p", "8080:80", "--", "true")
+    assert p.returncode == 125 and "add --network slirp4netns" in p.stderr
+    p = sandboxer("run", "--network", "slirp4netns", "-p", "5353/udp", "--", "true")
+    assert p.returncode == 125 and "allow_host_loopback=true" in p.stderr
+    p = sandboxer("run", "--network", "bogus", "--", "true")
+    assert p.returncode == 125 and "unknown network mode" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_no_slirp4netns_outlives_its_sandboxes() -> None:
+    before = set(_slirp_processes())
+    for _ in range(10):
+        sh("true", "--network", "slirp4netns", "-p", "127.0.0.1::80", check=True)
+    proc = subprocess.Popen([*SANDBOXER, "run", "--network", "slirp4netns", "--", "sleep", "60"],
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while set(_slirp_processes()) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no clean-up code of ours runs; the exit fd still ends slirp4netns
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while set(_slirp_processes()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not set(_slirp_processes()) - before
+
+
+def test_pytest_marker_with_slirp4netns(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import subprocess, pytest
+
+        @pytest.mark.sandbox(network="slirp4netns")
+        def test_has_a_network():
+            out = subprocess.run(["ip", "-4", "-o", "addr", "show", "tap0"], capture_output=True, text=True).stdout
+            assert "10.0.2.100" in out
+
+        @pytest.mark.sandbox
+        def test_default_is_loopback_only():
+            out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+            assert "tap0" not in out
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.parseoutcomes() == {"passed": 2}, result.stdout.str()
+
+
+def test_port_command_reports_a_random_host_port() -> None:
+    name = f"ports{os.getpid()}"
+    script = ("import socket\nt = socket.socket(); t.bind(('0.0.0.0', 80)); t.listen(1)\n"
+              "print('ready', flush=True)\nc, _ = t.accept(); c.sendall(b'found me\\n')\n")
+    proc = _serve_inside(["--name", name, "-p", "127.0.0.1::80"], script)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        line = sandboxer("port", name, "80", check=True).stdout.strip()
+        assert line.startswith("80/tcp -> 127.0.0.1:"), line
+        host_port = int(line.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", host_port), timeout=5) as c:
+            assert c.recv(100) == b"found me\n"
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    p = sandboxer("port", name)
+    assert p.returncode == 125 and "no running sandbox" in p.stderr
