@@ -19,7 +19,7 @@ import sys
 import tarfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from busybox import add_busybox  # a sibling recipe
+from busybox import DIRS, add_busybox  # a sibling recipe
 
 SKIP = ("test", "idlelib", "tkinter", "ensurepip", "turtledemo", "lib2to3/tests", "site-packages",
         "dist-packages")
@@ -73,7 +73,8 @@ def build(path: str) -> None:
             ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, target, 0o777
             tar.addfile(ti)
 
-        parents = sorted({d for f in [*files, stdlib + "/x"] for d in _parents(f)} - {"/bin", "/usr/bin"})
+        # directories busybox already has are not added twice (podman import refuses duplicate paths)
+        parents = sorted({d for f in [*files, stdlib] for d in _parents(f)} - {f"/{d}" for d in DIRS})
         for parent in parents:
             tar.add(parent, parent.lstrip("/"), recursive=False, filter=owned_by_root)
         tar.add(stdlib, stdlib.lstrip("/"), filter=owned_by_root)
