@@ -36,6 +36,7 @@ class SandboxHandle:
         self._tmp = os.path.join(self._dir, "tmp")
         os.chmod(self._tmp, 0o1777)
         self.closed = False
+        self._servers: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def run(self, cmd: Sequence[str], *, check: bool = False, input: bytes | str | None = None,
             timeout: float | None = None, env: dict[str, str] | None = None,
@@ -79,8 +80,69 @@ class SandboxHandle:
         data: bytes = self.run(["cat", path], check=True, text=False).stdout
         return data
 
+    def start(self, cmd: Sequence[str], *, ports: Sequence[int | str] = (), timeout: float = 30.0) -> str:
+        """Start ``cmd`` in the background — a server — in a sandbox of its own; returns its name.
+
+        It gets this handle's image, environment and network (slirp4netns
+        unless the handle says otherwise, so ``ports`` can be published) but
+        not its writable layer.  ``ports`` (container ports, ``"53/udp"`` for
+        UDP) are published on free ports of 127.0.0.1: see :meth:`port`.  It
+        is stopped when the handle closes.
+        """
+        import sys
+        import time
+
+        from sandboxer.errors import UsageError
+        from sandboxer.state import running_record
+
+        name = f"handle-server-{os.urandom(6).hex()}"
+        network = self._options.get("network") or "slirp4netns"
+        argv = [sys.executable, "-m", "sandboxer", "run", "--name", name, "--network", network]
+        for port in ports:
+            argv += ["-p", f"127.0.0.1::{port}"]
+        argv += [arg for e in self._env for arg in ("-e", e)]
+        image = self._options.get("image")
+        argv += [image, *cmd] if image else ["--", *cmd]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+        self._servers.append((name, proc))
+        deadline = time.monotonic() + timeout
+        while True:  # running once its state dir names it and its ports are published
+            try:
+                if running_record(name, "ports") is not None or not ports:
+                    return name
+            except UsageError:
+                pass
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                raise RuntimeError(f"the background sandbox exited at once: {err.splitlines()[-1] if err else ''}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the background sandbox {name} did not start within {timeout}s")
+            time.sleep(0.01)
+
+    def port(self, container_port: int | str, name: str | None = None) -> int:
+        """The host port (on 127.0.0.1) published for ``container_port`` of the latest (or named) server."""
+        import json
+
+        from sandboxer.state import running_record
+
+        if not self._servers:
+            raise RuntimeError("no server started: use sandbox.start(cmd, ports=[...]) first")
+        server = name or self._servers[-1][0]
+        wanted, _, proto = str(container_port).partition("/")
+        for mapping in json.loads(running_record(server, "ports") or "[]"):
+            if str(mapping["container_port"]) == wanted and mapping["proto"] == (proto or "tcp"):
+                return int(mapping["host_port"])
+        raise KeyError(f"{server} publishes no port {container_port}")
+
     def close(self) -> None:
-        """Remove the writable layer and /tmp (files of any of the sandbox's users)."""
+        """Stop background servers; remove the writable layer and /tmp (files of any of the sandbox's users)."""
+        for _, proc in self._servers:
+            proc.kill()  # its sandbox dies with it: PDEATHSIG and the PID namespace
+            proc.wait()
+            if proc.stderr:
+                proc.stderr.close()
+        self._servers.clear()
         if not self.closed:
             from sandboxer.state import remove_tree
 
@@ -93,3 +155,12 @@ class SandboxHandle:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _die_with_parent() -> None:
+    """In the forked child before exec: a SIGKILLed pytest takes its background sandboxes along."""
+    import signal
+
+    from sandboxer import syscalls
+
+    syscalls.set_pdeathsig(signal.SIGKILL)

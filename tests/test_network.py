@@ -190,3 +190,23 @@ def test_port_command_reports_a_random_host_port() -> None:
         proc.wait()
     p = sandboxer("port", name)
     assert p.returncode == 125 and "no running sandbox" in p.stderr
+
+
+def test_sandbox_fixture_starts_a_server_and_reports_its_port(sandbox_factory) -> None:  # type: ignore[no-untyped-def]
+    import urllib.request
+
+    box = sandbox_factory(network="slirp4netns")
+    box.start([PY, "-m", "http.server", "8000", "--directory", "/etc"], ports=[8000])
+    port = box.port(8000)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=2) as response:
+                assert response.status == 200
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "the server never answered"
+            time.sleep(0.05)
+    box.close()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=2)
