@@ -277,9 +277,9 @@ def _corrupt_layer(layout: Path) -> None:
     blob.write_bytes(bytes(data))
 
 
-def _zstd_layers(manifest: dict[str, Any]) -> None:
+def _lz4_layers(manifest: dict[str, Any]) -> None:
     for layer in manifest["layers"]:
-        layer["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd"
+        layer["mediaType"] = "application/vnd.example.layer.v1.tar+lz4"
 
 
 def _bad_input(case: str, fixtures: dict[str, str], tmp: Path) -> str:
@@ -307,7 +307,7 @@ def _bad_input(case: str, fixtures: dict[str, str], tmp: Path) -> str:
     if case == "blob digest mismatch":
         _corrupt_layer(layout)
     elif case == "unsupported media type":
-        _rewrite_manifest(layout, _zstd_layers)
+        _rewrite_manifest(layout, _lz4_layers)
     if case == "corrupt oci-archive":  # the same blob damage, inside a tar
         _corrupt_layer(layout)
         with tarfile.open(tmp / "layout.tar", "w") as tar:
@@ -326,7 +326,7 @@ BAD_INPUTS = {
     "traversal in manifest.json": "'../../etc/passwd' points outside the archive",
     "diff-id mismatch": "layer 1 of x:latest in",
     "blob digest mismatch": "has digest",
-    "unsupported media type": "unsupported layer type 'application/vnd.oci.image.layer.v1.tar+zstd'",
+    "unsupported media type": "unsupported layer type 'application/vnd.example.layer.v1.tar+lz4'",
     "corrupt oci-archive": "has digest",
 }
 

@@ -291,3 +291,22 @@ def test_pytest_marker_pulls_a_missing_image_once(env: dict[str, str], monkeypat
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
     assert result.parseoutcomes() == {"passed": 4}, result.stdout.str()
     assert len(os.listdir(store / "layers")) == 1
+
+
+@needs_subids
+def test_zstd_layers_import_push_pull_and_run(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    zstandard = pytest.importorskip("zstandard")
+    from sandboxer.images.store import Store
+
+    plain = Path(env["root"]) / "busybox.tar"
+    packed = Path(env["root"]) / "busybox.tar.zst"
+    with open(plain, "rb") as src, open(packed, "wb") as dst:
+        zstandard.ZstdCompressor().copy_stream(src, dst)
+    sandboxer("import", str(packed), "sandboxer-test/zstd", check=True)
+    layer = Store().image("sandboxer-test/zstd").manifest["layers"][0]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+    ref = f"{env['plain']}/zstd/busybox:1"
+    pushed = sandboxer("push", "sandboxer-test/zstd", ref, check=True).stdout.strip()
+    _fresh_store(env, monkeypatch, "zstd")
+    assert sandboxer("pull", ref, check=True).stdout.strip() == pushed
+    assert sandboxer("run", ref, "cat", "/etc/hostname", check=True).stdout == "busybox\n"

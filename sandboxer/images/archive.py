@@ -427,7 +427,7 @@ def _load_oci_image(source: _Source, store: Store, descriptor: dict[str, Any], w
     for layer in layers:
         if layer.get("mediaType") not in LAYER_TYPES:
             raise StoreError(f"{what}: unsupported layer type {layer.get('mediaType')!r}",
-                             hint="gzip and uncompressed layers are supported (no zstd yet)")
+                             hint="plain, gzip and zstd layers are supported")
     raw_config = _read_blob(source, store, config_descriptor)
     diff_ids = _diff_ids(raw_config, source.label, str(config_descriptor["digest"]))
     if len(diff_ids) != len(layers):

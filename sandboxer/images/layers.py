@@ -34,7 +34,8 @@ from typing import Any, TypeVar, cast
 from ..errors import SandboxerError
 from ..runtime.userns import IdMap, default_idmap, mapped_root_reply
 
-__all__ = ["LayerError", "LayerStats", "apply_layer", "MAX_MEMBER_SIZE", "OPAQUE_XATTR"]
+__all__ = ["LayerError", "LayerStats", "LayerStream", "apply_layer", "layer_codec", "MAX_MEMBER_SIZE",
+           "OPAQUE_XATTR"]
 
 #: largest (apparent) size of one file; a sparse member can declare any size for free
 MAX_MEMBER_SIZE = 16 << 30
@@ -90,7 +91,7 @@ def apply_layer(src: str, dest: str, *, label: str = "") -> LayerStats:
     name = label or os.path.basename(src)
     src_fd = _open(src, os.O_RDONLY | os.O_CLOEXEC, f"layer {name}: cannot read {src}")
     try:
-        codec = _codec(src_fd, name)
+        codec = layer_codec(src_fd, name)
         dest_fd = _open(dest, _DIR_FLAGS, f"layer {name}: cannot open the layer directory {dest}")
         try:
             if os.listdir(dest_fd):
@@ -113,7 +114,7 @@ def _open(path: str, flags: int, what: str) -> int:
         raise LayerError(f"{what}: {e.strerror}") from None
 
 
-def _codec(fd: int, name: str) -> str:
+def layer_codec(fd: int, name: str) -> str:
     """The compression, from the magic bytes: "gz", "bz2", "xz", "zst", or "" for a plain tar."""
     head = os.pread(fd, 8, 0)
     codec = next((c for magic, c in _MAGIC if head.startswith(magic)), "")
@@ -162,12 +163,12 @@ def _unpack_child(src_fd: int, dest_fd: int, codec: str, idmap: IdMap, out_fd: i
 @contextmanager
 def _open_tar(fd: int, codec: str) -> Iterator[tarfile.TarFile]:
     """A streaming (``r|``) reader over our own bounded decompression (see :class:`_LayerStream`)."""
-    with _LayerStream(fd, codec) as stream, tarfile.open(fileobj=stream, mode="r|", encoding="utf-8",
+    with LayerStream(fd, codec) as stream, tarfile.open(fileobj=stream, mode="r|", encoding="utf-8",
                                                         errors="surrogateescape") as tar:
         yield tar
 
 
-class _LayerStream(io.RawIOBase):
+class LayerStream(io.RawIOBase):
     """The layer's tar bytes, decompressed at most one read's worth at a time.
 
     tarfile's own stream decompression inflates a whole input buffer at

@@ -24,11 +24,12 @@ MANIFEST_TYPES = {
 }
 INDEX_TYPES = (MANIFEST_TYPES["oci_index"], MANIFEST_TYPES["docker_list"])
 IMAGE_MANIFEST_TYPES = (MANIFEST_TYPES["oci_manifest"], MANIFEST_TYPES["docker_manifest"])
-#: what the store can unpack: plain and gzip tars (no zstd yet)
+#: what the store can unpack: plain, gzip and zstd tars (zstd needs the ``zstandard`` module)
 LAYER_TYPES = frozenset({
     "application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.docker.image.rootfs.diff.tar.zstd",
 })
 
 

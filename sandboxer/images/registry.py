@@ -396,7 +396,7 @@ def pull(ref: Reference, store: Store | None = None, *, platform: str | None = N
         for layer in layers:
             if layer.get("mediaType") not in _LAYER_TYPES:
                 raise RegistryError(f"{ref}: unsupported layer type {layer.get('mediaType')!r}",
-                                    hint="gzip and uncompressed layers are supported (no zstd yet)")
+                                    hint="plain, gzip and zstd layers are supported")
         progress.note(f"{ref.familiar}: {len(layers)} layers")
         registry.fetch_blob(ref, store, manifest["config"])
         if platform:

@@ -38,9 +38,12 @@ MEDIA_TYPES = {
     "oci_config": "application/vnd.oci.image.config.v1+json",
     "oci_layer": "application/vnd.oci.image.layer.v1.tar",
     "oci_layer_gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "oci_layer_zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
 }
+#: the media type of a layer blob, by the compression its magic bytes show (see layers.layer_codec)
+_LAYER_MEDIA = {"": MEDIA_TYPES["oci_layer"], "gz": MEDIA_TYPES["oci_layer_gzip"],
+                "zst": MEDIA_TYPES["oci_layer_zstd"]}
 _CHUNK = 1 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class StoreError(SandboxerError):
@@ -454,12 +457,19 @@ class Store:
         (whose config is kept byte for byte, so the image id survives).
         Returns (manifest digest, manifest).
         """
+        from .layers import layer_codec
+
         descriptors = []
         for blob, size in layers:
-            with open(self.blob_path(blob), "rb") as f:
-                gzipped = f.read(2) == _GZIP_MAGIC
-            descriptors.append({"mediaType": MEDIA_TYPES["oci_layer_gzip" if gzipped else "oci_layer"],
-                                "digest": blob, "size": size})
+            fd = os.open(self.blob_path(blob), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                codec = layer_codec(fd, blob[:19])
+            finally:
+                os.close(fd)
+            if codec not in _LAYER_MEDIA:
+                raise StoreError(f"layer {blob[:19]}… is {codec}-compressed, which no image format names",
+                                 hint="compress layers with gzip or zstd, or not at all")
+            descriptors.append({"mediaType": _LAYER_MEDIA[codec], "digest": blob, "size": size})
         manifest = {
             "schemaVersion": 2, "mediaType": MEDIA_TYPES["oci_manifest"],
             "config": {"mediaType": MEDIA_TYPES["oci_config"], "digest": config_digest, "size": config_size},
@@ -494,23 +504,23 @@ class Store:
 
 
 def diff_id_of(blob_path: str) -> str:
-    """The sha256 of a layer's uncompressed tar (gzip is undone on the fly)."""
-    digest = hashlib.sha256()
-    with open(blob_path, "rb") as raw:
-        gzipped = raw.read(2) == _GZIP_MAGIC
-        raw.seek(0)
-        if gzipped:
-            import gzip
+    """The sha256 of a layer's uncompressed tar (decompressed on the fly, as the unpacker reads it)."""
+    import tarfile
 
-            stream: Any = gzip.GzipFile(fileobj=raw)
-        else:
-            stream = raw
-        try:
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
-        except (OSError, EOFError) as e:
-            raise StoreError(f"layer {os.path.basename(blob_path)[:12]} is not a readable gzip stream: {e}",
-                             hint="the layer is truncated or corrupt") from None
+    from .layers import LayerStream, layer_codec
+
+    digest = hashlib.sha256()
+    fd = os.open(blob_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with LayerStream(fd, layer_codec(fd, os.path.basename(blob_path)[:12])) as stream:
+            buffer = bytearray(_CHUNK)
+            while n := stream.readinto(buffer):
+                digest.update(memoryview(buffer)[:n])
+    except tarfile.ReadError as e:
+        raise StoreError(f"layer {os.path.basename(blob_path)[:12]} cannot be decompressed: {e}",
+                         hint="the layer is truncated or corrupt") from None
+    finally:
+        os.close(fd)
     return f"sha256:{digest.hexdigest()}"
 
 
