@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +57,17 @@ def home_tmp() -> object:
     os.mkdir(path)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def busybox_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private image store (SANDBOXER_DATA_DIR=<root>/data) holding sandboxer-test/busybox,
+    built offline by images/busybox.py and imported; <root>/busybox.tar stays for tests to reuse."""
+    root = tmp_path_factory.mktemp("store")
+    tarball = root / "busybox.tar"
+    recipe = Path(__file__).resolve().parent.parent / "images" / "busybox.py"
+    subprocess.run([sys.executable, str(recipe), str(tarball)], check=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SANDBOXER_DATA_DIR", str(root / "data"))
+        sandboxer("import", str(tarball), "sandboxer-test/busybox", check=True)
+        yield root

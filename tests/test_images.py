@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SANDBOXER, needs_subids, sandboxer
+from conftest import SANDBOXER, busybox_store, needs_subids, sandboxer
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSYBOX = "sandboxer-test/busybox"
@@ -23,12 +23,7 @@ pytest_plugins = ["pytester"]
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A store of this module's own, holding the busybox image built from images/busybox.py."""
-    root = tmp_path_factory.mktemp("store")
-    tarball = root / "busybox.tar"
-    subprocess.run([sys.executable, str(ROOT / "images" / "busybox.py"), str(tarball)], check=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SANDBOXER_DATA_DIR", str(root / "data"))
-        sandboxer("import", str(tarball), BUSYBOX, check=True)
+    with busybox_store(tmp_path_factory) as root:
         yield root
 
 
