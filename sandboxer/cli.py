@@ -118,6 +118,7 @@ def _help(cmd: Command) -> str:
 
 _RUN_OPTS = (
     Opt(("--rm",), "rm", FLAG, "remove the sandbox when it exits (always so for host-root runs)"),
+    Opt(("-d", "--detach"), "detach", FLAG, "run in the background under a supervisor; print the id"),
     Opt(("-i", "--interactive"), "interactive", FLAG, "keep stdin open (default: /dev/null)"),
     Opt(("-t", "--tty"), "tty", FLAG, "give the command a pseudo-terminal"),
     Opt(("--name",), "name", VALUE, "a name for the sandbox, unique per user", "NAME"),
@@ -253,8 +254,23 @@ def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
         network=str(values["network"] or "none"), publish=values["publish"], dns=values["dns"],
         add_host=values["add_host"],
         storage_driver=values["storage_driver"], debug=debug)
+    if values["detach"]:
+        return _run_detached(opts)
     status = run(opts)
     return status.code
+
+
+def _run_detached(opts: Any) -> int:
+    from .sandbox import _print_notice, prepare
+    from .supervisor import detach
+
+    if opts.interactive or opts.tty:
+        raise CliUsageError("-d cannot be combined with -i or -t (a detached sandbox has no terminal)")
+    plan = prepare(opts)
+    for notice in plan.notices:
+        _print_notice(notice)
+    print(detach(plan, plan.args, opts.image if isinstance(opts.image, str) else None))
+    return 0
 
 
 # --- images --------------------------------------------------------------------
@@ -526,6 +542,112 @@ def cmd_port(values: dict[str, Any], rest: list[str]) -> int:
     return 0
 
 
+def cmd_ps(values: dict[str, Any], rest: list[str]) -> int:
+    import json
+
+    from .supervisor import records
+
+    if rest:
+        raise CliUsageError("'sandboxer ps' takes no arguments")
+    found = records(all_=bool(values["all"]))
+    if values["format"] == "json":
+        print(json.dumps(found, indent=1))
+        return 0
+    print(f"{'ID':<13} {'NAME':<20} {'STATUS':<18} COMMAND")
+    for r in found:
+        status = "running" if r["status"] == "running" else f"exited ({r.get('exit_code')})"
+        command = " ".join(([r["image"]] if r.get("image") else []) + list(r.get("command") or []))
+        print(f"{r['id'][:12]:<13} {(r.get('name') or ''):<20} {status:<18} {command[:60]}")
+    return 0
+
+
+def _one(rest: list[str], usage: str) -> Any:
+    from .supervisor import find
+
+    if len(rest) != 1:
+        raise CliUsageError(f"usage: sandboxer {usage}")
+    return find(rest[0])
+
+
+def cmd_logs(values: dict[str, Any], rest: list[str]) -> int:
+    import time
+
+    from .supervisor import find
+
+    record = _one(rest, "logs [-f] NAME|ID")
+    try:
+        log = open(record["log"], "rb")
+    except OSError:
+        return 0
+    with log:
+        while True:
+            chunk = log.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                continue
+            if not values["follow"] or find(record["id"])["status"] != "running":
+                return 0
+            time.sleep(0.05)
+
+
+def cmd_stop(values: dict[str, Any], rest: list[str]) -> int:
+    from .supervisor import find, stop
+
+    if not rest:
+        raise CliUsageError("usage: sandboxer stop [-t SECS] NAME|ID...")
+    try:
+        timeout = float(values["time"] or 10)
+    except ValueError:
+        raise CliUsageError("-t takes a number of seconds") from None
+    for name in rest:
+        stop(find(name), timeout)
+        print(name)
+    return 0
+
+
+def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
+    import signal as signals
+
+    from .supervisor import find, stop
+
+    text = str(values["signal"] or "KILL").upper()
+    try:
+        sig = int(text) if text.isdigit() else int(getattr(signals, text if text.startswith("SIG") else f"SIG{text}"))
+    except (AttributeError, ValueError):
+        raise CliUsageError(f"unknown signal {values['signal']!r}") from None
+    for name in rest:
+        record = find(name)
+        if record["status"] != "running":
+            from .errors import UsageError
+
+            raise UsageError(f"sandbox {name} is not running")
+        if sig == signals.SIGKILL:
+            stop(record, timeout=0)
+        else:
+            os.kill(int(record["supervisor_pid"]), sig)  # forwarded to PID 1 by the supervisor
+    return 0
+
+
+def cmd_wait(values: dict[str, Any], rest: list[str]) -> int:
+    from .supervisor import wait
+
+    record = wait(_one(rest, "wait NAME|ID"))
+    print(record.get("exit_code"))
+    return 0
+
+
+def cmd_rm(values: dict[str, Any], rest: list[str]) -> int:
+    from .supervisor import find, remove
+
+    if not rest:
+        raise CliUsageError("usage: sandboxer rm [-f] NAME|ID...")
+    for name in rest:
+        remove(find(name), force=bool(values["force"]))
+        print(name)
+    return 0
+
+
 def cmd_gc(values: dict[str, Any], rest: list[str]) -> int:
     from .state import collect_garbage
 
@@ -592,6 +714,20 @@ COMMANDS = {c.name: c for c in (
     Command("doctor", "Check what this host can give a sandbox, and how to fix what it can't.",
             "[--json]", (Opt(("--json",), "json", FLAG, "machine-readable output"),
                          Opt(("--debug",), "debug", FLAG, "tracebacks on errors")), cmd_doctor),
+    Command("ps", "List detached sandboxes.", "[-a] [--format json]",
+            (Opt(("-a", "--all"), "all", FLAG, "include exited ones"),
+             Opt(("--format",), "format", VALUE, "json for machines", "FORMAT"), _DEBUG), cmd_ps),
+    Command("logs", "Print a detached sandbox's output.", "[-f] NAME|ID",
+            (Opt(("-f", "--follow"), "follow", FLAG, "keep printing until it exits"), _DEBUG), cmd_logs),
+    Command("stop", "Stop detached sandboxes: SIGTERM, then SIGKILL after -t seconds.", "[-t SECS] NAME|ID...",
+            (Opt(("-t", "--time"), "time", VALUE, "seconds to wait before SIGKILL (default 10)", "SECS"), _DEBUG),
+            cmd_stop),
+    Command("kill", "Send a signal to a detached sandbox (default KILL).", "[-s SIG] NAME|ID...",
+            (Opt(("-s", "--signal"), "signal", VALUE, "a name (TERM, SIGHUP) or a number", "SIG"), _DEBUG),
+            cmd_kill),
+    Command("wait", "Wait for a detached sandbox to exit; print its exit code.", "NAME|ID", (_DEBUG,), cmd_wait),
+    Command("rm", "Remove exited detached sandboxes (-f: running ones too).", "[-f] NAME|ID...",
+            (Opt(("-f", "--force"), "force", FLAG, "stop it first if it runs"), _DEBUG), cmd_rm),
     Command("port", "Show where a running sandbox's published ports are on the host.",
             "NAME [CONTAINERPORT[/PROTO]]", (_DEBUG,), cmd_port),
     Command("gc", "Remove what crashed sandboxes left behind.", "",

@@ -111,6 +111,11 @@ def plugin_manager() -> pluggy.PluginManager:
     return _pm
 
 
+def register(plugin: object, name: str | None = None) -> None:
+    """Register an in-process plugin (the supervisor's own hooks); later calls then go through pluggy."""
+    plugin_manager().register(plugin, name=name)
+
+
 def call(hook: str, **kwargs: Any) -> list[Any]:
     """Call hook ``hook`` on every plugin; results in pluggy's order (LIFO, tryfirst)."""
     if _pm is None and not external_entry_points():

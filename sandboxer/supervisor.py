@@ -1,0 +1,237 @@
+"""Detached sandboxes: a supervisor process per sandbox, and the records ``ps``/``logs``/``stop`` read.
+
+``run -d`` forks twice: the supervisor (a new session, reparented to init,
+so SIGKILLing the CLI does not touch it) runs the sandbox exactly as
+``run`` does — the same launcher, so it forwards SIGTERM/SIGINT/SIGHUP to
+PID 1 and takes the whole sandbox down with it if it dies — with stdout
+and stderr going to a log file, and writes the outcome into the sandbox's
+record.  Records live in ``<state root>/records/<id>.json`` and outlive the
+sandbox until ``rm``; a record that says "running" while no process of the
+sandbox holds its state lock is reported as exited (supervisor lost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from .errors import UsageError
+from .state import state_root
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .runtime.plan import Plan
+
+__all__ = ["detach", "records", "find", "stop", "remove", "wait", "log_path"]
+
+
+def _records_dir() -> str:
+    path = os.path.join(state_root(), "records")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def log_path(sandbox_id: str) -> str:
+    return os.path.join(_records_dir(), f"{sandbox_id}.log")
+
+
+def _write(record: dict[str, Any]) -> None:
+    path = os.path.join(_records_dir(), f"{record['id']}.json")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, path)
+
+
+def _read(sandbox_id: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(_records_dir(), f"{sandbox_id}.json")) as f:
+            record: dict[str, Any] = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if record.get("status") == "running" and not _alive(record):
+        record.update(status="exited", reason="supervisor lost", finished_at=record.get("finished_at") or time.time())
+    return record
+
+
+def _alive(record: dict[str, Any]) -> bool:
+    from .state import _is_alive
+
+    return _is_alive(os.path.join(state_root(), record["id"]))
+
+
+def records(all_: bool = False) -> list[dict[str, Any]]:
+    """Records of this user's detached sandboxes, newest first (running ones only unless ``all_``)."""
+    out = []
+    for entry in os.listdir(_records_dir()):
+        if entry.endswith(".json"):
+            record = _read(entry[:-5])
+            if record is not None and (all_ or record["status"] == "running"):
+                out.append(record)
+    return sorted(out, key=lambda r: -float(r.get("started_at", 0)))
+
+
+def find(name_or_id: str) -> dict[str, Any]:
+    """A record by name (a running one first) or by an unambiguous id prefix."""
+    candidates = records(all_=True)
+    named = [r for r in candidates if r.get("name") == name_or_id]
+    if named:
+        return next((r for r in named if r["status"] == "running"), named[0])
+    matches = [r for r in candidates if r["id"].startswith(name_or_id)] if len(name_or_id) >= 4 else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UsageError(f"{name_or_id!r} matches {len(matches)} sandboxes", hint="give more of the id")
+    raise UsageError(f"no such sandbox: {name_or_id}", hint="see 'sandboxer ps -a'")
+
+
+def detach(plan: Plan, argv: list[str], image: str | None) -> str:
+    """Start the sandbox of ``plan`` under a supervisor of its own; returns once PID 1 runs (or failed)."""
+    from .runtime.init import Workload
+
+    record = {"id": plan.id, "name": plan.name, "command": argv, "image": image, "status": "running",
+              "started_at": time.time(), "exit_code": None, "signal": None, "log": log_path(plan.id)}
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the intermediate child and the supervisor
+        code = 1
+        try:
+            os.close(ready_r)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):  # the CLI's stdio may be a pipe someone waits on to close
+                os.dup2(null, fd)
+            code = _supervise(plan, Workload(argv=argv, stdio=_log_stdio(plan.id)), record, ready_w)
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.waitpid(pid, 0)
+    # one answer, not end of file: the sandbox's own processes inherit the pipe
+    answer = os.read(ready_r, 4096).decode(errors="replace")
+    os.close(ready_r)
+    if not answer:
+        answer = "error\tthe supervisor died before the sandbox started\t"
+    if answer.startswith("error\t"):
+        _, message, hint = [*answer.split("\t"), "", ""][:3]
+        from .errors import SetupError
+
+        raise SetupError("start the detached sandbox", message, hint or None)
+    return plan.id
+
+
+def _log_stdio(sandbox_id: str) -> tuple[int, int, int]:
+    null = os.open("/dev/null", os.O_RDONLY)
+    log = os.open(log_path(sandbox_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return null, log, log
+
+
+def _supervise(plan: Plan, workload: Any, record: dict[str, Any], ready_w: int) -> int:
+    """The supervisor: run the sandbox, tell the CLI it started, record how it ended."""
+    from . import plugins
+    from .errors import SandboxerError
+    from .sandbox import execute
+
+    record["supervisor_pid"] = os.getpid()
+    _write(record)
+    ready = _Answer(ready_w)
+
+    class _Started:
+        """Tells the waiting CLI as soon as the workload has started (the ``sandboxer_started`` hook)."""
+
+        @plugins.hookimpl
+        def sandboxer_started(self, plan: Plan, pid: int) -> None:
+            record["pid"] = pid
+            _write(record)
+            ready.send("ok")
+
+    plugins.register(_Started(), name="supervisor")
+    try:
+        status = execute(plan, workload)
+        record.update(status="exited", exit_code=status.code, signal=status.signal)
+    except SandboxerError as e:
+        record.update(status="exited", exit_code=e.exit_code, reason=str(e))
+        ready.send(f"error\t{e}\t{e.hint or ''}")
+    record["finished_at"] = time.time()
+    _write(record)
+    ready.send("ok")
+    return 0
+
+
+class _Answer:
+    """The supervisor's one message to the CLI that started it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, text: str) -> None:
+        if self.fd < 0:
+            return
+        try:
+            os.write(self.fd, text.encode())
+        except OSError:
+            pass  # the CLI is gone: nobody to tell
+        os.close(self.fd)
+        self.fd = -1
+
+
+def stop(record: dict[str, Any], timeout: float = 10.0) -> None:
+    """SIGTERM (the supervisor forwards it to PID 1), then SIGKILL to PID 1 after ``timeout`` (the
+    sandbox's PID namespace dies with it; the supervisor records 137); the supervisor itself only
+    if that did not end it."""
+    if record["status"] != "running":
+        return
+    supervisor = int(record["supervisor_pid"])
+    if timeout > 0:
+        _signal(supervisor, signal.SIGTERM)
+        if _ended(record, timeout):
+            return
+    if record.get("pid"):
+        _signal(int(record["pid"]), signal.SIGKILL)
+        if _ended(record, 5.0):
+            return
+    _signal(supervisor, signal.SIGKILL)  # its death takes the whole sandbox down (PDEATHSIG)
+    _ended(record, 30.0)
+
+
+def _ended(record: dict[str, Any], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        current = _read(record["id"])
+        if current is None or current["status"] != "running":
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait(record: dict[str, Any]) -> dict[str, Any]:
+    while record["status"] == "running":
+        time.sleep(0.05)
+        record = _read(record["id"]) or {**record, "status": "exited"}
+    return record
+
+
+def remove(record: dict[str, Any], force: bool = False) -> None:
+    if record["status"] == "running":
+        if not force:
+            raise UsageError(f"sandbox {record.get('name') or record['id'][:12]} is running",
+                             hint="stop it first, or use rm -f")
+        stop(record, timeout=0)
+    for suffix in (".json", ".log"):
+        try:
+            os.unlink(os.path.join(_records_dir(), record["id"] + suffix))
+        except FileNotFoundError:
+            pass

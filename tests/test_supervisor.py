@@ -1,0 +1,96 @@
+"""Detached sandboxes (`run -d`, ps, logs, stop, kill, wait, rm), run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from conftest import SANDBOXER, sandboxer
+
+
+def _name(tag: str) -> str:
+    return f"{tag}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def _ps(*args: str) -> str:
+    return sandboxer("ps", *args, check=True).stdout
+
+
+def _pids_running(marker: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-u", str(os.getuid()), "-f", marker], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_detached_lifecycle_with_logs_stop_wait_and_rm() -> None:
+    name = _name("life")
+    script = 'trap "echo got TERM; exit 3" TERM; echo started; while :; do sleep 0.05; done'
+    p = sandboxer("run", "-d", "--name", name, "--", "sh", "-c", script, check=True)
+    sandbox_id = p.stdout.strip()
+    assert len(sandbox_id) == 64
+    assert name in _ps() and "running" in _ps()
+    deadline = time.monotonic() + 5
+    while "started" not in sandboxer("logs", name).stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert sandboxer("rm", name).returncode == 125  # still running
+    sandboxer("stop", "-t", "5", name, check=True)
+    assert sandboxer("logs", sandbox_id[:12], check=True).stdout == "started\ngot TERM\n"
+    assert sandboxer("wait", name, check=True).stdout.strip() == "3"
+    assert "exited (3)" in _ps("-a") and name not in _ps()
+    sandboxer("rm", name, check=True)
+    assert name not in _ps("-a")
+
+
+def test_stop_kills_after_the_timeout_and_nothing_is_left() -> None:
+    name = _name("stubborn")
+    sandboxer("run", "-d", "--name", name, "--", "sleep", "3333.75", check=True)
+    assert _pids_running("sleep 3333.75")
+    start = time.monotonic()
+    sandboxer("stop", "-t", "0.5", name, check=True)  # sleep as PID 1 ignores SIGTERM
+    assert time.monotonic() - start < 5
+    assert sandboxer("wait", name, check=True).stdout.strip() == "137"
+    assert not _pids_running("sleep 3333.75")
+    sandboxer("rm", name, check=True)
+
+
+def test_a_killed_supervisor_takes_its_sandbox_along() -> None:
+    import json
+
+    name = _name("orphan")
+    sandboxer("run", "-d", "--name", name, "--", "sleep", "3333.5", check=True)
+    record = next(r for r in json.loads(_ps("--format", "json")) if r["name"] == name)
+    os.kill(record["supervisor_pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _pids_running("sleep 3333.5"):
+        assert time.monotonic() < deadline, "the sandbox outlived its supervisor"
+        time.sleep(0.05)
+    assert "exited" in next(line for line in _ps("-a").splitlines() if name in line)  # ps tells the truth
+    sandboxer("rm", name, check=True)
+
+
+def test_many_detached_sandboxes_start_and_all_go_with_rm_f() -> None:
+    names = [_name(f"many{i}") for i in range(8)]
+    procs = [subprocess.Popen([*SANDBOXER, "run", "-d", "--name", n, "--", "sleep", "3333.125"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in names]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    listing = _ps()
+    assert all(n in listing for n in names)
+    sandboxer("rm", "-f", *names, check=True)
+    assert not _pids_running("sleep 3333.125")
+    assert not any(n in _ps("-a") for n in names)
+
+
+def test_bad_names_and_signals_are_one_line() -> None:
+    p = sandboxer("logs", "no-such-sandbox")
+    assert p.returncode == 125 and "no such sandbox: no-such-sandbox" in p.stderr
+    name = _name("sig")
+    sandboxer("run", "-d", "--name", name, "--", "sh", "-c", "trap 'exit 7' USR1; while :; do sleep 0.05; done",
+              check=True)
+    assert sandboxer("kill", "-s", "BOGUS", name).returncode == 125
+    sandboxer("kill", "-s", "USR1", name, check=True)
+    assert sandboxer("wait", name, check=True).stdout.strip() == "7"
+    assert sandboxer("kill", name).returncode == 125  # not running any more
+    sandboxer("rm", name, check=True)
+    assert sandboxer("run", "-d", "-t", "--", "true").returncode == 125
