@@ -94,3 +94,32 @@ def test_bad_names_and_signals_are_one_line() -> None:
     assert sandboxer("kill", name).returncode == 125  # not running any more
     sandboxer("rm", name, check=True)
     assert sandboxer("run", "-d", "-t", "--", "true").returncode == 125
+
+
+def test_exec_joins_the_sandbox_as_its_workload_runs() -> None:
+    name = _name("exec")
+    sandboxer("run", "-d", "--name", name, "--hostname", "boxy", "--", "sh", "-c",
+              "echo from-the-workload > /tmp/note; sleep 3333.875", check=True)
+    try:
+        deadline = time.monotonic() + 5
+        while sandboxer("exec", name, "test", "-e", "/tmp/note").returncode != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        p = sandboxer("exec", "-e", "EXTRA=1", name, "sh", "-c",
+                      "hostname; cat /tmp/note; echo $EXTRA; id -u; grep -E '^(CapEff|NoNewPrivs|Seccomp):' "
+                      "/proc/self/status",
+                      check=True)
+        lines = p.stdout.split("\n")
+        assert lines[:4] == ["boxy", "from-the-workload", "1", "0"]  # its UTS, mount ns (/tmp) and env
+        assert "CapEff:\t00000000a80425fb" in p.stdout and "NoNewPrivs:\t1" in p.stdout
+        assert "Seccomp:\t2" in p.stdout
+        pids = sandboxer("exec", name, "sh", "-c", "ls /proc | grep -c '^[0-9]'", check=True).stdout
+        assert int(pids) < 10  # the sandbox's PID namespace, not the host's
+        assert sandboxer("exec", "-u", "1000", name, "id", "-u", check=True).stdout.strip() == "1000"
+        assert sandboxer("exec", name, "sh", "-c", "exit 5").returncode == 5
+        missing = sandboxer("exec", name, "no-such-command")
+        assert missing.returncode == 127 and "executable file not found" in missing.stderr
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+    gone = sandboxer("exec", name, "true")
+    assert gone.returncode == 125 and "no such sandbox" in gone.stderr
