@@ -434,7 +434,7 @@ def cmd_image(values: dict[str, Any], rest: list[str]) -> int:
     if not rest or rest[0] not in sub:
         raise CliUsageError("usage: sandboxer image ls|inspect|rm|prune|tag|import ...")
     name = sub[rest[0]]
-    cmd = COMMANDS[name] if name in COMMANDS else _IMAGE_ONLY[name]
+    cmd = _IMAGE_ONLY.get(name) or COMMANDS[name]  # 'image inspect' is not the sandboxes' 'inspect'
     sub_values, sub_rest = parse(cmd, rest[1:])
     return cmd.handler(sub_values, sub_rest)
 
@@ -657,6 +657,43 @@ def cmd_exec(values: dict[str, Any], rest: list[str]) -> int:
                  stdin_null=not values["interactive"])
 
 
+def cmd_inspect(values: dict[str, Any], rest: list[str]) -> int:
+    """``sandboxer inspect [--format {{.State.Pid}}] NAME|ID...``."""
+    import json
+
+    from .supervisor import find, inspect
+
+    if not rest:
+        raise CliUsageError("usage: sandboxer inspect [--format TEMPLATE] NAME|ID...")
+    facts = [inspect(find(name)) for name in rest]
+    if values["format"]:
+        for fact in facts:
+            print(_template(values["format"], fact))
+        return 0
+    print(json.dumps(facts, indent=2))
+    return 0
+
+
+def _template(text: str, facts: dict[str, Any]) -> str:
+    """Go-template field access for the common case: ``{{.State.Pid}}`` (several per line are fine)."""
+    import json
+
+    from .errors import UsageError
+
+    out, rest = "", text
+    while "{{" in rest:
+        before, _, after = rest.partition("{{")
+        field, sep, rest = after.partition("}}")
+        path = field.strip()
+        if not sep or not path.startswith("."):
+            raise UsageError(f"unsupported --format {text!r}", hint="use field paths such as {{.State.Pid}}")
+        value: Any = facts
+        for key in filter(None, path[1:].split(".")):
+            value = value.get(key) if isinstance(value, dict) else None
+        out += before + (json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    return out + rest
+
+
 def cmd_wait(values: dict[str, Any], rest: list[str]) -> int:
     from .supervisor import wait
 
@@ -754,6 +791,10 @@ COMMANDS = {c.name: c for c in (
             (Opt(("-s", "--signal"), "signal", VALUE, "a name (TERM, SIGHUP) or a number", "SIG"), _DEBUG),
             cmd_kill),
     Command("wait", "Wait for a detached sandbox to exit; print its exit code.", "NAME|ID", (_DEBUG,), cmd_wait),
+    Command("inspect", "Show a detached sandbox as JSON (state, namespaces, capabilities, seccomp, ports).",
+            "[--format TEMPLATE] NAME|ID...",
+            (Opt(("-f", "--format"), "format", VALUE, "field paths, e.g. {{.State.Pid}}", "TEMPLATE"), _DEBUG),
+            cmd_inspect),
     Command("exec", "Run a command in a running detached sandbox, as its workload runs.",
             "[OPTIONS] NAME|ID CMD [ARG...]",
             (Opt(("-i", "--interactive"), "interactive", FLAG, "keep stdin open"),

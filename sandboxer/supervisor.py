@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from .runtime.plan import Plan
 
-__all__ = ["detach", "records", "find", "stop", "remove", "wait", "log_path"]
+__all__ = ["detach", "records", "find", "stop", "remove", "wait", "inspect", "log_path"]
 
 
 def _records_dir() -> str:
@@ -218,6 +218,39 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def inspect(record: dict[str, Any]) -> dict[str, Any]:
+    """Docker-style facts about a detached sandbox, read from its record and, while it runs, from /proc."""
+    running = record["status"] == "running"
+    pid = int(record.get("pid") or 0) if running else 0
+    state = {"Status": record["status"], "Running": running, "Pid": pid, "ExitCode": record.get("exit_code"),
+             "Signal": record.get("signal"), "Error": record.get("reason", ""),
+             "StartedAt": _iso(record.get("started_at")), "FinishedAt": _iso(record.get("finished_at")),
+             "SupervisorPid": record.get("supervisor_pid") if running else 0}
+    out: dict[str, Any] = {"Id": record["id"], "Name": record.get("name"), "Image": record.get("image"),
+                           "Args": record.get("command"), "State": state, "LogPath": record.get("log")}
+    if pid:
+        from .runtime.enter import NAMESPACES
+
+        out["Namespaces"] = {ns: os.readlink(f"/proc/{pid}/ns/{ns}") for ns in NAMESPACES}
+        status = {}
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                status[key] = value.strip()
+        out["Security"] = {k: status.get(k) for k in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp")}
+        from .state import running_record
+
+        ports = running_record(record["id"], "ports")
+        out["Ports"] = json.loads(ports) if ports else []
+    return out
+
+
+def _iso(stamp: object) -> str:
+    if not isinstance(stamp, (int, float)):
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
 def wait(record: dict[str, Any]) -> dict[str, Any]:

@@ -123,3 +123,21 @@ def test_exec_joins_the_sandbox_as_its_workload_runs() -> None:
         sandboxer("rm", "-f", name, check=True)
     gone = sandboxer("exec", name, "true")
     assert gone.returncode == 125 and "no such sandbox" in gone.stderr
+
+
+def test_inspect_reports_state_namespaces_and_security() -> None:
+    import json
+
+    name = _name("insp")
+    sandboxer("run", "-d", "--name", name, "--", "sleep", "3333.625", check=True)
+    try:
+        facts = json.loads(sandboxer("inspect", name, check=True).stdout)[0]
+        assert facts["State"]["Status"] == "running" and facts["State"]["Pid"] > 0
+        assert facts["Namespaces"]["pid"] != os.readlink("/proc/self/ns/pid")
+        assert facts["Security"] == {"CapEff": "00000000a80425fb", "CapBnd": "00000000a80425fb",
+                                     "NoNewPrivs": "1", "Seccomp": "2"}
+        line = sandboxer("inspect", "-f", "{{.State.Status}} {{.State.Pid}}", name, check=True).stdout.split()
+        assert line == ["running", str(facts["State"]["Pid"])]
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+    assert sandboxer("inspect", name).returncode == 125
