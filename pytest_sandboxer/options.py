@@ -77,30 +77,27 @@ def _require(value: object) -> bool:
     return isinstance(value, (list, tuple)) and all(v in REQUIREMENTS for v in value)
 
 
-def _network(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    from sandboxer.errors import UsageError
-    from sandboxer.network import parse_network
+def _accepted_by(module: str, parser: str) -> Any:
+    """A keyword check: a string that sandboxer's own ``module.parser`` accepts (imported when used)."""
 
-    try:
-        parse_network(value)
-    except UsageError:
-        return False
-    return True
+    def check(value: object) -> bool:
+        import importlib
+
+        from sandboxer.errors import UsageError
+
+        if not isinstance(value, str):
+            return False
+        try:
+            getattr(importlib.import_module(module), parser)(value)
+        except UsageError:
+            return False
+        return True
+
+    return check
 
 
-def _image(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    from sandboxer.errors import UsageError
-    from sandboxer.images.reference import parse_reference
-
-    try:
-        parse_reference(value)
-    except UsageError:
-        return False
-    return True
+_network = _accepted_by("sandboxer.network", "parse_network")
+_image = _accepted_by("sandboxer.images.reference", "parse_reference")
 
 
 #: keyword -> (check, what a valid value looks like)

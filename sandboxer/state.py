@@ -122,10 +122,10 @@ class StateDir:
         """Remove the directory (and any name pointing at it), then drop the lock."""
         root = os.path.dirname(self.path)
         _remove_names_of(root, self.id)
-        try:  # the usual, cheap case: what create() made, nothing more
+        try:  # the usual, cheap case: the empty scratch mount point, the lock and the notes (record())
             os.rmdir(os.path.join(self.path, "scratch"))
-            os.unlink(os.path.join(self.path, "lock"))
-            _unlink_quiet(os.path.join(self.path, IMAGE_LAYERS))
+            for entry in os.scandir(self.path):
+                os.unlink(entry.path)
             os.rmdir(self.path)
         except OSError:
             _rmtree_any_owner(self.path)

@@ -7,9 +7,12 @@ image already in the store never imports httpx (~85 ms).
 from __future__ import annotations
 
 from ..errors import UsageError
-from .progress import Progress
 from .reference import parse_reference
 from .store import Store, StoreError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .progress import Progress
 
 __all__ = ["ensure_image"]
 

@@ -44,6 +44,7 @@ MEDIA_TYPES = {
 _LAYER_MEDIA = {"": MEDIA_TYPES["oci_layer"], "gz": MEDIA_TYPES["oci_layer_gzip"],
                 "zst": MEDIA_TYPES["oci_layer_zstd"]}
 _CHUNK = 1 << 20
+_INDEX_FILE = "index.json"
 
 
 class StoreError(SandboxerError):
@@ -77,6 +78,24 @@ class _Lock:
 
     def __exit__(self, *_exc: object) -> None:
         os.close(self.fd)  # closing the last descriptor releases the lock
+
+
+class _StagedFile:
+    """See :meth:`Store._staged_file`."""
+
+    __slots__ = ("path", "root")
+
+    def __init__(self, path: str, root: str) -> None:
+        self.path = path
+        self.root = root
+
+    def __enter__(self) -> str:
+        return self.path
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, _tb: object) -> None:
+        _unlink_quiet(self.path)  # gone already if it was committed
+        if isinstance(err, OSError):
+            raise _disk_error(err, self.root) from None
 
 
 class Image:
@@ -136,6 +155,11 @@ class Store:
     def _staging(self, prefix: str) -> str:
         return os.path.join(self.root, "tmp", f"{prefix}-{os.getpid()}-{os.urandom(6).hex()}")
 
+    def _staged_file(self, prefix: str) -> _StagedFile:
+        """A temporary path in ``tmp/`` for a ``with`` block: removed unless committed, and a failed
+        write (a full disk above all) reported as one :class:`StoreError`."""
+        return _StagedFile(self._staging(prefix), self.root)
+
     def _commit_file(self, tmp: str, final: str) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -161,10 +185,9 @@ class Store:
         With ``expected``, a mismatch (a truncated or tampered download) is an
         error and nothing is stored.
         """
-        tmp = self._staging("blob")
         digest = hashlib.sha256()
         written = 0
-        try:
+        with self._staged_file("blob") as tmp:
             with open(tmp, "wb") as out:
                 while chunk := stream.read(_CHUNK):
                     digest.update(chunk)
@@ -178,17 +201,9 @@ class Store:
                 raise StoreError(f"blob {actual[:19]}… is {written} bytes, {size} expected; not stored",
                                  hint="the source was truncated; fetch it again")
             final = self.blob_path(actual)
-            if os.path.exists(final):
-                os.unlink(tmp)
-            else:
+            if not os.path.exists(final):  # else an equal blob is there already: ours goes with the staging
                 self._commit_file(tmp, final)
-            return actual, written
-        except OSError as e:
-            _unlink_quiet(tmp)
-            raise _disk_error(e, self.root) from None
-        except BaseException:
-            _unlink_quiet(tmp)
-            raise
+        return actual, written
 
     def put_json(self, obj: dict[str, Any]) -> tuple[str, int]:
         import io
@@ -268,7 +283,7 @@ class Store:
     # -- the index ------------------------------------------------------------
 
     def _index_path(self) -> str:
-        return os.path.join(self.root, "index.json")
+        return os.path.join(self.root, _INDEX_FILE)
 
     def read_index(self) -> dict[str, str]:
         try:
@@ -283,10 +298,7 @@ class Store:
         return {str(k): str(v) for k, v in images.items()}
 
     def _write_index(self, images: dict[str, str]) -> None:
-        tmp = self._staging("index")
-        with open(tmp, "w") as f:
-            json.dump({"images": dict(sorted(images.items()))}, f, indent=1)
-        self._commit_file(tmp, self._index_path())
+        self.write_json_file(_INDEX_FILE, {"images": dict(sorted(images.items()))})
 
     def tag(self, ref: Reference, manifest_digest: str) -> None:
         with self.lock():
@@ -490,17 +502,10 @@ class Store:
 
     def write_json_file(self, name: str, obj: dict[str, Any]) -> None:
         """Replace ``<root>/<name>`` atomically (``tmp/``, fsync, rename); hold a lock around a read-modify-write."""
-        tmp = self._staging(name)
-        try:
+        with self._staged_file(name) as tmp:
             with open(tmp, "w") as f:
                 json.dump(obj, f, separators=(",", ":"), sort_keys=True)
             self._commit_file(tmp, os.path.join(self.root, name))
-        except OSError as e:
-            _unlink_quiet(tmp)
-            raise _disk_error(e, self.root) from None
-        except BaseException:
-            _unlink_quiet(tmp)
-            raise
 
 
 def diff_id_of(blob_path: str) -> str:

@@ -19,6 +19,7 @@ from ..errors import SetupError
 from . import sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
 from .init import env_dict
+from .launcher import ExitStatus
 from .reaper import exec_workload
 
 TYPE_CHECKING = False
@@ -66,8 +67,7 @@ def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], c
     _, status = os.waitpid(child, 0)
     if msg is not None and msg[0] == "error":
         raise sync.error_from_fields(msg)
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    return ExitStatus.from_wait_status(status).code
 
 
 def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str], cwd: str, stdin_null: bool,
@@ -94,8 +94,7 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
             break
         except InterruptedError:
             continue
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    return ExitStatus.from_wait_status(status).code
 
 
 def _become(identity: dict[str, Any], cwd: str) -> None:

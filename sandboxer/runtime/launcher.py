@@ -263,4 +263,3 @@ def _terminal_sent_it() -> bool:
         return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
     except (OSError, ValueError, AttributeError):
         return False
-
