@@ -572,7 +572,7 @@ def _one(rest: list[str], usage: str) -> Any:
 def cmd_logs(values: dict[str, Any], rest: list[str]) -> int:
     import time
 
-    from .supervisor import find
+    from .supervisor import refresh
 
     record = _one(rest, "logs [-f] NAME|ID")
     try:
@@ -586,7 +586,7 @@ def cmd_logs(values: dict[str, Any], rest: list[str]) -> int:
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
                 continue
-            if not values["follow"] or find(record["id"])["status"] != "running":
+            if not values["follow"] or refresh(record)["status"] != "running":
                 return 0
             time.sleep(0.05)
 

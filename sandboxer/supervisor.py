@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from .runtime.plan import Plan
 
-__all__ = ["detach", "records", "find", "stop", "remove", "wait", "inspect", "log_path"]
+__all__ = ["detach", "records", "find", "refresh", "stop", "remove", "wait", "inspect", "log_path"]
 
 
 def _records_dir() -> str:
@@ -59,9 +59,19 @@ def _read(sandbox_id: str) -> dict[str, Any] | None:
 
 
 def _alive(record: dict[str, Any]) -> bool:
+    """Some process of the sandbox holds its state lock — or the supervisor is still writing the
+    outcome, between releasing the sandbox's state and its last record."""
     from .state import _is_alive
 
-    return _is_alive(os.path.join(state_root(), record["id"]))
+    if _is_alive(os.path.join(state_root(), record["id"])):
+        return True
+    supervisor = record.get("supervisor_pid")
+    try:
+        with open(f"/proc/{int(supervisor or 0)}/stat") as f:
+            state = f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has written nothing more (its parent may be slow to reap it)
 
 
 def records(all_: bool = False) -> list[dict[str, Any]]:
@@ -253,10 +263,15 @@ def _iso(stamp: object) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
+def refresh(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as it is now (a removed one reads as exited)."""
+    return _read(record["id"]) or {**record, "status": "exited"}
+
+
 def wait(record: dict[str, Any]) -> dict[str, Any]:
     while record["status"] == "running":
         time.sleep(0.05)
-        record = _read(record["id"]) or {**record, "status": "exited"}
+        record = refresh(record)
     return record
 
 
