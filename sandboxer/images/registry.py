@@ -152,7 +152,7 @@ class Registry:
             try:
                 response = self._send(method, url, scope, headers or {}, content, stream)
             except httpx.ConnectError as e:  # refused, no route, no DNS: retrying will not help
-                if self._fall_back_to_http(e, url):
+                if self._fall_back_to_http(url):
                     url = url.replace("https://", "http://", 1)
                     continue
                 raise RegistryError(f"cannot reach {self.domain}: {e}",
@@ -175,7 +175,7 @@ class Registry:
             self._raise_for(response, method, url)
         raise AssertionError("unreachable")
 
-    def _fall_back_to_http(self, error: Exception, url: str) -> bool:
+    def _fall_back_to_http(self, url: str) -> bool:
         """Insecure registries may speak plain HTTP: switch, as podman does (threads may race here)."""
         if self.insecure and url.startswith("https://"):
             self.scheme = "http"
