@@ -120,6 +120,31 @@ def test_sixty_layers(store: Path, tmp_path: Path) -> None:
     sandboxer("rmi", "sandboxer-test/sixty", check=True)
 
 
+@needs_subids
+def test_a_failed_import_leaves_nothing_in_the_store(store: Path, tmp_path: Path) -> None:
+    from sandboxer.errors import SandboxerError
+    from sandboxer.images.reference import parse_reference
+    from sandboxer.images.store import Store
+
+    s = Store()
+
+    def contents() -> dict[str, list[str]]:
+        return {sub: sorted(os.listdir(os.path.join(s.root, sub))) for sub in ("blobs/sha256", "layers", "tmp")}
+
+    before = contents()
+    bad = tmp_path / "not-a-tar"
+    bad.write_text("no tar here\n" * 100)
+    p = sandboxer("import", str(bad), "sandboxer-test/broken")
+    assert p.returncode == 125 and p.stderr.startswith("sandboxer: error: layer ")
+    assert "Traceback" not in p.stderr
+    assert contents() == before
+    good = _layer(tmp_path / "good.tar", {"a/file": "1"})  # a layer that unpacks, then a bad one
+    with pytest.raises(SandboxerError):
+        s.add_image(parse_reference("sandboxer-test/broken"), [good, str(bad)], {}, "test")
+    assert contents() == before
+    assert sandboxer("run", "sandboxer-test/broken", "true").returncode == 125
+
+
 def test_unknown_images_and_bad_names_fail_clearly(store: Path) -> None:
     p = sandboxer("run", "nope/nothing", "true")
     assert p.returncode == 125

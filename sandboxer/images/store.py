@@ -384,18 +384,8 @@ class Store:
         sandboxes record them (under this same lock) before they start.
         """
         with self.lock():
-            keep_blobs: set[str] = set()
-            keep_layers = {_hex(d) for d in layers_in_use()}
-            for digest in set(self.read_index().values()):
-                keep_blobs.add(_hex(digest))
-                try:
-                    manifest = self.read_json(digest)
-                    keep_blobs.add(_hex(str(manifest["config"]["digest"])))
-                    keep_blobs.update(_hex(str(layer["digest"])) for layer in manifest.get("layers", []))
-                    config = self.read_json(str(manifest["config"]["digest"]))
-                    keep_layers.update(_hex(str(d)) for d in config["rootfs"]["diff_ids"])
-                except (StoreError, KeyError, TypeError):
-                    continue
+            keep_blobs, keep_layers = self._referenced()
+            keep_layers |= {_hex(d) for d in layers_in_use()}
             blob_dir = os.path.join(self.root, "blobs", "sha256")
             removed_blobs = [f"sha256:{h}" for h in os.listdir(blob_dir) if h not in keep_blobs]
             for digest in removed_blobs:
@@ -409,6 +399,34 @@ class Store:
                     removed_layers.append(f"sha256:{h}")
             self._remove_stale_staging()
         return removed_blobs, removed_layers
+
+    def _referenced(self) -> tuple[set[str], set[str]]:
+        """(blob hexes, layer hexes) the images in the index refer to; call it under the index lock."""
+        blobs: set[str] = set()
+        layers: set[str] = set()
+        for digest in set(self.read_index().values()):
+            blobs.add(_hex(digest))
+            try:
+                manifest = self.read_json(digest)
+                blobs.add(_hex(str(manifest["config"]["digest"])))
+                blobs.update(_hex(str(layer["digest"])) for layer in manifest.get("layers", []))
+                config = self.read_json(str(manifest["config"]["digest"]))
+                layers.update(_hex(str(d)) for d in config["rootfs"]["diff_ids"])
+            except (StoreError, KeyError, TypeError):
+                continue
+        return blobs, layers
+
+    def _discard(self, blobs: list[str], diff_ids: list[str]) -> None:
+        """Remove what an aborted import stored, unless a named image or a running sandbox uses it."""
+        with self.lock():
+            keep_blobs, keep_layers = self._referenced()
+            keep_layers |= {_hex(d) for d in layers_in_use()}
+            for digest in blobs:
+                if _hex(digest) not in keep_blobs:
+                    _unlink_quiet(self.blob_path(digest))
+            for diff_id in diff_ids:
+                if _hex(diff_id) not in keep_layers:
+                    _remove_any_owner(self.layer_path(diff_id))
 
     def _remove_stale_staging(self, age_s: float = 3600.0) -> None:
         """Staging entries of processes that died mid-write (older than an hour)."""
@@ -447,8 +465,12 @@ class Store:
                 raise UsageError(f"cannot read {tarball}: {e.strerror}") from None
             with src:
                 blob, size = self.put_blob(src)
-            diff_id = diff_id_of(self.blob_path(blob))
-            self.ensure_layer(diff_id, blob)
+            try:
+                diff_id = diff_id_of(self.blob_path(blob))
+                self.ensure_layer(diff_id, blob)
+            except SandboxerError:  # not a usable layer: leave nothing of this import behind
+                self._discard([b for b, _ in blobs] + [blob], diff_ids)
+                raise
             blobs.append((blob, size))
             diff_ids.append(diff_id)
         config = {
