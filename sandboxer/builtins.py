@@ -21,20 +21,19 @@ def sandboxer_snapshotters() -> list[Snapshotter]:
 
 @hookimpl
 def sandboxer_attach(plan: Plan, pid: int) -> None:
-    """Network attachment: slirp4netns on the waiting sandbox, then its published ports."""
-    if plan.network is None or plan.network.mode != "slirp4netns":
+    """Network attachment: the mode's user-mode stack on the waiting sandbox, with its published ports."""
+    if plan.network is None or plan.network.stack is None:
         return
-    from .network import slirp
+    from importlib import import_module
 
-    stack = slirp.start(pid, plan.network, plan.state.path)
+    stack = import_module(f".network.{plan.network.stack}", __package__).start(pid, plan.network, plan.state.path)
     plan.attached.append(stack)
-    ports = [stack.publish(mapping) for mapping in plan.network.ports]
-    if ports:  # for 'sandboxer port'
+    if stack.ports:  # for 'sandboxer port'
         import json
 
-        plan.state.record("ports", json.dumps([m._asdict() for m in ports]))
+        plan.state.record("ports", json.dumps([m._asdict() for m in stack.ports]))
         if plan.debug:
-            for mapping in ports:
+            for mapping in stack.ports:
                 plan.notices.append(f"published {mapping}")
 
 

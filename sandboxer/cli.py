@@ -136,11 +136,12 @@ _RUN_OPTS = (
         "seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false]", "OPT"),
     Opt(("--init",), "init", FLAG, "run a small init as PID 1 that reaps zombies and forwards signals"),
     Opt(("--network", "--net"), "network", VALUE,
-        "none (default: loopback only), host, or slirp4netns[:allow_host_loopback=true]", "MODE"),
-    Opt(("-p", "--publish"), "publish", MULTI, "publish a port (with slirp4netns): [HOSTIP:][HOSTPORT:]CPORT[/udp]",
-        "PORT"),
-    Opt(("--dns",), "dns", MULTI, "a DNS server for /etc/resolv.conf (slirp4netns; default its 10.0.2.3)", "IP"),
-    Opt(("--add-host",), "add_host", MULTI, "an /etc/hosts entry (slirp4netns)", "NAME:IP"),
+        "none (default: loopback only), host, pasta or slirp4netns[:allow_host_loopback=true]", "MODE"),
+    Opt(("-p", "--publish"), "publish", MULTI,
+        "publish a port (with pasta or slirp4netns): [HOSTIP:][HOSTPORT:]CPORT[/udp]", "PORT"),
+    Opt(("-P", "--publish-all"), "publish_all", FLAG, "publish every port the image exposes on a free host port"),
+    Opt(("--dns",), "dns", MULTI, "a DNS server for /etc/resolv.conf (pasta, slirp4netns; default 10.0.2.3)", "IP"),
+    Opt(("--add-host",), "add_host", MULTI, "an /etc/hosts entry (pasta, slirp4netns)", "NAME:IP"),
     Opt(("--storage-driver",), "storage_driver", VALUE, "overlay, fuse-overlayfs or copy", "NAME"),
     Opt(("--pull",), "pull", VALUE, "missing (default): pull an image not in the store; never; always", "WHEN"),
     Opt(("--platform",), "platform", VALUE, "the platform to pull", "PLATFORM"),
@@ -252,7 +253,7 @@ def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
         seccomp=seccomp, no_new_privileges=nnp, init=bool(values["init"]),
         interactive=bool(values["interactive"]), tty=bool(values["tty"]),
         network=str(values["network"] or "none"), publish=values["publish"], dns=values["dns"],
-        add_host=values["add_host"],
+        add_host=values["add_host"], publish_all=bool(values["publish_all"]),
         storage_driver=values["storage_driver"], debug=debug)
     if values["detach"]:
         return _run_detached(opts)

@@ -88,9 +88,9 @@ class SandboxOptions(namedtuple(
         "SandboxOptions",
         ("command", "name", "hostname", "env", "workdir", "user", "volumes", "tmpfs", "read_only",
          "cap_add", "cap_drop", "seccomp", "no_new_privileges", "init", "interactive", "tty", "network",
-         "storage_driver", "debug", "upper_dir", "image", "publish", "dns", "add_host"),
+         "storage_driver", "debug", "upper_dir", "image", "publish", "dns", "add_host", "publish_all"),
         defaults=((), None, None, (), None, None, (), (), False, (), (), "default", True, False, False,
-                  False, "none", None, False, None, None, (), (), ()))):
+                  False, "none", None, False, None, None, (), (), (), False))):
     """Everything ``sandboxer run`` can be told, with Docker's defaults.
 
     ``command`` (argv), ``name``, ``hostname`` (default: the short id),
@@ -100,8 +100,9 @@ class SandboxOptions(namedtuple(
     ``cap_add``/``cap_drop`` (names, ``ALL``), ``seccomp`` (``"default"``,
     ``"unconfined"`` or a profile path), ``no_new_privileges``, ``init``,
     ``interactive`` (keep stdin), ``tty``, ``network`` (``"none"``,
-    ``"host"`` or ``"slirp4netns[:allow_host_loopback=true]"``), ``publish``
-    (``-p`` mappings), ``dns``, ``add_host`` (``NAME:IP``), ``storage_driver`` (None: automatic), ``debug``,
+    ``"host"``, ``"pasta"`` or ``"slirp4netns[:allow_host_loopback=true]"``), ``publish``
+    (``-p`` mappings), ``publish_all`` (``-P``: the image's exposed ports, each on a free host port),
+    ``dns``, ``add_host`` (``NAME:IP``), ``storage_driver`` (None: automatic), ``debug``,
     ``upper_dir`` (a host directory that keeps the writable layer after the
     run, and reuses it on the next; default: a tmpfs that dies with the
     sandbox), ``image`` (a name in the image store, or an
@@ -133,6 +134,7 @@ class SandboxOptions(namedtuple(
     publish: Sequence[str]
     dns: Sequence[str]
     add_host: Sequence[str]
+    publish_all: bool
     __slots__ = ()
 
 
@@ -256,7 +258,7 @@ def _namespaces(network: str) -> int:
     return flags
 
 
-class _Root(namedtuple("_Root", "rootfs argv env workdir user accounts diff_ids")):
+class _Root(namedtuple("_Root", "rootfs argv env workdir user accounts diff_ids exposed")):
     """Where the sandbox's ``/`` comes from, and what that implies for the rest of the plan."""
 
     rootfs: Rootfs
@@ -266,6 +268,7 @@ class _Root(namedtuple("_Root", "rootfs argv env workdir user accounts diff_ids"
     user: str | None
     accounts: Any
     diff_ids: list[str]
+    exposed: dict[str, Any]  #: the image's ExposedPorts, for -P
     __slots__ = ()
 
 
@@ -280,7 +283,7 @@ def _host_root(opts: SandboxOptions) -> _Root:
         raise UsageError(f"working directory {workdir} does not exist",
                          hint="give an existing directory to -w (or create it in the command)")
     return _Root(Rootfs("host", ("/",)), list(opts.command), [f"PATH={DEFAULT_PATH}"], workdir, opts.user,
-                 _HostAccounts(), [])
+                 _HostAccounts(), [], {})
 
 
 def _image_root(opts: SandboxOptions, store: Any) -> _Root:
@@ -293,7 +296,8 @@ def _image_root(opts: SandboxOptions, store: Any) -> _Root:
     env = defaults.env if any(e.startswith("PATH=") for e in defaults.env) else [f"PATH={DEFAULT_PATH}",
                                                                                   *defaults.env]
     return _Root(Rootfs("layers", tuple(lowers)), defaults.argv, env, opts.workdir or defaults.workdir,
-                 opts.user or defaults.user, ImageAccounts(lowers), image.diff_ids)
+                 opts.user or defaults.user, ImageAccounts(lowers), image.diff_ids,
+                 image.run_config.get("ExposedPorts") or {})
 
 
 def prepare(opts: SandboxOptions) -> Plan:
@@ -313,20 +317,26 @@ def prepare(opts: SandboxOptions) -> Plan:
         return _plan(opts, root, storage.choose(storage.RootfsKind.LAYERS, opts.storage_driver))
 
 
-def _network(opts: SandboxOptions) -> NetworkSpec:
-    """``network`` (a mode string) and ``publish`` (``-p`` strings) checked now, not in the child."""
-    if opts.network == "none" and not opts.publish:
+def _network(opts: SandboxOptions, root: _Root) -> NetworkSpec:
+    """``network`` (a mode string) and ``publish`` (``-p`` strings, ``-P``) checked now, not in the child."""
+    if opts.network == "none" and not opts.publish and not opts.publish_all:
         from .network import NetworkSpec
 
         return NetworkSpec("none")  # the common case, without parsing anything
-    from .network import parse_network, parse_publish
+    from .network import exposed_ports, parse_network, parse_publish
 
     ports = tuple(parse_publish(p) for p in opts.publish)
-    low = [p for p in ports if 0 < p.host_port < _unprivileged_port_start()]
+    if opts.publish_all:
+        if root.rootfs.kind != "layers":
+            raise UsageError("-P publishes the ports an image exposes, and there is no image",
+                             hint="publish ports with -p [HOSTIP:][HOSTPORT:]CPORT")
+        ports += exposed_ports(root.exposed)
+    spec = parse_network(opts.network, ports, tuple(opts.dns), tuple(opts.add_host))
+    low = [p for p in spec.ports if 0 < p.host_port < _unprivileged_port_start()]
     if low:
         raise UsageError(f"host port {low[0].host_port} is privileged on this host",
                          hint="use a port >= 1024, or: sudo sysctl net.ipv4.ip_unprivileged_port_start=0")
-    return parse_network(opts.network, ports, tuple(opts.dns), tuple(opts.add_host))
+    return spec
 
 
 def _unprivileged_port_start() -> int:
@@ -344,7 +354,7 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None) ->
     image = root.rootfs.kind == "layers"
     idmap = default_idmap()
     uid, gid, home = _resolve_user(root.user, idmap, root.accounts)
-    network = _network(opts)
+    network = _network(opts, root)
     namespaces = _namespaces(network.mode)
     mounts = _host_mounts(opts, idmap, image=image)
     caps = capability_set(opts.cap_add, opts.cap_drop)
@@ -361,7 +371,7 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None) ->
     env.extend(opts.env)
     state = StateDir.create(sandbox_id, opts.name)
     try:
-        if network.mode == "slirp4netns":
+        if network.stack is not None:
             from .network import etc_files
 
             for source, destination in etc_files(state.path, hostname, network):

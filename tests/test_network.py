@@ -1,4 +1,4 @@
-"""Networking, run as a user runs it: slirp4netns, published ports, host loopback, and the none default.
+"""Networking, run as a user runs it: slirp4netns and pasta, published ports, host loopback, the none default.
 
 Traffic goes only to 127.0.0.1 and to the namespaces these tests create.
 """
@@ -11,15 +11,23 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
-from conftest import SANDBOXER, sandboxer, sh
+from conftest import SANDBOXER, busybox_store, sandboxer, sh
 
 pytest_plugins = ["pytester"]
-pytestmark = pytest.mark.skipif(not shutil.which("slirp4netns") or not os.access("/dev/net/tun", os.W_OK),
-                                reason="needs slirp4netns and an accessible /dev/net/tun")
+pytestmark = pytest.mark.skipif(not os.access("/dev/net/tun", os.W_OK), reason="needs an accessible /dev/net/tun")
 
 PY = "python3"
+
+
+def _needs(program: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not shutil.which(program), reason=f"needs {program}")
+
+
+#: each test taking ``stack`` runs with both user-mode stacks
+STACKS = [pytest.param("slirp4netns", marks=_needs("slirp4netns")), pytest.param("pasta", marks=_needs("pasta"))]
 
 
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -28,14 +36,17 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
-def _slirp_processes() -> list[str]:
-    out = subprocess.run(["pgrep", "-u", str(os.getuid()), "-x", "slirp4netns"], capture_output=True, text=True)
+def _processes(name: str) -> list[str]:
+    # pasta re-executes itself as passt.avx2 where the CPU has AVX2
+    names = ("pasta", "passt.avx2") if name == "pasta" else (name,)
+    out = subprocess.run(["pgrep", "-u", str(os.getuid()), "-x", "|".join(names)], capture_output=True, text=True)
     return out.stdout.split()
 
 
-def test_slirp4netns_configures_the_sandbox() -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_configures_the_sandbox(stack: str) -> None:
     p = sh("ip -4 -o addr show tap0; ip route; cat /etc/resolv.conf; grep -c 10.0.2.100 /etc/hosts",
-           "--network", "slirp4netns", "--hostname", "web", check=True)
+           "--network", stack, "--hostname", "web", check=True)
     assert "10.0.2.100/24" in p.stdout
     assert "default via 10.0.2.2 dev tap0" in p.stdout
     assert "nameserver 10.0.2.3" in p.stdout
@@ -70,14 +81,18 @@ class _Server:
                 conn.sendall(b"hello from the host\n")
 
 
-def test_host_loopback_is_closed_unless_allowed() -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_host_loopback_is_closed_unless_allowed(stack: str) -> None:
     server = _Server()
     try:
-        probe = (f"{PY} -c \"import socket; s = socket.create_connection(('10.0.2.2', {server.port}), timeout=3); "
+        probe = (f"{PY} -c \"import socket; s = socket.create_connection(('10.0.2.2', {server.port}), timeout=2); "
                  f"print(s.recv(100).decode().strip())\"")
-        closed = sh(probe, "--network", "slirp4netns")
+        closed = sh(probe, "--network", stack)
         assert closed.returncode != 0, closed.stdout
-        opened = sh(probe, "--network", "slirp4netns:allow_host_loopback=true", check=True)
+        # nor through the sandbox's own loopback (pasta would forward it to the host's unless told not to)
+        inner = sh(probe.replace("10.0.2.2", "127.0.0.1"), "--network", f"{stack}:allow_host_loopback=true")
+        assert inner.returncode != 0, inner.stdout
+        opened = sh(probe, "--network", f"{stack}:allow_host_loopback=true", check=True)
         assert opened.stdout.strip() == "hello from the host"
     finally:
         server.sock.close()
@@ -88,16 +103,19 @@ def _serve_inside(args: list[str], script: str, network: str = "slirp4netns") ->
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
-def test_published_tcp_and_udp_ports_reach_the_sandbox() -> None:
+@pytest.mark.parametrize("network", [pytest.param("slirp4netns:allow_host_loopback=true", marks=_needs("slirp4netns")),
+                                     pytest.param("pasta", marks=_needs("pasta"))])
+def test_published_tcp_and_udp_ports_reach_the_sandbox(network: str) -> None:
     tcp_port, udp_port = _free_port(), _free_port(socket.SOCK_DGRAM)
+    # the same UDP port number on both sides: pasta (2023) cannot translate UDP ports
     script = ("import socket\n"
               "t = socket.socket(); t.bind(('0.0.0.0', 8080)); t.listen(1)\n"
-              "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('0.0.0.0', 5353))\n"
+              f"u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('0.0.0.0', {udp_port}))\n"
               "print('ready', flush=True)\n"
               "c, _ = t.accept(); c.sendall(b'tcp ok\\n'); c.close()\n"
               "data, peer = u.recvfrom(100); u.sendto(b'udp ' + data, peer)\n")
-    proc = _serve_inside(["-p", f"127.0.0.1:{tcp_port}:8080", "-p", f"127.0.0.1:{udp_port}:5353/udp"], script,
-                         network="slirp4netns:allow_host_loopback=true")
+    proc = _serve_inside(["-p", f"127.0.0.1:{tcp_port}:8080", "-p", f"127.0.0.1:{udp_port}:{udp_port}/udp"], script,
+                         network=network)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         with socket.create_connection(("127.0.0.1", tcp_port), timeout=5) as c:
@@ -116,49 +134,66 @@ def test_published_tcp_and_udp_ports_reach_the_sandbox() -> None:
         s.bind(("127.0.0.1", tcp_port))
 
 
-def test_port_errors_are_one_line() -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_taken_host_port_fails_the_start(stack: str) -> None:
+    before = set(_processes(stack))
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
     try:
         port = busy.getsockname()[1]
-        p = sandboxer("run", "--network", "slirp4netns", "-p", f"127.0.0.1:{port}:80", "--", "true")
+        p = sandboxer("run", "--network", stack, "-p", f"127.0.0.1:{port}:80", "--", "true")
         assert p.returncode == 125 and f"publish port 127.0.0.1:{port}->80/tcp" in p.stderr and "hint:" in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 2, p.stderr  # the error and its hint
     finally:
         busy.close()
+    assert not set(_processes(stack)) - before
+
+
+def test_port_errors_are_one_line() -> None:
     for bad, message in (("80:http", "invalid port mapping"), ("1.2.3:80:80", "invalid port mapping")):
-        p = sandboxer("run", "--network", "slirp4netns", "-p", bad, "--", "true")
+        p = sandboxer("run", "--network", "pasta", "-p", bad, "--", "true")
         assert p.returncode == 125 and message in p.stderr
     p = sandboxer("run", "-p", "8080:80", "--", "true")
-    assert p.returncode == 125 and "add --network slirp4netns" in p.stderr
+    assert p.returncode == 125 and "add --network" in p.stderr
+    p = sandboxer("run", "--network", "pasta", "-p", "80:80", "--", "true")
+    assert p.returncode == 125 and "host port 80 is privileged" in p.stderr and "ip_unprivileged_port_start" in p.stderr
+    p = sandboxer("run", "--network", "pasta", "-p", "6000:5353/udp", "--", "true")
+    assert p.returncode == 125 and "cannot publish UDP port 5353 on another host port" in p.stderr
+    p = sandboxer("run", "--network", "pasta:bogus=1", "--", "true")
+    assert p.returncode == 125 and "pasta takes allow_host_loopback=true|false" in p.stderr
     p = sandboxer("run", "--network", "slirp4netns", "-p", "5353/udp", "--", "true")
     assert p.returncode == 125 and "allow_host_loopback=true" in p.stderr
     p = sandboxer("run", "--network", "bogus", "--", "true")
     assert p.returncode == 125 and "unknown network mode" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_no_slirp4netns_outlives_its_sandboxes() -> None:
-    before = set(_slirp_processes())
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_stack_outlives_its_sandboxes(stack: str) -> None:
+    before = set(_processes(stack))
     for _ in range(10):
-        sh("true", "--network", "slirp4netns", "-p", "127.0.0.1::80", check=True)
-    proc = subprocess.Popen([*SANDBOXER, "run", "--network", "slirp4netns", "--", "sleep", "60"],
+        sh("true", "--network", stack, "-p", "127.0.0.1::80", check=True)
+    proc = subprocess.Popen([*SANDBOXER, "run", "--network", stack, "--", "sleep", "60"],
                             stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
-    while set(_slirp_processes()) == before and time.monotonic() < deadline:
+    while set(_processes(stack)) == before and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.kill()  # SIGKILL: no clean-up code of ours runs; the exit fd still ends slirp4netns
+    assert set(_processes(stack)) - before, f"no {stack} seen"
+    # SIGKILL: no clean-up code of ours runs; slirp4netns sees its exit fd close, pasta its parent-death signal
+    proc.kill()
     proc.wait()
     deadline = time.monotonic() + 10
-    while set(_slirp_processes()) - before and time.monotonic() < deadline:
+    while set(_processes(stack)) - before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not set(_slirp_processes()) - before
+    assert not set(_processes(stack)) - before
 
 
-def test_pytest_marker_with_slirp4netns(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("""
+@pytest.mark.parametrize("stack", STACKS)
+def test_pytest_marker_with_a_stack(pytester: pytest.Pytester, stack: str) -> None:
+    pytester.makepyfile(f"""
         import subprocess, pytest
 
-        @pytest.mark.sandbox(network="slirp4netns")
+        @pytest.mark.sandbox(network="{stack}")
         def test_has_a_network():
             out = subprocess.run(["ip", "-4", "-o", "addr", "show", "tap0"], capture_output=True, text=True).stdout
             assert "10.0.2.100" in out
@@ -172,11 +207,12 @@ def test_pytest_marker_with_slirp4netns(pytester: pytest.Pytester) -> None:
     assert result.parseoutcomes() == {"passed": 2}, result.stdout.str()
 
 
-def test_port_command_reports_a_random_host_port() -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_port_command_reports_a_random_host_port(stack: str) -> None:
     name = f"ports{os.getpid()}"
     script = ("import socket\nt = socket.socket(); t.bind(('0.0.0.0', 80)); t.listen(1)\n"
               "print('ready', flush=True)\nc, _ = t.accept(); c.sendall(b'found me\\n')\n")
-    proc = _serve_inside(["--name", name, "-p", "127.0.0.1::80"], script)
+    proc = _serve_inside(["--name", name, "-p", "127.0.0.1::80"], script, network=stack)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         line = sandboxer("port", name, "80", check=True).stdout.strip()
@@ -192,10 +228,11 @@ def test_port_command_reports_a_random_host_port() -> None:
     assert p.returncode == 125 and "no running sandbox" in p.stderr
 
 
-def test_sandbox_fixture_starts_a_server_and_reports_its_port(sandbox_factory) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("stack", STACKS)
+def test_sandbox_fixture_starts_a_server_and_reports_its_port(sandbox_factory, stack: str) -> None:  # type: ignore[no-untyped-def]
     import urllib.request
 
-    box = sandbox_factory(network="slirp4netns")
+    box = sandbox_factory(network=stack)
     box.start([PY, "-m", "http.server", "8000", "--directory", "/etc"], ports=[8000])
     port = box.port(8000)
     deadline = time.monotonic() + 10
@@ -210,3 +247,49 @@ def test_sandbox_fixture_starts_a_server_and_reports_its_port(sandbox_factory) -
     box.close()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=2)
+
+
+@pytest.fixture(scope="module")
+def exposing_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An image built from busybox with ``EXPOSE 8080 9999/udp``, in a private store."""
+    if not os.path.exists("/bin/busybox"):
+        pytest.skip("needs busybox-static")
+    with busybox_store(tmp_path_factory) as root:
+        context = root / "exposing"
+        context.mkdir()
+        (context / "Containerfile").write_text("FROM sandboxer-test/busybox\nEXPOSE 8080 9999/udp\n")
+        sandboxer("build", "-q", "-t", "sandboxer-test/exposing", str(context), check=True, timeout=120)
+        yield "sandboxer-test/exposing"
+
+
+@_needs("pasta")
+def test_publish_all_publishes_what_the_image_exposes(exposing_image: str) -> None:
+    name = f"exposed{os.getpid()}"
+    proc = subprocess.Popen([*SANDBOXER, "run", "--name", name, "--network", "pasta", "-P", exposing_image,
+                             "nc", "-l", "-p", "8080", "-e", "echo", "exposed"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while (p := sandboxer("port", name)).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, p.stderr
+            time.sleep(0.05)
+        lines = p.stdout.splitlines()
+        assert [line.split(" -> ")[0] for line in lines] == ["8080/tcp", "9999/udp"], lines
+        assert all(line.split(" -> ")[1].startswith("0.0.0.0:") for line in lines), lines
+        tcp_port = int(lines[0].rsplit(":", 1)[1])
+        assert tcp_port >= 1024
+        with socket.create_connection(("127.0.0.1", tcp_port), timeout=5) as c:
+            assert c.recv(100) == b"exposed\n"
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_publish_all_needs_an_image_and_a_stack(exposing_image: str) -> None:
+    p = sandboxer("run", "--network", "pasta", "-P", "--", "true")
+    assert p.returncode == 125 and "-P publishes the ports an image exposes" in p.stderr
+    p = sandboxer("run", "-P", exposing_image, "true")
+    assert p.returncode == 125 and "add --network" in p.stderr
+    p = sandboxer("run", "--network", "slirp4netns", "-P", exposing_image, "true")  # 9999/udp
+    assert p.returncode == 125 and "allow_host_loopback=true" in p.stderr

@@ -1,11 +1,13 @@
 """Sandbox networking, rootless: what ``--network`` and ``-p`` ask for, checked before anything starts.
 
-Modes: ``none`` (a fresh network namespace with only ``lo``: the default,
-because a sandbox for tests should reach nothing it was not given),
-``host`` (the caller's namespace, explicitly), and ``slirp4netns[:OPT=V,…]``
-(a user-mode TCP/IP stack attached while the sandbox waits; see
-:mod:`sandboxer.network.slirp`).  The set-up order lives in the
-``sandboxer_attach`` hook of :mod:`sandboxer.builtins`.
+Modes (:data:`MODES`): ``none`` (a fresh network namespace with only
+``lo``: the default, because a sandbox for tests should reach nothing it
+was not given), ``host`` (the caller's namespace, explicitly), and the
+user-mode stacks ``slirp4netns[:OPT=V,…]`` and ``pasta[:OPT=V,…]``
+(attached while the sandbox waits; see :mod:`sandboxer.network.slirp` and
+:mod:`sandboxer.network.pasta`).  Both stacks give the sandbox the same
+view: 10.0.2.100 on ``tap0``, the gateway 10.0.2.2, DNS at 10.0.2.3.  The
+set-up order lives in the ``sandboxer_attach`` hook of :mod:`sandboxer.builtins`.
 """
 
 from __future__ import annotations
@@ -13,16 +15,47 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
-from ..errors import UsageError
+from ..errors import HostError, UsageError
 
-__all__ = ["NetworkSpec", "PortMapping", "parse_network", "parse_publish", "GUEST_ADDRESS", "DNS_ADDRESS",
-           "HOST_GATEWAY", "etc_files"]
+__all__ = ["NetworkSpec", "PortMapping", "Mode", "MODES", "parse_network", "parse_publish", "exposed_ports",
+           "preferred_stack", "require_tun", "GUEST_ADDRESS", "DNS_ADDRESS", "HOST_GATEWAY", "PORT_IN_USE",
+           "etc_files"]
 
-#: slirp4netns' fixed addresses in its default 10.0.2.0/24
+#: the sandbox's addresses under either stack (slirp4netns' fixed 10.0.2.0/24; pasta is told the same)
 GUEST_ADDRESS = "10.0.2.100"
 HOST_GATEWAY = "10.0.2.2"
 DNS_ADDRESS = "10.0.2.3"
-_MODES = ("none", "host", "slirp4netns")
+PORT_IN_USE = ("the host port is probably in use: choose another, or give only the container port (-p CPORT) "
+               "for a free one")
+
+
+class Mode(namedtuple("Mode", "stack options udp_needs_loopback udp_same_port",
+                      defaults=(None, (), False, False))):
+    """A ``--network`` mode.
+
+    ``stack``: the module of this package whose ``start(pid, spec,
+    state_dir)`` attaches it and publishes the ports (an object with
+    ``ports`` and ``close()``); None for a mode with nothing to attach, which
+    cannot publish ports.  ``options``: the ``OPT=true|false`` it takes.
+    ``udp_needs_loopback``, ``udp_same_port``: how its UDP forwarding is
+    broken otherwise — refused up front rather than silently.
+    """
+
+    stack: str | None
+    options: tuple[str, ...]
+    udp_needs_loopback: bool
+    udp_same_port: bool
+    __slots__ = ()
+
+
+MODES = {
+    "none": Mode(),
+    "host": Mode(),
+    # slirp4netns sends a forwarded datagram's reply to 10.0.2.2, which --disable-host-loopback drops
+    "slirp4netns": Mode("slirp", ("allow_host_loopback",), udp_needs_loopback=True),
+    # pasta 2023 (Debian 12) loses the replies of UDP forwarded to another port number
+    "pasta": Mode("pasta", ("allow_host_loopback",), udp_same_port=True),
+}
 
 
 class PortMapping(namedtuple("PortMapping", "host_ip host_port container_port proto")):
@@ -47,35 +80,61 @@ class NetworkSpec(namedtuple("NetworkSpec", "mode allow_host_loopback ports dns 
     add_hosts: tuple[tuple[str, str], ...]
     __slots__ = ()
 
+    @property
+    def stack(self) -> str | None:
+        """The module of this package that attaches the mode (see :class:`Mode`), or None."""
+        return MODES[self.mode].stack
+
+
+def preferred_stack() -> str:
+    """The user-mode stack to use when the caller names none: pasta where installed (see the README's numbers)."""
+    from ..programs import find
+
+    return "pasta" if find("pasta") else "slirp4netns"
+
 
 def parse_network(text: str, ports: tuple[PortMapping, ...] = (), dns: tuple[str, ...] = (),
                   add_hosts: tuple[str, ...] = ()) -> NetworkSpec:
-    mode, _, options = text.partition(":")
-    if mode not in _MODES:
+    name, _, options = text.partition(":")
+    mode = MODES.get(name)
+    if mode is None:
         raise UsageError(f"unknown network mode {text!r}",
-                         hint="use none (the default), host, or slirp4netns[:allow_host_loopback=true]")
+                         hint="use none (the default), host, pasta or slirp4netns[:allow_host_loopback=true]")
     allow = False
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")
-        if mode != "slirp4netns" or key != "allow_host_loopback" or value not in ("true", "false"):
-            raise UsageError(f"unsupported network option {option!r} for {mode}",
-                             hint="slirp4netns takes allow_host_loopback=true|false")
+        if key not in mode.options or value not in ("true", "false"):
+            takes = f"{name} takes " + ", ".join(f"{o}=true|false" for o in mode.options) if mode.options \
+                else f"{name} takes no options"
+            raise UsageError(f"unsupported network option {option!r} for {name}", hint=takes)
         allow = value == "true"
-    if ports and mode != "slirp4netns":
-        raise UsageError(f"publishing ports needs a network that can carry them, not {mode!r}",
-                         hint="add --network slirp4netns")
-    if any(p.proto == "udp" for p in ports) and not allow:
-        # slirp4netns sends a forwarded datagram's reply to 10.0.2.2, which --disable-host-loopback drops
-        raise UsageError("publishing UDP ports needs host loopback: slirp4netns drops the replies otherwise",
-                         hint="use --network slirp4netns:allow_host_loopback=true (the sandbox can then reach "
-                              "the host's 127.0.0.1 through 10.0.2.2)")
+    if ports and mode.stack is None:
+        raise UsageError(f"publishing ports needs a network that can carry them, not {name!r}",
+                         hint=f"add --network {preferred_stack()}")
+    if mode.udp_needs_loopback and any(p.proto == "udp" for p in ports) and not allow:
+        raise UsageError(f"publishing UDP ports needs host loopback: {name} drops the replies otherwise",
+                         hint=f"use --network {name}:allow_host_loopback=true (the sandbox can then reach "
+                              "the host's 127.0.0.1 through 10.0.2.2), or --network pasta")
+    if mode.udp_same_port:
+        ports = tuple(_same_port_udp(p, name) for p in ports)
     hosts = []
     for entry in add_hosts:
-        name, sep, address = entry.partition(":")
-        if not sep or not name or not address:
+        host, sep, address = entry.partition(":")
+        if not sep or not host or not address:
             raise UsageError(f"invalid --add-host {entry!r}", hint="use --add-host NAME:IP")
-        hosts.append((name, address))
-    return NetworkSpec(mode, allow, ports, dns, tuple(hosts))
+        hosts.append((host, address))
+    return NetworkSpec(name, allow, ports, dns, tuple(hosts))
+
+
+def _same_port_udp(mapping: PortMapping, mode: str) -> PortMapping:
+    if mapping.proto != "udp" or mapping.host_port == mapping.container_port:
+        return mapping
+    if mapping.host_port == 0:
+        return mapping._replace(host_port=mapping.container_port)
+    raise UsageError(f"{mode} cannot publish UDP port {mapping.container_port} on another host port "
+                     f"({mapping.host_port}): the replies would be lost",
+                     hint=f"use -p {mapping.container_port}:{mapping.container_port}/udp, or --network "
+                          "slirp4netns:allow_host_loopback=true")
 
 
 def parse_publish(text: str) -> PortMapping:
@@ -98,13 +157,33 @@ def parse_publish(text: str) -> PortMapping:
     return PortMapping(host_ip, host, container, proto)
 
 
+def exposed_ports(exposed: object) -> tuple[PortMapping, ...]:
+    """``-P``: each of an image's ``ExposedPorts`` (``{"80/tcp": {}}``) on a free port of every host address."""
+    mappings = []
+    for key in exposed if isinstance(exposed, dict) else ():
+        port, _, proto = str(key).partition("/")
+        proto = proto or "tcp"
+        if not port.isdigit() or not 0 < int(port) < 65536 or proto not in ("tcp", "udp"):
+            raise UsageError(f"the image exposes {key!r}, which -P cannot publish",
+                             hint="publish its ports one by one with -p (sctp and port ranges are not supported)")
+        mappings.append(PortMapping("0.0.0.0", 0, int(port), proto))
+    return tuple(sorted(mappings, key=lambda m: (m.container_port, m.proto)))
+
+
+def require_tun(helper: str) -> None:
+    """Both stacks create the sandbox's tap0 through /dev/net/tun."""
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        raise HostError(f"/dev/net/tun is not accessible: {helper} cannot create the sandbox's interface",
+                        hint="sudo chmod 0666 /dev/net/tun (or load the tun module)")
+
+
 def _is_ipv4(text: str) -> bool:
     parts = text.split(".")
     return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 def etc_files(state_dir: str, hostname: str, spec: NetworkSpec) -> list[tuple[str, str]]:
-    """(host file, path inside) pairs for /etc/resolv.conf and /etc/hosts of a slirp4netns sandbox."""
+    """(host file, path inside) pairs for /etc/resolv.conf and /etc/hosts of a sandbox with a user-mode stack."""
     resolv = os.path.join(state_dir, "resolv.conf")
     with open(resolv, "w") as f:
         f.writelines(f"nameserver {server}\n" for server in (spec.dns or (DNS_ADDRESS,)))

@@ -12,15 +12,13 @@ connection.
 from __future__ import annotations
 
 import os
-import select
 
-from ..errors import HostError, SetupError
+from ..errors import SetupError
 from ..programs import require
-from . import GUEST_ADDRESS, NetworkSpec, PortMapping
+from . import GUEST_ADDRESS, PORT_IN_USE, NetworkSpec, PortMapping, helper, require_tun
 
 __all__ = ["Slirp", "start"]
 
-READY_TIMEOUT_S = 10.0
 MTU = 65520
 
 
@@ -37,15 +35,13 @@ class Slirp:
     def publish(self, mapping: PortMapping) -> PortMapping:
         """Forward a host port to the sandbox; a host port of 0 becomes a free one."""
         if mapping.host_port == 0:
-            mapping = mapping._replace(host_port=_free_port(mapping.host_ip, mapping.proto))
+            mapping = mapping._replace(host_port=helper.free_port(mapping.host_ip, mapping.proto))
         reply = self._call("add_hostfwd", {"proto": mapping.proto, "host_addr": mapping.host_ip,
                                            "host_port": mapping.host_port, "guest_addr": GUEST_ADDRESS,
                                            "guest_port": mapping.container_port})
         if "error" in reply:
             desc = str(reply["error"].get("desc", reply["error"])) if isinstance(reply["error"], dict) else ""
-            raise SetupError(f"publish port {mapping}", desc or "slirp4netns refused it",
-                             hint="the host port is probably in use: choose another, or give only the "
-                                  "container port (-p CPORT) for a free one")
+            raise SetupError(f"publish port {mapping}", desc or "slirp4netns refused it", hint=PORT_IN_USE)
         self.ports.append(mapping)
         return mapping
 
@@ -70,33 +66,22 @@ class Slirp:
             raise SetupError(f"slirp4netns API ({command})", f"unreadable reply {data[:80]!r}") from None
         return reply if isinstance(reply, dict) else {}
 
-    def close(self) -> None:
-        """Stop it, without waiting for its exit to finish.
+    def close(self, *, wait: bool = False) -> None:
+        """Stop it at once: the sandbox has ended, and slirp4netns takes ~20 ms to notice its exit fd.
 
-        The sandbox has ended, so slirp4netns holds nothing worth a graceful
-        exit (it takes ~20 ms to notice its exit fd), and its death itself
-        takes 20-40 ms more: the kernel tears down its tap device.  It is
-        reaped now if already gone, else by the next close (a long-lived
-        caller: pytest) or by init once we exit (the CLI).
+        With published ports, wait for its death: they are free again when we return.
         """
         if self._exit_w < 0:
             return
-        try:
-            os.kill(self.pid, 9)
-        except ProcessLookupError:
-            pass
+        helper.kill(self.pid, wait=wait or bool(self.ports))
         os.close(self._exit_w)
         self._exit_w = -1
-        _DYING.append(self.pid)
-        _reap_dead()
 
 
 def start(pid: int, spec: NetworkSpec, state_dir: str) -> Slirp:
-    """Attach slirp4netns to the network namespace of ``pid`` and wait until it is configured."""
+    """Attach slirp4netns to the network namespace of ``pid``, wait until it is configured, publish the ports."""
     binary = require("slirp4netns")
-    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
-        raise HostError("/dev/net/tun is not accessible: slirp4netns cannot create the sandbox's interface",
-                        hint="sudo chmod 0666 /dev/net/tun (or load the tun module)")
+    require_tun("slirp4netns")
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
     api = os.path.join(state_dir, "slirp.sock")
@@ -107,71 +92,22 @@ def start(pid: int, spec: NetworkSpec, state_dir: str) -> Slirp:
         argv.append("--disable-host-loopback")
     argv += [str(pid), "tap0"]
     try:
-        child = _spawn(argv, (ready_w, exit_r), log)
+        child = helper.spawn(argv, (ready_w, exit_r), log)
     finally:
         os.close(ready_w)
         os.close(exit_r)
     try:
-        _wait_ready(ready_r, child, log)
+        helper.wait_ready(ready_r, child, "slirp4netns", log)
     except BaseException:
         os.close(exit_w)
-        try:
-            os.kill(child, 9)
-        except ProcessLookupError:
-            pass
-        os.waitpid(child, 0)
         raise
     finally:
         os.close(ready_r)
-    return Slirp(child, exit_w, api, log)
-
-
-def _spawn(argv: list[str], keep: tuple[int, ...], log: str) -> int:
-    """posix_spawn with only ``keep`` inherited (they are made inheritable just for the spawn)."""
-    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    stack = Slirp(child, exit_w, api, log)
     try:
-        actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]
-        actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in keep]  # dup2 onto itself clears close-on-exec
-        return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
-    finally:
-        os.close(out)
-        os.close(null)
-
-
-def _wait_ready(ready_r: int, child: int, log: str) -> None:
-    readable, _, _ = select.select([ready_r], [], [], READY_TIMEOUT_S)
-    if readable and os.read(ready_r, 1) == b"1":
-        return
-    reason = "it did not get ready in time" if not readable else "it exited"
-    try:
-        with open(log, errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip()]
-        if lines:
-            reason = lines[-1]
-    except OSError:
-        pass
-    raise SetupError("start slirp4netns", reason, hint="see 'sandboxer doctor' (slirp4netns, /dev/net/tun)")
-
-
-#: killed slirp4netns processes not yet reaped
-_DYING: list[int] = []
-
-
-def _reap_dead() -> None:
-    for pid in list(_DYING):
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid
-        if done:
-            _DYING.remove(pid)
-
-
-def _free_port(host_ip: str, proto: str) -> int:
-    import socket
-
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host_ip, 0))
-        return int(s.getsockname()[1])
+        for mapping in spec.ports:
+            stack.publish(mapping)
+    except BaseException:
+        stack.close(wait=True)
+        raise
+    return stack

@@ -1,0 +1,129 @@
+"""The user-mode network stacks' processes: spawned with chosen fds, ready on a pipe, reaped when killed.
+
+slirp4netns and pasta are both a helper process per sandbox that says
+"ready" on a pipe we give it, and that we kill when the sandbox ends.  What
+differs is how each dies with a caller that is itself killed: slirp4netns
+watches an exit fd, pasta has none, so it is spawned with a parent-death
+signal (:func:`spawn` with ``die_with_parent``).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+
+from ..errors import SetupError
+
+__all__ = ["spawn", "wait_ready", "kill", "free_port"]
+
+READY_TIMEOUT_S = 10.0
+
+#: killed helpers not yet reaped
+_DYING: list[int] = []
+
+
+def spawn(argv: list[str], keep: tuple[int, ...], log: str, *, die_with_parent: bool = False) -> int:
+    """Start ``argv`` with stdin /dev/null, stdout+stderr to ``log`` and only ``keep`` inherited.
+
+    ``die_with_parent``: the child gets SIGKILL when this thread dies
+    (PR_SET_PDEATHSIG, as the sandbox's own set-up process has), which takes
+    a fork instead of posix_spawn.
+    """
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if not die_with_parent:
+            actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, out, 1),
+                       (os.POSIX_SPAWN_DUP2, out, 2)]
+            actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in keep]  # dup2 onto itself clears close-on-exec
+            return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
+        return _fork_exec(argv, keep, null, out)
+    finally:
+        os.close(out)
+        os.close(null)
+
+
+def _fork_exec(argv: list[str], keep: tuple[int, ...], null: int, out: int) -> int:
+    import signal
+
+    from .. import syscalls
+
+    parent = os.getpid()
+    env = dict(os.environ)
+    child = os.fork()
+    if child == 0:  # only async-signal-safe work from here: no locks, no imports
+        try:
+            syscalls.set_pdeathsig(signal.SIGKILL)
+            if os.getppid() != parent:
+                os._exit(125)  # the caller died before the signal was armed
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; an ignored SIGPIPE stops pasta
+                signal.signal(sig, signal.SIG_DFL)
+            os.dup2(null, 0)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            for fd in keep:
+                os.set_inheritable(fd, True)
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    return child
+
+
+def wait_ready(ready_r: int, child: int, what: str, log: str) -> bytes:
+    """What the helper wrote on its ready pipe; a :class:`SetupError` with its last log line if nothing came."""
+    readable, _, _ = select.select([ready_r], [], [], READY_TIMEOUT_S)
+    data = os.read(ready_r, 64) if readable else b""
+    if data:
+        return data
+    reason = "it did not get ready in time" if not readable else "it exited"
+    try:
+        with open(log, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+        if lines:
+            reason = lines[-1]
+    except OSError:
+        pass
+    kill(child, wait=True)
+    raise SetupError(f"start {what}", reason, hint=f"see 'sandboxer doctor' ({what}, /dev/net/tun)")
+
+
+def kill(pid: int, *, wait: bool = False) -> None:
+    """SIGKILL a helper and reap it now if it is already gone, else later (see :func:`_reap_dead`).
+
+    Its death takes 20-40 ms (the kernel tears down its tap device): not
+    worth waiting for once the sandbox has ended.  A long-lived caller
+    (pytest) reaps it on the next kill, init once the CLI exits.  A start
+    that failed waits (``wait``): the error must find nothing left running.
+    """
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    if wait:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        return
+    _DYING.append(pid)
+    _reap_dead()
+
+
+def _reap_dead() -> None:
+    for pid in list(_DYING):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _DYING.remove(pid)
+
+
+def free_port(host_ip: str, proto: str) -> int:
+    """A host port free right now (the helper binds it a few ms later)."""
+    import socket
+
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host_ip, 0))
+        return int(s.getsockname()[1])

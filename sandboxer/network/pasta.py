@@ -1,0 +1,99 @@
+"""pasta (the passt package): a user-mode network stack that splices sockets instead of emulating TCP.
+
+Started while the sandbox waits (``sandboxer_attach``) on the set-up
+process's PID, with the same surface as slirp4netns: ``tap0`` with
+10.0.2.100/24, gateway 10.0.2.2 (the host's loopback only when
+``allow_host_loopback=true``: otherwise ``--no-map-gw``), DNS queries to
+10.0.2.3 forwarded to the host's resolver, IPv4 only.  Every automatic
+forwarding is off (``-T none -U none``: the sandbox's own loopback ports
+would reach the host's; ``-t``/``-u`` default to binding host ports for
+whatever listens inside): published ports are the ``-t``/``-u`` given, so
+they are known at start and a taken host port fails the start.
+
+The Debian 12 build (2023) has no ready fd and no exit fd.  Ready: it
+runs in the foreground and writes its PID file once the namespace is
+configured and the ports are bound; the "file" is ``/dev/fd/N``, a pipe
+we wait on.  Ending: we kill it when the sandbox ends; it holds the
+namespace itself so it would never notice, and a killed caller is covered
+by its parent-death signal.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import SetupError
+from ..programs import require
+from . import DNS_ADDRESS, GUEST_ADDRESS, HOST_GATEWAY, PORT_IN_USE, NetworkSpec, PortMapping, helper, require_tun
+
+__all__ = ["Pasta", "start", "argv"]
+
+
+class Pasta:
+    """A running pasta serving one sandbox."""
+
+    def __init__(self, pid: int, ports: list[PortMapping]) -> None:
+        self.pid = pid
+        self.ports = ports
+        self._running = True
+
+    def close(self) -> None:
+        """Kill it; with published ports, wait for its death so that they are free again when we return."""
+        if self._running:
+            self._running = False
+            helper.kill(self.pid, wait=bool(self.ports))
+
+
+def argv(binary: str, pid: int, spec: NetworkSpec, ports: list[PortMapping], ready_fd: int,
+         log: str) -> list[str]:
+    """``log``: pasta's own log (its errors also go to stderr; without a log file, to syslog too)."""
+    args = [binary, "--foreground", "--quiet", "--log-file", log, "--pid", f"/dev/fd/{ready_fd}",
+            "--config-net", "--ipv4-only", "--ns-ifname", "tap0", "--address", GUEST_ADDRESS, "--netmask", "24",
+            "--gateway", HOST_GATEWAY, "--dns-forward", DNS_ADDRESS, "--tcp-ns", "none", "--udp-ns", "none"]
+    if not spec.allow_host_loopback:
+        args.append("--no-map-gw")
+    for proto, flag in (("tcp", "--tcp-ports"), ("udp", "--udp-ports")):
+        specs = [_port_spec(m) for m in ports if m.proto == proto]
+        for one in specs or ["none"]:
+            args += [flag, one]
+    return [*args, str(pid)]
+
+
+def _port_spec(m: PortMapping) -> str:
+    """pasta's ``[ADDR/]HOSTPORT:CPORT`` (no address: every host address)."""
+    where = "" if m.host_ip == "0.0.0.0" else f"{m.host_ip}/"
+    return f"{where}{m.host_port}:{m.container_port}"
+
+
+def start(pid: int, spec: NetworkSpec, state_dir: str) -> Pasta:
+    """Attach pasta to the namespaces of ``pid`` with the ports of ``spec``; return once it serves them."""
+    binary = require("pasta")
+    require_tun("pasta")
+    ports = [m._replace(host_port=helper.free_port(m.host_ip, m.proto)) if m.host_port == 0 else m
+             for m in spec.ports]
+    stderr = os.path.join(state_dir, "pasta.err")
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        child = helper.spawn(argv(binary, pid, spec, ports, ready_w, os.path.join(state_dir, "pasta.log")),
+                             (ready_w,), stderr, die_with_parent=True)
+    finally:
+        os.close(ready_w)
+    try:
+        helper.wait_ready(ready_r, child, "pasta", stderr)
+    except SetupError as e:
+        raise _explained(e, ports) from None
+    finally:
+        os.close(ready_r)
+    return Pasta(child, ports)
+
+
+def _explained(error: SetupError, ports: list[PortMapping]) -> SetupError:
+    """pasta's last log line (``0.2357: ERROR:   Failed to bind any port for '-t 8080:80', exiting``), said plainly."""
+    import re
+
+    reason = re.sub(r"^[0-9.]+:\s*(?:[A-Z]+:\s*)?", "", error.message.partition(": ")[2])
+    failed = re.match(r"Failed to bind any port for '-([tu]) ([^']*)'", reason)
+    for m in ports if failed else ():
+        if failed and _port_spec(m) == failed[2] and m.proto == ("tcp" if failed[1] == "t" else "udp"):
+            return SetupError(f"publish port {m}", "pasta could not bind the host port", hint=PORT_IN_USE)
+    return SetupError("start pasta", reason, hint=error.hint)
