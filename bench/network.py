@@ -5,17 +5,22 @@ Run as an unprivileged user, with the Python of sandboxer's environment::
 
     python bench/network.py [--rounds 20] [--gib 1] [--requests 1000] [--json]
 
-* start: ``sandboxer run --read-only [--network slirp4netns] -- true``
+Every measurement is made for each installed user-mode stack (slirp4netns,
+pasta), for sandboxer and for podman.
+
+* start: ``sandboxer run --read-only [--network STACK] -- true``
   interleaved; the networking overhead is the difference of the medians
-  (and the same for podman: ``--network none`` vs ``slirp4netns``).
+  (and the same for podman: ``--network none`` vs ``STACK``).
 * throughput: a server inside (Debian's python3; for podman an image
   imported offline from images/python.py) reads ``--gib`` GiB sent from the
   host through ``-p 127.0.0.1:PORT:5000``.
 * latency: ``--requests`` small request/response exchanges, each on a new
   connection through the same port; the median.
 
-Targets (issue 5): start overhead <= 25 ms over none; throughput >= podman's;
-latency <= podman's.  A report: it always exits 0.
+Targets (issue 5), for each stack: start overhead <= 25 ms over none;
+throughput and latency at least as good as podman's default rootless network
+(slirp4netns with its rootlessport proxy in podman 4).  A report: it always
+exits 0.
 """
 
 from __future__ import annotations
@@ -153,6 +158,9 @@ def ensure_podman_image(pod: list[str], env: dict[str, str], work: Path) -> str:
     return "" if p.returncode == 0 else (p.stderr.strip().splitlines() or ["podman import failed"])[-1]
 
 
+STACKS = ("slirp4netns", "pasta")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rounds", type=int, default=20, help="start-up runs per variant (default 20)")
@@ -165,34 +173,39 @@ def main(argv: list[str] | None = None) -> int:
     podman = shutil.which("podman")
     pod = [podman, *PODMAN_GLOBAL] if podman else []
     pod_env = podman_env(dict(os.environ))
-    results: dict[str, object] = {}
+    stacks = [s for s in STACKS if shutil.which(s)]
+    results: dict[str, object] = {"stacks": stacks}
     with tempfile.TemporaryDirectory(prefix="sandboxer-bench-net-") as tmp:
-        none = [*SANDBOXER, "run", "--read-only", "--", "true"]
-        slirp = [*SANDBOXER, "run", "--read-only", "--network", "slirp4netns", "--", "true"]
-        starts = {"sandboxer none": [], "sandboxer slirp4netns": []}  # type: dict[str, list[float]]
+        variants = {"none": [*SANDBOXER, "run", "--read-only", "--", "true"]}
+        variants.update({s: [*SANDBOXER, "run", "--read-only", "--network", s, "--", "true"] for s in stacks})
+        starts: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(opts.rounds):  # interleaved
-            for name, cmd in (("sandboxer none", none), ("sandboxer slirp4netns", slirp)):
+            for name, cmd in variants.items():
                 m = median_ms(cmd, env, 1)
                 if m is not None:
                     starts[name].append(m)
         results["start_ms"] = {k: statistics.median(v) if v else None for k, v in starts.items()}
-        port = free_port()
-        results["sandboxer"] = serve_and_measure(
-            [*SANDBOXER, "run", "--read-only", "--network", "slirp4netns", "-p", f"127.0.0.1:{port}:5000", "--",
-             "python3", "-c", SERVER], port, env, opts.gib, opts.requests)
+        for stack in stacks:
+            port = free_port()
+            results[f"sandboxer {stack}"] = serve_and_measure(
+                [*SANDBOXER, "run", "--read-only", "--network", stack, "-p", f"127.0.0.1:{port}:5000", "--",
+                 "python3", "-c", SERVER], port, env, opts.gib, opts.requests)
         if pod:
             error = ensure_podman_image(pod, pod_env, Path(tmp))
             if error:
-                results["podman"] = {"error": error}
+                results["podman slirp4netns"] = {"error": error}
             else:
                 p_none = [*pod, "run", "--rm", "--network=none", PODMAN_IMAGE, "true"]
-                p_slirp = [*pod, "run", "--rm", "--network=slirp4netns", PODMAN_IMAGE, "true"]
-                results["podman_start_ms"] = {"none": median_ms(p_none, pod_env, max(3, opts.rounds // 4)),
-                                              "slirp4netns": median_ms(p_slirp, pod_env, max(3, opts.rounds // 4))}
-                port = free_port()
-                results["podman"] = serve_and_measure(
-                    [*pod, "run", "--rm", "--network=slirp4netns", "-p", f"127.0.0.1:{port}:5000", PODMAN_IMAGE,
-                     "python3", "-c", SERVER], port, pod_env, opts.gib, opts.requests)
+                rounds = max(3, opts.rounds // 4)
+                podman_starts: dict[str, float | None] = {"none": median_ms(p_none, pod_env, rounds)}
+                for stack in stacks:
+                    p_run = [*pod, "run", "--rm", f"--network={stack}", PODMAN_IMAGE, "true"]
+                    podman_starts[stack] = median_ms(p_run, pod_env, rounds)
+                    port = free_port()
+                    results[f"podman {stack}"] = serve_and_measure(
+                        [*pod, "run", "--rm", f"--network={stack}", "-p", f"127.0.0.1:{port}:5000", PODMAN_IMAGE,
+                         "python3", "-c", SERVER], port, pod_env, opts.gib, opts.requests)
+                results["podman_start_ms"] = podman_starts
     print(json.dumps(results, indent=2) if opts.json else table(results))
     return 0
 
@@ -205,28 +218,37 @@ def table(r: dict[str, object]) -> str:
     def fmt(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.2f}"
 
-    none, slirp = get("start_ms", "sandboxer none"), get("start_ms", "sandboxer slirp4netns")
-    overhead = slirp - none if none is not None and slirp is not None else None
-    p_none, p_slirp = get("podman_start_ms", "none"), get("podman_start_ms", "slirp4netns")
-    p_overhead = p_slirp - p_none if p_none is not None and p_slirp is not None else None
-    s_tp, p_tp = get("sandboxer", "throughput_mb_s"), get("podman", "throughput_mb_s")
-    s_lat, p_lat = get("sandboxer", "latency_ms"), get("podman", "latency_ms")
+    def overhead(section: str, stack: str) -> float | None:
+        none, net = get(section, "none"), get(section, stack)
+        return net - none if none is not None and net is not None else None
 
     def verdict(ok: bool | None) -> str:
         return "N/A" if ok is None else ("PASS" if ok else "FAIL")
 
-    lines = [f"{'':<34} {'sandboxer':>10} {'podman':>10}",
-             f"{'start overhead of slirp4netns (ms)':<34} {fmt(overhead):>10} {fmt(p_overhead):>10}",
-             f"{'throughput host->sandbox (MB/s)':<34} {fmt(s_tp):>10} {fmt(p_tp):>10}",
-             f"{'request latency, median (ms)':<34} {fmt(s_lat):>10} {fmt(p_lat):>10}"]
-    for side in ("sandboxer", "podman"):
-        section = r.get(side)
+    listed = r.get("stacks")
+    stacks = [s for s in listed if isinstance(s, str)] if isinstance(listed, list) else []
+    columns = [f"{who} {s}" for s in stacks for who in ("sandboxer", "podman")]
+    rows = {"start overhead over none (ms)": lambda c: overhead("start_ms" if c.startswith("sandboxer")
+                                                                else "podman_start_ms", c.split()[1]),
+            "throughput host->sandbox (MB/s)": lambda c: get(c, "throughput_mb_s"),
+            "request latency, median (ms)": lambda c: get(c, "latency_ms")}
+    lines = [f"{'':<34}" + "".join(f" {c:>21}" for c in columns)]
+    for label, value in rows.items():
+        lines.append(f"{label:<34}" + "".join(f" {fmt(value(c)):>21}" for c in columns))
+    for c in columns:
+        section = r.get(c)
         if isinstance(section, dict) and "error" in section:
-            lines.append(f"error: {side}: {section['error']}")
-    lines.append("TARGETS: start overhead <= 25 ms: "
-                 f"{verdict(None if overhead is None else overhead <= 25)}; throughput >= podman: "
-                 f"{verdict(None if s_tp is None or p_tp is None else s_tp >= p_tp)}; latency <= podman: "
-                 f"{verdict(None if s_lat is None or p_lat is None else s_lat <= p_lat)}")
+            lines.append(f"error: {c}: {section['error']}")
+    theirs = "podman slirp4netns"  # podman 4's default rootless network: the reference
+    for stack in stacks:
+        ours = f"sandboxer {stack}"
+        tp, p_tp = get(ours, "throughput_mb_s"), get(theirs, "throughput_mb_s")
+        lat, p_lat = get(ours, "latency_ms"), get(theirs, "latency_ms")
+        over = overhead("start_ms", stack)
+        lines.append(f"TARGETS ({stack}, vs {theirs}): start overhead <= 25 ms: "
+                     f"{verdict(None if over is None else over <= 25)}; throughput >= podman: "
+                     f"{verdict(None if tp is None or p_tp is None else tp >= p_tp)}; latency <= podman: "
+                     f"{verdict(None if lat is None or p_lat is None else lat <= p_lat)}")
     return "\n".join(lines)
 
 

@@ -83,20 +83,22 @@ class SandboxHandle:
     def start(self, cmd: Sequence[str], *, ports: Sequence[int | str] = (), timeout: float = 30.0) -> str:
         """Start ``cmd`` in the background — a server — in a sandbox of its own; returns its name.
 
-        It gets this handle's image, environment and network (slirp4netns
-        unless the handle says otherwise, so ``ports`` can be published) but
-        not its writable layer.  ``ports`` (container ports, ``"53/udp"`` for
-        UDP) are published on free ports of 127.0.0.1: see :meth:`port`.  It
-        is stopped when the handle closes.
+        It gets this handle's image, environment and network (unless the
+        handle names one: pasta where installed, else slirp4netns, so
+        ``ports`` can be published) but not its writable layer.  ``ports``
+        (container ports, ``"5353/udp"`` for UDP) are published on free ports
+        of 127.0.0.1 (UDP through pasta keeps its number): see :meth:`port`.
+        It is stopped when the handle closes.
         """
         import sys
         import time
 
         from sandboxer.errors import UsageError
+        from sandboxer.network import preferred_stack
         from sandboxer.state import running_record
 
         name = f"handle-server-{os.urandom(6).hex()}"
-        network = self._options.get("network") or "slirp4netns"
+        network = self._options.get("network") or preferred_stack()
         argv = [sys.executable, "-m", "sandboxer", "run", "--name", name, "--network", network]
         for port in ports:
             argv += ["-p", f"127.0.0.1::{port}"]

@@ -482,17 +482,17 @@ def _check_storage(f: HostFacts) -> Check:
 
 
 def _check_network(f: HostFacts) -> Check:
-    helper = f.slirp4netns_path or f.pasta_path
+    helpers = [name for name, path in (("pasta", f.pasta_path), ("slirp4netns", f.slirp4netns_path)) if path]
     unmet = _unmet(
-        (helper is not None, "neither slirp4netns nor pasta found on PATH",
-         "sudo apt-get install slirp4netns"),
+        (bool(helpers), "neither slirp4netns nor pasta found on PATH",
+         "sudo apt-get install passt  (or slirp4netns)"),
         (f.dev_net_tun_rw, "/dev/net/tun is not readable and writable by you",
          "sudo chmod 0666 /dev/net/tun  (or sudo modprobe tun if it does not exist)"),
     )
     if unmet:
         problems, fixes = unmet
         return Check("network", "degraded", f"{problems}: only --network none/host", fixes)
-    return Check("network", "works", f"{helper} with /dev/net/tun")
+    return Check("network", "works", f"{' and '.join(helpers)} with /dev/net/tun")
 
 
 _UNIFIED_FIX = ("resource limits need the unified cgroup v2 hierarchy:\n"

@@ -323,7 +323,7 @@ def _network(opts: SandboxOptions, root: _Root) -> NetworkSpec:
         from .network import NetworkSpec
 
         return NetworkSpec("none")  # the common case, without parsing anything
-    from .network import exposed_ports, parse_network, parse_publish
+    from .network import exposed_ports, parse_network, parse_publish, require_host
 
     ports = tuple(parse_publish(p) for p in opts.publish)
     if opts.publish_all:
@@ -336,6 +336,7 @@ def _network(opts: SandboxOptions, root: _Root) -> NetworkSpec:
     if low:
         raise UsageError(f"host port {low[0].host_port} is privileged on this host",
                          hint="use a port >= 1024, or: sudo sysctl net.ipv4.ip_unprivileged_port_start=0")
+    require_host(spec)
     return spec
 
 

@@ -150,7 +150,7 @@ SCENARIOS = [
          fuse_overlayfs_path=None, kernel_release="5.4.0-150-generic"),
     # network
     case("no-network-helper", "network", "degraded",
-         "only --network none/host", "sudo apt-get install slirp4netns", slirp4netns_path=None),
+         "only --network none/host", "sudo apt-get install passt", slirp4netns_path=None),
     case("pasta-only", "network", "works", "pasta", slirp4netns_path=None, pasta_path="/usr/bin/pasta"),
     case("dev-net-tun-0600", "network", "degraded",
          "only --network none/host", "sudo chmod 0666 /dev/net/tun", dev_net_tun_rw=False),

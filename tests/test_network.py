@@ -293,3 +293,21 @@ def test_publish_all_needs_an_image_and_a_stack(exposing_image: str) -> None:
     assert p.returncode == 125 and "add --network" in p.stderr
     p = sandboxer("run", "--network", "slirp4netns", "-P", exposing_image, "true")  # 9999/udp
     assert p.returncode == 125 and "allow_host_loopback=true" in p.stderr
+
+
+@pytest.mark.parametrize("stack, package", [("pasta", "passt"), ("slirp4netns", "slirp4netns")])
+def test_a_missing_stack_is_one_line_with_the_package(monkeypatch: pytest.MonkeyPatch, stack: str,
+                                                      package: str) -> None:
+    from conftest import state_entries
+
+    from sandboxer import programs
+    from sandboxer.errors import HostError
+    from sandboxer.sandbox import SandboxOptions, prepare
+
+    real = programs.find
+    monkeypatch.setattr(programs, "find", lambda name: None if name == stack else real(name))
+    before = set(state_entries())
+    with pytest.raises(HostError) as err:
+        prepare(SandboxOptions(command=["true"], network=stack, publish=["127.0.0.1::80"]))
+    assert str(err.value) == f"{stack} not found" and f"apt-get install {package}" in (err.value.hint or "")
+    assert set(state_entries()) == before  # refused before anything was created

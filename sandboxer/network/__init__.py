@@ -18,7 +18,7 @@ from collections import namedtuple
 from ..errors import HostError, UsageError
 
 __all__ = ["NetworkSpec", "PortMapping", "Mode", "MODES", "parse_network", "parse_publish", "exposed_ports",
-           "preferred_stack", "require_tun", "GUEST_ADDRESS", "DNS_ADDRESS", "HOST_GATEWAY", "PORT_IN_USE",
+           "preferred_stack", "require_host", "GUEST_ADDRESS", "DNS_ADDRESS", "HOST_GATEWAY", "PORT_IN_USE",
            "etc_files"]
 
 #: the sandbox's addresses under either stack (slirp4netns' fixed 10.0.2.0/24; pasta is told the same)
@@ -29,19 +29,22 @@ PORT_IN_USE = ("the host port is probably in use: choose another, or give only t
                "for a free one")
 
 
-class Mode(namedtuple("Mode", "stack options udp_needs_loopback udp_same_port",
-                      defaults=(None, (), False, False))):
+class Mode(namedtuple("Mode", "stack program options udp_needs_loopback udp_same_port",
+                      defaults=(None, None, (), False, False))):
     """A ``--network`` mode.
 
     ``stack``: the module of this package whose ``start(pid, spec,
     state_dir)`` attaches it and publishes the ports (an object with
     ``ports`` and ``close()``); None for a mode with nothing to attach, which
-    cannot publish ports.  ``options``: the ``OPT=true|false`` it takes.
+    cannot publish ports.  ``program``: the host program it runs (checked
+    with /dev/net/tun before anything is created).  ``options``: the
+    ``OPT=true|false`` it takes.
     ``udp_needs_loopback``, ``udp_same_port``: how its UDP forwarding is
     broken otherwise — refused up front rather than silently.
     """
 
     stack: str | None
+    program: str | None
     options: tuple[str, ...]
     udp_needs_loopback: bool
     udp_same_port: bool
@@ -52,9 +55,9 @@ MODES = {
     "none": Mode(),
     "host": Mode(),
     # slirp4netns sends a forwarded datagram's reply to 10.0.2.2, which --disable-host-loopback drops
-    "slirp4netns": Mode("slirp", ("allow_host_loopback",), udp_needs_loopback=True),
+    "slirp4netns": Mode("slirp", "slirp4netns", ("allow_host_loopback",), udp_needs_loopback=True),
     # pasta 2023 (Debian 12) loses the replies of UDP forwarded to another port number
-    "pasta": Mode("pasta", ("allow_host_loopback",), udp_same_port=True),
+    "pasta": Mode("pasta", "pasta", ("allow_host_loopback",), udp_same_port=True),
 }
 
 
@@ -170,10 +173,16 @@ def exposed_ports(exposed: object) -> tuple[PortMapping, ...]:
     return tuple(sorted(mappings, key=lambda m: (m.container_port, m.proto)))
 
 
-def require_tun(helper: str) -> None:
-    """Both stacks create the sandbox's tap0 through /dev/net/tun."""
+def require_host(spec: NetworkSpec) -> None:
+    """The mode's program and /dev/net/tun (where each stack creates tap0), before anything is created."""
+    program = MODES[spec.mode].program
+    if program is None:
+        return
+    from ..programs import require
+
+    require(program)
     if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
-        raise HostError(f"/dev/net/tun is not accessible: {helper} cannot create the sandbox's interface",
+        raise HostError(f"/dev/net/tun is not accessible: {program} cannot create the sandbox's interface",
                         hint="sudo chmod 0666 /dev/net/tun (or load the tun module)")
 
 

@@ -24,7 +24,7 @@ import os
 
 from ..errors import SetupError
 from ..programs import require
-from . import DNS_ADDRESS, GUEST_ADDRESS, HOST_GATEWAY, PORT_IN_USE, NetworkSpec, PortMapping, helper, require_tun
+from . import DNS_ADDRESS, GUEST_ADDRESS, HOST_GATEWAY, PORT_IN_USE, NetworkSpec, PortMapping, helper
 
 __all__ = ["Pasta", "start", "argv"]
 
@@ -68,7 +68,6 @@ def _port_spec(m: PortMapping) -> str:
 def start(pid: int, spec: NetworkSpec, state_dir: str) -> Pasta:
     """Attach pasta to the namespaces of ``pid`` with the ports of ``spec``; return once it serves them."""
     binary = require("pasta")
-    require_tun("pasta")
     ports = [m._replace(host_port=helper.free_port(m.host_ip, m.proto)) if m.host_port == 0 else m
              for m in spec.ports]
     stderr = os.path.join(state_dir, "pasta.err")

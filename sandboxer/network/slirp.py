@@ -15,7 +15,7 @@ import os
 
 from ..errors import SetupError
 from ..programs import require
-from . import GUEST_ADDRESS, PORT_IN_USE, NetworkSpec, PortMapping, helper, require_tun
+from . import GUEST_ADDRESS, PORT_IN_USE, NetworkSpec, PortMapping, helper
 
 __all__ = ["Slirp", "start"]
 
@@ -81,7 +81,6 @@ class Slirp:
 def start(pid: int, spec: NetworkSpec, state_dir: str) -> Slirp:
     """Attach slirp4netns to the network namespace of ``pid``, wait until it is configured, publish the ports."""
     binary = require("slirp4netns")
-    require_tun("slirp4netns")
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
     api = os.path.join(state_dir, "slirp.sock")
