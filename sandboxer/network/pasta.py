@@ -52,6 +52,8 @@ def argv(binary: str, pid: int, spec: NetworkSpec, ports: list[PortMapping], rea
             "--gateway", HOST_GATEWAY, "--dns-forward", DNS_ADDRESS, "--tcp-ns", "none", "--udp-ns", "none"]
     if not spec.allow_host_loopback:
         args.append("--no-map-gw")
+    if os.getuid() == 0:  # it would drop to nobody, which may not enter the sandbox's namespaces
+        args += ["--runas", "0:0"]
     for proto, flag in (("tcp", "--tcp-ports"), ("udp", "--udp-ports")):
         specs = [_port_spec(m) for m in ports if m.proto == proto]
         for one in specs or ["none"]:
@@ -92,7 +94,9 @@ def _explained(error: SetupError, ports: list[PortMapping]) -> SetupError:
 
     reason = re.sub(r"^[0-9.]+:\s*(?:[A-Z]+:\s*)?", "", error.message.partition(": ")[2])
     failed = re.match(r"Failed to bind any port for '-([tu]) ([^']*)'", reason)
-    for m in ports if failed else ():
-        if failed and _port_spec(m) == failed[2] and m.proto == ("tcp" if failed[1] == "t" else "udp"):
-            return SetupError(f"publish port {m}", "pasta could not bind the host port", hint=PORT_IN_USE)
+    if failed:
+        proto = "tcp" if failed[1] == "t" else "udp"
+        for m in ports:
+            if m.proto == proto and _port_spec(m) == failed[2]:
+                return SetupError(f"publish port {m}", "pasta could not bind the host port", hint=PORT_IN_USE)
     return SetupError("start pasta", reason, hint=error.hint)
