@@ -17,11 +17,23 @@ import stat
 from .errors import HostError, UsageError
 
 __all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name", "remove_tree",
-           "create_locked_dir", "live_records", "running_record"]
+           "create_locked_dir", "live_records", "running_record", "use_state_root"]
+
+#: set by the OCI runtime's global ``--root DIR`` (see :func:`use_state_root`)
+_ROOT_OVERRIDE: str | None = None
+
+
+def use_state_root(path: str) -> None:
+    """Keep this process's state (and its sandboxes') under ``path``, as runc's ``--root``."""
+    global _ROOT_OVERRIDE
+    _ROOT_OVERRIDE = _ensure_private_dir(os.path.abspath(path))
 
 
 def state_root() -> str:
-    """``$XDG_RUNTIME_DIR/sandboxer``, or a private ``/tmp/sandboxer-UID`` fallback."""
+    """``--root``, ``$SANDBOXER_STATE_DIR``, ``$XDG_RUNTIME_DIR/sandboxer``, or a private
+    ``/tmp/sandboxer-UID`` fallback."""
+    if _ROOT_OVERRIDE is not None:
+        return _ROOT_OVERRIDE
     override = os.environ.get("SANDBOXER_STATE_DIR")
     if override:
         return _ensure_private_dir(override)

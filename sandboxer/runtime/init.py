@@ -199,6 +199,8 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
             return 125
     if plan.root_readonly:
         _step("make the root read-only", mounts.remount_readonly, rootfs)
+    # the OCI start gate lives in the caller's state dir: keep a handle on it across pivot_root
+    gate = -1 if plan.start_gate is None else os.open(plan.start_gate, os.O_PATH | os.O_CLOEXEC)
     mounts.pivot_into(rootfs)
 
     # -- identity and limits
@@ -228,7 +230,27 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     except OSError as e:
         raise SetupError(f"chdir to {plan.cwd}", e.strerror or str(e),
                          hint="the working directory must exist in the sandbox (-w)") from e
-    return _run_workload(plan, pipes, workload)
+    started = -1
+    if gate >= 0:
+        sync.send(pipes.msg_w, "created")
+        started = _await_start(gate)
+    return _run_workload(plan, pipes, workload, started)
+
+
+def _await_start(gate: int) -> int:
+    """Block until OCI ``start`` opens the gate FIFO; returns our end, which closes at exec.
+
+    Reopened through ``/proc/self/fd`` (as runc does with its exec.fifo): opening a FIFO for
+    writing waits for a reader, and the path itself is outside our new root.
+    """
+    try:
+        fd = os.open(f"/proc/self/fd/{gate}", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SetupError("wait for start", e.strerror or str(e),
+                         hint="the container needs /proc mounted (a proc entry in mounts)") from e
+    os.close(gate)
+    os.write(fd, b"start\n")
+    return fd
 
 
 def _stdin_devnull() -> None:
@@ -275,7 +297,7 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
+def _run_workload(plan: Plan, pipes: Pipes, workload: Workload, started: int = -1) -> int:
     _reset_signals()
     call, argv = workload.call, workload.argv
     if call is not None:
@@ -290,7 +312,7 @@ def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
         env = env_dict(plan.env)
 
         def start() -> int:
-            exec_workload(argv, env, pipes.msg_w)
+            exec_workload(argv, env, pipes.msg_w, started)
             return 127
     return run_as_init(start, pipes.msg_w, pipes.status_w) if plan.init else start()
 

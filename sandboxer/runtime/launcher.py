@@ -136,6 +136,12 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
             if fd >= 0:
                 os.close(fd)
         try:
+            if master >= 0 and plan.console_socket is not None:
+                from .tty import send_console
+
+                send_console(plan.console_socket, master)  # the caller's terminal now, not ours to relay
+                os.close(master)
+                master = -1
             _hand_off(plan, sync.Reader(msg_r), pid, go_w, hooks_w, proxy)
         except BaseException:
             _kill_and_reap(pid)
@@ -197,8 +203,12 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
         run_hooks(plan, "prestart", pid=pid1, status="created")
         run_hooks(plan, "create_runtime", pid=pid1, status="created")
         os.write(hooks_w, b"g")
-    last = reader.recv()  # end of file: PID 1 has exec'ed (its copy was close-on-exec)
-    if last is not None:
+    # end of file: PID 1 has exec'ed (its copy was close-on-exec); before it, "created" when
+    # PID 1 waits at an OCI start gate
+    while (last := reader.recv()) is not None:
+        if last[0] == "created":
+            plugins.call("sandboxer_created", plan=plan, pid=pid1)
+            continue
         if last[0] == "error":
             raise sync.error_from_fields(last)
         raise SetupError("start the workload", f"protocol error: unexpected {last[0]!r}")

@@ -82,7 +82,8 @@ class Plan:
         "masked_paths", "readonly_paths", "root_readonly", "hostname", "args", "env", "cwd",
         "identity", "caps", "no_new_privileges", "oom_score_adj", "rlimits", "seccomp_bpf",
         "seccomp_flags", "terminal", "init", "stdin_null", "hooks", "spec", "bundle",
-        "annotations", "debug", "notices", "upper_dir", "network", "attached",
+        "annotations", "debug", "notices", "upper_dir", "network", "attached", "start_gate",
+        "console_socket",
     )
 
     def __init__(self, *, id: str, state: StateDir, rootfs: Rootfs, idmap: IdMap, namespaces: int,
@@ -134,6 +135,10 @@ class Plan:
         self.network = network
         #: things the attach hook started for this sandbox (slirp4netns…): closed when it ends
         self.attached: list[Any] = []
+        #: OCI ``create``: a FIFO PID 1 opens before exec and waits on until ``start`` opens it
+        self.start_gate: str | None = None
+        #: OCI ``--console-socket``: where the pty master goes (SCM_RIGHTS) instead of being relayed
+        self.console_socket: str | None = None
 
     @property
     def short_id(self) -> str:

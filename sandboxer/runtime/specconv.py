@@ -81,7 +81,7 @@ def plan_from_spec(spec: Spec, rootfs: Rootfs, state: StateDir, *, idmap: IdMap,
     names = {k: list(getattr(caps, k)) if caps else [] for k in
              ("bounding", "effective", "permitted", "inheritable", "ambient")}
     bpf, flags = seccomp_program(linux.seccomp if linux else None, names["bounding"])
-    return Plan(
+    plan = Plan(
         id=state.id, name=name, state=state, rootfs=rootfs, idmap=idmap,
         namespaces=_namespaces(spec) if linux else NAMESPACE_FLAGS["user"],
         mounts=mount_specs(spec),
@@ -95,3 +95,7 @@ def plan_from_spec(spec: Spec, rootfs: Rootfs, state: StateDir, *, idmap: IdMap,
         rlimits=tuple((RLIMITS[r.type], r.soft, r.hard) for r in proc.rlimits),
         seccomp_bpf=bpf, seccomp_flags=flags, terminal=proc.terminal, init=init,
         hooks=spec.hooks, spec=spec, bundle=bundle, annotations=dict(spec.annotations), debug=debug)
+    if (linux is None or linux.namespace("user") is None) and os.getuid() != 0:
+        plan.notices.append("config.json asks for no user namespace: running rootless, sandboxer adds one "
+                            "that maps you to root (runc would refuse)")
+    return plan
