@@ -370,3 +370,126 @@ def test_console_socket_receives_the_terminal(bundle: str, tmp_path: Path, cid: 
     os.close(master)
     assert b"/dev/pts/" in data or b"/dev/console" in data
     assert b"on-the-terminal" in data
+
+
+# --- config features honoured (runtime-spec config.md / config-linux.md) ----------------------------
+
+def _run_to_end(bundle: str, cid: str) -> subprocess.CompletedProcess[str]:
+    """create + start + wait: the container's stdout (and create's stderr) as a CompletedProcess."""
+    p = create(bundle, cid)
+    if p.returncode != 0:
+        return p
+    start = sandboxer("start", cid)
+    assert start.returncode == 0, start.stderr
+    wait_status(cid, "stopped")
+    return subprocess.CompletedProcess([], 0, Path(bundle, f"{cid}.out").read_text(),
+                                       Path(bundle, f"{cid}.err").read_text())
+
+
+def _mountinfo_root(out: str) -> str:
+    return next(line for line in out.splitlines() if line.split()[4] == "/")
+
+
+@pytest.mark.parametrize("propagation, optional", [("shared", "shared:"), ("rshared", "shared:"),
+                                                   ("unbindable", "unbindable"), ("private", ""),
+                                                   ("slave", "")])
+def test_rootfs_propagation(bundle: str, cid: str, propagation: str, optional: str) -> None:
+    config = make_bundle(bundle, ["cat", "/proc/self/mountinfo"])
+    config["linux"]["rootfsPropagation"] = propagation
+    write_config(bundle, config)
+    p = _run_to_end(bundle, cid)
+    assert p.returncode == 0, p.stderr
+    fields = _mountinfo_root(p.stdout).split(" - ")[0].split()[6:]  # the optional fields of "/"
+    if optional:
+        assert any(f.startswith(optional) for f in fields), fields
+    else:
+        assert not any(f.startswith(("shared:", "unbindable")) for f in fields), fields
+
+
+def test_devices_sysctl_and_process_fields(bundle: str, cid: str) -> None:
+    fuse = os.stat("/dev/fuse")
+    config = make_bundle(bundle, ["sh", "-c", "ls -ln /dev/fuse; test -p /dev/myfifo && echo fifo; "
+                                              "cat /proc/sys/net/ipv4/ip_forward /proc/self/oom_score_adj; "
+                                              "umask; id -u; id -G; ulimit -n"])
+    config["linux"]["devices"] = [
+        {"type": "c", "path": "/dev/fuse", "major": os.major(fuse.st_rdev), "minor": os.minor(fuse.st_rdev)},
+        {"type": "p", "path": "/dev/myfifo"}]
+    config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    config["process"]["oomScoreAdj"] = 321
+    config["process"]["user"] = {"uid": 0, "gid": 0, "umask": 0o27, "additionalGids": [0]}
+    config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 200, "soft": 100}]
+    write_config(bundle, config)
+    p = _run_to_end(bundle, cid)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("c") and f"{os.major(fuse.st_rdev)}, {os.minor(fuse.st_rdev)}" in lines[0]
+    assert lines[1:] == ["fifo", "1", "321", "0027", "0", "0", "100"]
+
+
+def test_refused_devices_and_sysctls_leave_nothing(bundle: str, cid: str) -> None:
+    config = make_bundle(bundle, ["true"])
+    config["linux"]["sysctl"] = {"kernel.panic": "1"}
+    write_config(bundle, config)
+    p = create(bundle, cid)
+    assert p.returncode != 0 and "kernel.panic" in p.stderr and "not namespaced" in p.stderr
+    config["linux"]["sysctl"] = {}
+    config["linux"]["devices"] = [{"type": "c", "path": "/dev/fuse", "major": 1, "minor": 1}]
+    write_config(bundle, config)
+    p = create(bundle, cid)
+    assert p.returncode != 0 and "linux.devices[0]" in p.stderr
+    assert not os.path.exists(os.path.join(oci_root(), cid))
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="the subordinate map of a user; root maps straight through")
+def test_uid_gid_mappings_and_a_non_root_user(bundle: str, cid: str) -> None:
+    from sandboxer.runtime.userns import default_idmap
+
+    idmap = default_idmap()
+    if idmap.single:
+        pytest.skip("this user has no /etc/subuid range")
+    sub_uid, sub_gid = idmap.uids[1].host_id, idmap.gids[1].host_id
+    config = make_bundle(bundle, ["sh", "-c", "id -u; id -g; id -G; cat /proc/self/uid_map"])
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": os.getuid(), "size": 1},
+                                      {"containerID": 1000, "hostID": sub_uid, "size": 10}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": os.getgid(), "size": 1},
+                                      {"containerID": 1000, "hostID": sub_gid, "size": 10}]
+    config["process"]["user"] = {"uid": 1001, "gid": 1002, "additionalGids": [1003]}
+    write_config(bundle, config)
+    p = _run_to_end(bundle, cid)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[:3] == ["1001", "1002", "1002 1003"]
+    assert [line.split() for line in lines[3:]] == [["0", str(os.getuid()), "1"],
+                                                   ["1000", str(sub_uid), "10"]]
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="rootless: the other container's user namespace is joined too")
+def test_joining_another_containers_namespaces_by_path(bundle: str, tmp_path: Path, cid: str) -> None:
+    make_bundle(bundle, ["sh", "-c", LOOP_UNTIL_TERM])
+    assert create(bundle, cid).returncode == 0
+    assert sandboxer("start", cid).returncode == 0
+    pid = state(cid)["pid"]
+    other = str(tmp_path / "joiner")
+    os.mkdir(other)
+    config = make_bundle(other, ["sh", "-c", "for ns in net user uts; do readlink /proc/self/ns/$ns; done"])
+    namespaces = [ns for ns in config["linux"]["namespaces"] if ns["type"] not in ("user", "network")]
+    config["linux"]["namespaces"] = [*namespaces, {"type": "user", "path": f"/proc/{pid}/ns/user"},
+                                     {"type": "network", "path": f"/proc/{pid}/ns/net"}]
+    config["linux"].pop("uidMappings", None)
+    config["linux"].pop("gidMappings", None)
+    write_config(other, config)
+    joiner = f"{cid}-j"
+    try:
+        p = _run_to_end(other, joiner)
+    finally:
+        sandboxer("delete", "--force", joiner)
+    assert p.returncode == 0, p.stderr
+    net, user, uts = p.stdout.split()
+    assert net == os.readlink(f"/proc/{pid}/ns/net") and user == os.readlink(f"/proc/{pid}/ns/user")
+    assert uts != os.readlink(f"/proc/{pid}/ns/uts")  # created, not joined
+    config["linux"]["namespaces"].append({"type": "mount", "path": f"/proc/{pid}/ns/mnt"})
+    config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"]
+                                     if ns != {"type": "mount"}]
+    write_config(other, config)
+    refused = create(other, joiner)
+    assert refused.returncode != 0 and "joining a mount namespace is not supported" in refused.stderr

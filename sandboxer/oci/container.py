@@ -398,7 +398,7 @@ def delete(cid: str, force: bool = False) -> None:
 def features() -> dict[str, Any]:
     """What this runtime implements, as runtime-spec "features.md" describes it."""
     from ..runtime.capabilities import CAPABILITIES
-    from ..runtime.mounts import _FLAG_OPTIONS, _PROPAGATION
+    from ..runtime.mounts import _FLAG_OPTIONS, PROPAGATION
     from ..seccomp.profile import ACTIONS, ARCHITECTURES, FLAGS, OPERATORS
     from .spec import NAMESPACE_TYPES
 
@@ -406,7 +406,7 @@ def features() -> dict[str, Any]:
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.3.0",
         "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
-        "mountOptions": sorted([*_FLAG_OPTIONS, *_PROPAGATION, "rro"]),
+        "mountOptions": sorted([*_FLAG_OPTIONS, *PROPAGATION, "rro"]),
         "linux": {
             "namespaces": list(NAMESPACE_TYPES),
             "capabilities": list(CAPABILITIES),

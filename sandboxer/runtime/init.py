@@ -89,16 +89,24 @@ def setup_main(plan: Plan, pipes: Pipes, workload: Workload, caller: int) -> Non
 
 
 def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
+    joins = plan.joins
+    if joins and joins[0][0] == sc.CLONE_NEWUSER:  # its owner's rights let us join the others
+        _join(*joins[0])
+        joins = joins[1:]
     sc.unshare(plan.namespaces & _EARLY_NS)
     sync.send(pipes.msg_w, "userns")
     if os.read(pipes.go_r, 1) != b"g":
         return 125  # the caller gave up (it reported the reason itself)
     os.close(pipes.go_r)
+    for flag, path in joins:
+        _join(flag, path)
     if plan.namespaces & sc.CLONE_NEWNET:
         _step("bring up lo", sc.interface_up, "lo")
     if plan.namespaces & sc.CLONE_NEWCGROUP:
         _step("unshare cgroup namespace", sc.unshare, sc.CLONE_NEWCGROUP)
-    _step("make / private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    # a shared or slave rootfs (linux.rootfsPropagation) receives the host's mount events: a slave of them
+    receive = plan.root_propagation & (sc.MS_SHARED | sc.MS_SLAVE)
+    _step("make / private", sc.mount, None, "/", None, sc.MS_REC | (sc.MS_SLAVE if receive else sc.MS_PRIVATE))
     rootfs = _mount_rootfs(plan)
     if plan.namespaces & sc.CLONE_NEWPID:
         _step("unshare pid namespace", sc.unshare, sc.CLONE_NEWPID)
@@ -116,6 +124,19 @@ def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
     os.write(pipes.status_w, f"{status}\n".encode())
     _unmount_rootfs(rootfs)
     return 0
+
+
+def _join(flag: int, path: str) -> None:
+    """Join the namespace at ``path`` (OCI ``linux.namespaces[].path``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sc.setns(fd, flag)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise SetupError(f"join namespace {path}", e.strerror or str(e),
+                         hint="joining another sandbox's namespaces needs its user namespace joined too") from e
 
 
 def _step(what: str, fn: Callable[..., object], *args: object) -> None:
@@ -189,6 +210,10 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
 
     # -- the mount table, then the new root
     mounts.mount_all(rootfs, plan.mounts)
+    if plan.devices:
+        mounts.add_devices(rootfs, plan.devices)
+    if plan.sysctls:
+        mounts.write_sysctls(rootfs, plan.sysctls)
     if pipes.pty_slave >= 0:
         _step("bind /dev/console", mounts.bind_console, rootfs, os.ttyname(0))
     mounts.mask_paths(rootfs, plan.masked_paths)
@@ -202,6 +227,8 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     # the OCI start gate lives in the caller's state dir: keep a handle on it across pivot_root
     gate = -1 if plan.start_gate is None else os.open(plan.start_gate, os.O_PATH | os.O_CLOEXEC)
     mounts.pivot_into(rootfs)
+    if plan.root_propagation:
+        _step("set the rootfs propagation", sc.mount, None, "/", None, plan.root_propagation)
 
     # -- identity and limits
     if plan.hostname is not None:

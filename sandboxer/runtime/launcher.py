@@ -18,6 +18,7 @@ from collections import namedtuple
 
 from .. import plugins
 from ..errors import SandboxerError, SetupError
+from ..syscalls import CLONE_NEWUSER
 from . import sync
 from .init import Pipes, Workload, flush_std, setup_main
 from .plan import Plan
@@ -184,8 +185,9 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
               proxy: _SignalProxy) -> int:
     """Everything between fork and exec; returns PID 1's host PID."""
     reader.expect("userns")
-    write_idmap(pid, plan.idmap)
-    _debug(plan, f"id map written ({'single id' if plan.idmap.single else 'subordinate ranges'})")
+    if plan.namespaces & CLONE_NEWUSER:  # not when it joined one (OCI namespaces[].path): that has its maps
+        write_idmap(pid, plan.idmap)
+        _debug(plan, f"id map written ({'single id' if plan.idmap.single else 'subordinate ranges'})")
     plugins.call("sandboxer_attach", plan=plan, pid=pid)
     os.write(go_w, b"g")
     # the set-up process sends "pid", PID 1 "hooks": two writers, so either may come first
