@@ -26,7 +26,16 @@ _ROOT_OVERRIDE: str | None = None
 def use_state_root(path: str) -> None:
     """Keep this process's state (and its sandboxes') under ``path``, as runc's ``--root``."""
     global _ROOT_OVERRIDE
-    _ROOT_OVERRIDE = _ensure_private_dir(os.path.abspath(path))
+    path = os.path.abspath(path)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as e:
+        raise HostError(f"cannot create --root {path}: {e.strerror}") from e
+    # a tool's own root (podman's may be 0755) is fine; one others can write to is not
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise HostError(f"--root {path} is not a directory owned by you and writable only by you")
+    _ROOT_OVERRIDE = path
 
 
 def state_root() -> str:
