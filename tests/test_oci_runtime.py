@@ -493,3 +493,34 @@ def test_joining_another_containers_namespaces_by_path(bundle: str, tmp_path: Pa
     write_config(other, config)
     refused = create(other, joiner)
     assert refused.returncode != 0 and "joining a mount namespace is not supported" in refused.stderr
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="rootless podman's case: root in a user namespace of a user")
+def test_as_root_of_another_user_namespace_joining_its_network(bundle: str, cid: str) -> None:
+    """What rootless podman asks of its runtime: run as root of podman's user namespace, no user namespace
+    in config.json, join podman's network namespace by path, set a sysctl there, a read-only cgroup mount."""
+    config = make_bundle(bundle, ["sh", "-c", "cat /proc/sys/net/ipv4/ping_group_range; id -u; "
+                                              "readlink /proc/self/ns/net; ls -d /sys/fs/cgroup"])
+    linux = config["linux"]
+    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in ("user", "network")]
+    linux["namespaces"].append({"type": "network", "path": "/proc/self/ns/net"})  # opened by our set-up process
+    linux.pop("uidMappings", None)
+    linux.pop("gidMappings", None)
+    linux["sysctl"] = {"net.ipv4.ping_group_range": "0 0"}
+    config["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                             "options": ["ro", "nosuid", "noexec", "nodev"]})
+    write_config(bundle, config)
+    runtime = " ".join(SANDBOXER)
+    script = (f"readlink /proc/self/ns/net > {bundle}/netns; "
+              f"{runtime} create --bundle {bundle} {cid} > {bundle}/out 2> {bundle}/err < /dev/null || exit 1; "
+              f"{runtime} start {cid} || exit 2; "
+              f"while {runtime} state {cid} | grep -q running; do sleep 0.02; done; "
+              f"{runtime} delete {cid} || exit 3")
+    p = subprocess.run(["unshare", "--map-root-user", "--net", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr + Path(bundle, "err").read_text()
+    lines = Path(bundle, "out").read_text().split("\n")
+    assert lines[0].split() == ["0", "0"]
+    assert lines[1] == "0"
+    assert lines[2] == Path(bundle, "netns").read_text().strip()
+    assert lines[3] == "/sys/fs/cgroup"

@@ -89,17 +89,16 @@ def setup_main(plan: Plan, pipes: Pipes, workload: Workload, caller: int) -> Non
 
 
 def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
-    joins = plan.joins
-    if joins and joins[0][0] == sc.CLONE_NEWUSER:  # its owner's rights let us join the others
-        _join(*joins[0])
-        joins = joins[1:]
+    # joined namespaces first, as runc does: a joined user namespace (listed first) gives the rights to
+    # join the others; without one, our own rights do (a rootless podman's netns, owned by its userns)
+    for flag, path in plan.joins:
+        _join(flag, path)
+    mounts.write_sysctls("/", [s for s in plan.sysctls if s[2]])  # our /proc/sys is the joined namespaces'
     sc.unshare(plan.namespaces & _EARLY_NS)
     sync.send(pipes.msg_w, "userns")
     if os.read(pipes.go_r, 1) != b"g":
         return 125  # the caller gave up (it reported the reason itself)
     os.close(pipes.go_r)
-    for flag, path in joins:
-        _join(flag, path)
     if plan.namespaces & sc.CLONE_NEWNET:
         _step("bring up lo", sc.interface_up, "lo")
     if plan.namespaces & sc.CLONE_NEWCGROUP:
@@ -213,7 +212,7 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     if plan.devices:
         mounts.add_devices(rootfs, plan.devices)
     if plan.sysctls:
-        mounts.write_sysctls(rootfs, plan.sysctls)
+        mounts.write_sysctls(rootfs, [s for s in plan.sysctls if not s[2]])
     if pipes.pty_slave >= 0:
         _step("bind /dev/console", mounts.bind_console, rootfs, os.ttyname(0))
     mounts.mask_paths(rootfs, plan.masked_paths)

@@ -183,10 +183,16 @@ def mount_one(root: str, m: MountSpec) -> None:
             try:
                 sc.mount(m.source or m.fstype, target, m.fstype, m.flags, m.data or None)
             except OSError as e:
-                if m.fstype != "sysfs" or e.errno != errno.EPERM:
+                if e.errno != errno.EPERM:
                     raise
-                # a sysfs needs a network namespace we own: bind the host's instead
-                sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+                if m.fstype == "sysfs":  # a sysfs needs a network namespace we own: bind the host's instead
+                    sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+                elif m.fstype in ("cgroup", "cgroup2") and m.flags & sc.MS_RDONLY:
+                    # no cgroup mount in a user namespace (v1, or a cgroup namespace we don't own): the
+                    # host's tree read-only, as rootless runc binds it
+                    sc.mount("/sys/fs/cgroup", target, None, sc.MS_BIND | sc.MS_REC)
+                else:
+                    raise
                 sc.mount_setattr_rdonly_recursive(target)
         if m.propagation:
             sc.mount(None, target, None, m.propagation)
@@ -237,9 +243,9 @@ def add_devices(root: str, devices: Iterable[tuple[str, str]]) -> None:
             raise SetupError(f"add device {path}", e.strerror or str(e)) from e
 
 
-def write_sysctls(root: str, sysctls: Iterable[tuple[str, str]]) -> None:
-    """OCI ``linux.sysctl``, through the sandbox's own /proc (its namespaces, not the host's)."""
-    for name, value in sysctls:
+def write_sysctls(root: str, sysctls: Iterable[tuple[str, str, bool]]) -> None:
+    """OCI ``linux.sysctl``, through the /proc under ``root`` (the writer's namespaces decide which)."""
+    for name, value, _ in sysctls:
         try:
             with open(secure_join(root, f"/proc/sys/{name}"), "w") as f:
                 f.write(value)

@@ -143,8 +143,9 @@ class Plan:
         self.joins: tuple[tuple[int, str], ...] = ()
         #: MS_SHARED/MS_SLAVE/MS_PRIVATE/MS_UNBINDABLE (with MS_REC) for the new ``/``; 0: leave it private
         self.root_propagation = 0
-        #: (``/proc/sys`` path relative to it, value), written inside the sandbox's namespaces
-        self.sysctls: tuple[tuple[str, str], ...] = ()
+        #: (``/proc/sys`` path relative to it, value, in a joined namespace?): those of joined namespaces
+        #: are written before the user namespace is made (its owner's rights), the others by PID 1
+        self.sysctls: tuple[tuple[str, str, bool], ...] = ()
         #: device nodes: (path inside, "bind" to bind the host's node at the same path, or "fifo")
         self.devices: tuple[tuple[str, str], ...] = ()
 

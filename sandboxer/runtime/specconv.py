@@ -61,8 +61,11 @@ _SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", 
                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
 
 
-def _sysctls(spec: Spec) -> tuple[tuple[str, str], ...]:
-    """``linux.sysctl`` checked: only what the container's own namespaces scope, never the host's."""
+def _sysctls(spec: Spec) -> tuple[tuple[str, str, bool], ...]:
+    """``linux.sysctl`` checked: only what the container's own namespaces scope, never the host's.
+
+    Each is (path under /proc/sys, value, whether its namespace is joined rather than created).
+    """
     assert spec.linux is not None
     out = []
     for key, value in spec.linux.sysctl.items():
@@ -76,12 +79,13 @@ def _sysctls(spec: Spec) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"linux.sysctl[{key!r}]", "is not namespaced: it would change the host",
                               hint="only ipc (kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*), "
                                    "net.* and kernel.hostname/domainname can be set")
-        if spec.linux.namespace(needs) is None:
+        ns = spec.linux.namespace(needs)
+        if ns is None:
             raise ConfigError(f"linux.sysctl[{key!r}]", f'needs a "{needs}" namespace of the container',
                               hint=f'add {{"type": "{needs}"}} to linux.namespaces')
         if "/" in key or ".." in key.split("."):
             raise ConfigError(f"linux.sysctl[{key!r}]", "is not a sysctl name")
-        out.append(("/".join(key.split(".")), value))
+        out.append(("/".join(key.split(".")), value, bool(ns.path)))
     return tuple(out)
 
 
