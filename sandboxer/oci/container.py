@@ -30,6 +30,7 @@ __all__ = ["create", "start", "state", "kill", "delete", "features", "exists", "
 
 _FIFO = "exec.fifo"
 _STATE = "state.json"
+_ERROR = "error"
 
 
 def _root() -> str:
@@ -201,7 +202,7 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         plan.console_socket = console_socket
         for notice in plan.notices:
             _print_notice(notice)
-        pid, pid_start, supervisor = _supervise(plan, lock_fd)
+        pid, pid_start, supervisor = _supervise(plan, lock_fd, path)
         record = {
             "ociVersion": spec.oci_version, "id": cid, "bundle": bundle, "rootfs": rootfs,
             "annotations": dict(spec.annotations), "pid": pid, "pid_start": pid_start,
@@ -223,9 +224,10 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
     return pid
 
 
-def _supervise(plan: Any, lock_fd: int) -> tuple[int, int, tuple[int, int]]:
+def _supervise(plan: Any, lock_fd: int, path: str) -> tuple[int, int, tuple[int, int]]:
     """Run the sandbox under a supervisor; returns once PID 1 waits at the gate:
-    (PID 1, its start time, (supervisor pid, its start time))."""
+    (PID 1, its start time, (supervisor pid, its start time)).  A failure after that is left in
+    ``path/error`` for ``start`` to report."""
     from .. import plugins
     from ..runtime.init import Workload
     from ..sandbox import execute
@@ -249,6 +251,10 @@ def _supervise(plan: Any, lock_fd: int) -> tuple[int, int, tuple[int, int]]:
             execute(plan, Workload(argv=plan.args, stdio=stdio))
         except SandboxerError as e:
             ready.send(f"error\t{e}\t{e.hint or ''}")
+            try:
+                _write_atomically(os.path.join(path, _ERROR), str(e))
+            except OSError:
+                pass  # deleted meanwhile
         ready.send("error\tthe container process exited during set-up\t")
         return 0
 
@@ -270,15 +276,23 @@ def start(cid: str) -> None:
             raise UsageError(f"cannot start container {cid}: it is {status}",
                              hint="only a created container starts; see 'sandboxer state'")
         fifo = os.path.join(path, _FIFO)
-        pid = int(record["pid"])
-        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # PID 1's open for writing returns
+        try:  # before the gate opens: a short-lived process may be gone by the time we look again
+            pidfd = os.pidfd_open(int(record["pid"]))
+        except ProcessLookupError:
+            pidfd = -1
         try:
-            lines = _read_gate(fd, pid)
+            lines = _read_gate(fifo, pidfd) if pidfd >= 0 else []
         finally:
-            os.close(fd)
+            if pidfd >= 0:
+                os.close(pidfd)
         os.unlink(fifo)
     if not lines:
-        raise UsageError(f"container {cid} stopped before it was started", hint="see 'sandboxer state'")
+        try:
+            with open(os.path.join(path, _ERROR)) as f:
+                why = f": {f.read()}"
+        except OSError:
+            why = ""
+        raise UsageError(f"container {cid} stopped before it was started{why}", hint="see 'sandboxer state'")
     for line in lines:
         if line[0] == "error":
             err = sync.error_from_fields(line)
@@ -286,31 +300,29 @@ def start(cid: str) -> None:
     _run_hooks(record, "poststart", "running")
 
 
-def _read_gate(fd: int, pid: int) -> list[list[str]]:
-    """PID 1's lines on the gate until its end closes (at exec); [] if PID 1 died without opening it."""
+def _read_gate(fifo: str, pidfd: int) -> list[list[str]]:
+    """Open the gate (PID 1's blocked open for writing returns) and read PID 1's lines until its end
+    closes at exec; [] if PID 1 (``pidfd``) died at the gate without opening it."""
     from ..runtime import sync
 
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return []
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         poller.register(pidfd, select.POLLIN)
         while True:
             events = dict(poller.poll())
-            if fd in events:
+            if fd in events:  # what it wrote stays readable even if it has exited since
                 break
             if pidfd in events:  # died at the gate (killed while created)
                 return []
+        os.set_blocking(fd, True)
+        reader, lines = sync.Reader(fd), []
+        while (line := reader.recv()) is not None:
+            lines.append(line)
+        return lines
     finally:
-        os.close(pidfd)
-    os.set_blocking(fd, True)
-    reader, lines = sync.Reader(fd), []
-    while (line := reader.recv()) is not None:
-        lines.append(line)
-    return lines
+        os.close(fd)
 
 
 def parse_signal(text: str) -> int:
