@@ -524,3 +524,21 @@ def test_as_root_of_another_user_namespace_joining_its_network(bundle: str, cid:
     assert lines[1] == "0"
     assert lines[2] == Path(bundle, "netns").read_text().strip()
     assert lines[3] == "/sys/fs/cgroup"
+
+
+def test_parallel_starts_of_short_lived_processes(bundle: str, cid: str) -> None:
+    """start must not miss a process that execs and exits at once (it looked for it after opening the gate)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    make_bundle(bundle, ["true"])
+    ids = [f"{cid}-{i}" for i in range(8)]
+    try:
+        for one in ids:
+            assert create(bundle, one).returncode == 0
+        with ThreadPoolExecutor(len(ids)) as pool:
+            started = list(pool.map(lambda one: sandboxer("start", one), ids))
+        assert [p.stderr for p in started if p.returncode != 0] == []
+    finally:
+        for one in ids:
+            sandboxer("delete", "--force", one)
+    assert not any(os.path.exists(os.path.join(oci_root(), one)) for one in ids)
