@@ -825,6 +825,7 @@ def _parse_globals(argv: list[str]) -> list[str]:
                 _OCI_GLOBALS["log_format"] = value
         elif name == "--debug":
             _OCI_GLOBALS["debug"] = True
+            continue  # not by itself a sign of a runc-style caller (see cmd_kill)
         elif name in _IGNORED_GLOBALS:
             if _IGNORED_GLOBALS[name] and not eq and i < len(argv) and argv[i] in ("true", "false", "auto"):
                 i += 1  # --rootless takes a value

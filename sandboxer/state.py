@@ -24,7 +24,11 @@ _ROOT_OVERRIDE: str | None = None
 
 
 def use_state_root(path: str) -> None:
-    """Keep this process's state (and its sandboxes') under ``path``, as runc's ``--root``."""
+    """Keep this process's state (and its sandboxes') in ``path/sandboxer``, for runc's ``--root``.
+
+    A subdirectory, because the garbage collector removes unlocked sandbox-like entries of the state
+    root, and a tool may share its root with another runtime's containers.
+    """
     global _ROOT_OVERRIDE
     path = os.path.abspath(path)
     try:
@@ -35,7 +39,7 @@ def use_state_root(path: str) -> None:
     # a tool's own root (podman's may be 0755) is fine; one others can write to is not
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
         raise HostError(f"--root {path} is not a directory owned by you and writable only by you")
-    _ROOT_OVERRIDE = path
+    _ROOT_OVERRIDE = _ensure_private_dir(os.path.join(path, "sandboxer"))
 
 
 def state_root() -> str:

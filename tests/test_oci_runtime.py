@@ -272,13 +272,13 @@ def test_global_root_log_and_log_format(bundle: str, tmp_path: Path, cid: str) -
     make_bundle(bundle, ["sh", "-c", "echo under-root"])
     p = create(bundle, cid, globals_=g)
     assert p.returncode == 0, p.stderr
-    assert os.path.isfile(os.path.join(root, "oci", cid, "state.json"))
+    assert os.path.isfile(os.path.join(root, "sandboxer", "oci", cid, "state.json"))
     assert sandboxer("state", cid).returncode != 0  # not under the default root
     assert state(cid, *g)["status"] == "created"
     assert sandboxer(*g, "start", cid).returncode == 0
     wait_status(cid, "stopped", *g)
     assert sandboxer(*g, "delete", cid).returncode == 0
-    assert os.listdir(os.path.join(root, "oci")) == []
+    assert os.listdir(os.path.join(root, "sandboxer", "oci")) == []
     assert Path(bundle, f"{cid}.out").read_text() == "under-root\n"
     assert sandboxer(*g, "state", cid).returncode != 0
     entry = json.loads(Path(log).read_text().splitlines()[-1])

@@ -185,15 +185,11 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         lock_fd = create_locked_dir(path)
     except FileExistsError:
         raise UsageError(f"container {cid} already exists") from None
-    pid = 0
+    pid, sandbox = 0, None
     try:
         sandbox = StateDir.create(new_id())
-        try:
-            plan = plan_from_spec(spec, Rootfs("bundle", path=rootfs), sandbox, idmap=idmap, name=cid,
-                                  bundle=bundle, debug=debug)
-        except BaseException:
-            sandbox.release()
-            raise
+        plan = plan_from_spec(spec, Rootfs("bundle", path=rootfs), sandbox, idmap=idmap, name=cid,
+                              bundle=bundle, debug=debug)
         # poststart and poststop are start's and delete's; the supervisor runs the create-time ones
         plan.hooks = replace(spec.hooks, poststart=[], poststop=[]) if spec.hooks else None
         plan.start_gate = os.path.join(path, _FIFO)
@@ -202,11 +198,12 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         plan.console_socket = console_socket
         for notice in plan.notices:
             _print_notice(notice)
+        handed, sandbox = sandbox, None  # the supervisor releases it from now on
         pid, pid_start, supervisor = _supervise(plan, lock_fd, path)
         record = {
             "ociVersion": spec.oci_version, "id": cid, "bundle": bundle, "rootfs": rootfs,
             "annotations": dict(spec.annotations), "pid": pid, "pid_start": pid_start,
-            "supervisor_pid": supervisor[0], "supervisor_start": supervisor[1], "sandbox": sandbox.id,
+            "supervisor_pid": supervisor[0], "supervisor_start": supervisor[1], "sandbox": handed.id,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "hooks": {phase: to_json(getattr(spec.hooks, phase)) for phase in ("poststart", "poststop")}
             if spec.hooks else {},
@@ -215,6 +212,8 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         if pid_file is not None:
             _write_atomically(os.path.abspath(pid_file), str(pid))
     except BaseException:
+        if sandbox is not None:
+            sandbox.release()
         if pid:
             _kill_quietly(pid, signal.SIGKILL)
         remove_tree(path)

@@ -93,7 +93,8 @@ def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
     # join the others; without one, our own rights do (a rootless podman's netns, owned by its userns)
     for flag, path in plan.joins:
         _join(flag, path)
-    mounts.write_sysctls("/", [s for s in plan.sysctls if s[2]])  # our /proc/sys is the joined namespaces'
+    if plan.sysctls:  # those of joined namespaces: our own /proc/sys shows them now
+        mounts.write_sysctls("/", [s for s in plan.sysctls if s[2]])
     sc.unshare(plan.namespaces & _EARLY_NS)
     sync.send(pipes.msg_w, "userns")
     if os.read(pipes.go_r, 1) != b"g":
