@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from ..errors import SandboxerError, UsageError
-from ..state import create_locked_dir, remove_tree, state_root, validate_name
+from ..state import _is_alive, create_locked_dir, remove_tree, state_root, validate_name
 
 __all__ = ["create", "start", "state", "kill", "delete", "features", "exists", "parse_signal"]
 
@@ -385,9 +385,17 @@ def _wait_gone(pid: int, started: int | None, timeout: float) -> bool:
 
 def delete(cid: str, force: bool = False) -> None:
     """Remove a stopped (or created) container; ``force`` kills a running one first.  poststop hooks
-    run last and only warn."""
+    run last and only warn.  ``force`` on an unknown id succeeds, as with runc (tools clean up after
+    a failed create so), removing what a crashed create left."""
     path = _dir(cid)
-    record = _read(cid)
+    try:
+        record = _read(cid)
+    except UsageError:
+        if not force:
+            raise
+        if os.path.isdir(path) and not _is_alive(path):  # a create still at work holds the lock
+            remove_tree(path)
+        return
     with _Lock(path):
         status = _status(cid, record)
         if status == "running" and not force:
