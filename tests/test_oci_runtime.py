@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -258,13 +259,43 @@ def test_delete_of_a_created_container_needs_no_force(bundle: str, cid: str) -> 
 
 
 def test_a_killed_supervisor_means_stopped(bundle: str, cid: str) -> None:
+    """Until start, a supervisor holds the container; killed, it takes the waiting process along."""
     make_bundle(bundle, ["sh", "-c", LOOP_UNTIL_TERM])
     assert create(bundle, cid).returncode == 0
-    assert sandboxer("start", cid).returncode == 0
     record = json.loads(Path(oci_root(), cid, "state.json").read_text())
     os.kill(record["supervisor_pid"], 9)
     wait_status(cid, "stopped")
+    assert sandboxer("start", cid).returncode != 0
     assert sandboxer("delete", cid).returncode == 0
+
+
+@pytest.mark.parametrize("code", [0, 7])
+def test_the_callers_reaper_gets_the_exit_status(bundle: str, cid: str, code: int) -> None:
+    """As with runc, the container process is left to the caller's child subreaper at exec (conmon and
+    containerd's shims wait for it themselves to learn its exit status)."""
+    make_bundle(bundle, ["sh", "-c", f"echo reaped; exit {code}"])
+    pid_file = os.path.join(bundle, "pid")
+    reaper = f"""
+import ctypes, os, signal, subprocess, sys
+assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+signal.alarm(30)
+run = {list(SANDBOXER)!r}
+with open({bundle!r} + "/out", "w") as out:
+    assert subprocess.run([*run, "create", "--bundle", {bundle!r}, "--pid-file", {pid_file!r}, {cid!r}],
+                          stdout=out, stdin=subprocess.DEVNULL).returncode == 0
+pid = int(open({pid_file!r}).read())
+assert subprocess.run([*run, "start", {cid!r}]).returncode == 0
+while True:  # the supervisor and the set-up process come to us too
+    child, status = os.waitpid(-1, 0)
+    if child == pid:
+        print(os.waitstatus_to_exitcode(status))
+        break
+"""
+    p = subprocess.run([sys.executable, "-c", reaper], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str(code)
+    assert Path(bundle, "out").read_text() == "reaped\n"
+    assert state(cid)["status"] == "stopped"
 
 
 def test_global_root_log_and_log_format(bundle: str, tmp_path: Path, cid: str) -> None:

@@ -7,9 +7,12 @@ container process's stdio = create's own; PID 1 sets everything up, says "create
 opening the FIFO for writing (runc's exec.fifo).  ``start`` opens it for reading, which lets
 PID 1 go; PID 1's end closes at exec (or carries the exec error), and ``start`` removes the FIFO.
 
-The status is never stored, it is read off the processes: PID 1 alive (same start time) and the
-FIFO present → created; alive without it → running; otherwise stopped — also when the supervisor
-died, since PID 1 dies with it (parent-death signals down the chain).
+From its exec on, PID 1 is left to whoever reaps the caller's orphans (conmon, a containerd shim:
+they wait for it to learn its exit status), as runc's is: the supervisor and the set-up process exit.
+
+The status is never stored, it is read off the processes: PID 1 alive (same start time, not a
+zombie) and the FIFO present → created; alive without it → running; otherwise stopped — also when
+the supervisor died before start, since PID 1 dies with it (parent-death signals down the chain).
 """
 
 from __future__ import annotations

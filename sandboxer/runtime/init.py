@@ -34,7 +34,10 @@ from .capabilities import drop_bounding, switch_user_and_set_caps
 from .plan import Plan
 from .reaper import exec_workload, run_as_init
 
-__all__ = ["Pipes", "Workload", "setup_main"]
+__all__ = ["Pipes", "Workload", "setup_main", "HANDED_OFF"]
+
+#: the set-up process's report, instead of a wait status, when PID 1 was left to the caller's reaper
+HANDED_OFF = "handed-off"
 
 _EARLY_NS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWNET | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -46,7 +49,7 @@ TIOCSCTTY = 0x540E
 class Pipes:
     """File descriptors of the set-up handshake, as seen by the sandbox side."""
 
-    __slots__ = ("msg_w", "go_r", "hooks_r", "status_w", "pty_slave")
+    __slots__ = ("msg_w", "go_r", "hooks_r", "status_w", "pty_slave", "started_w")
 
     def __init__(self, msg_w: int, go_r: int, hooks_r: int, status_w: int, pty_slave: int) -> None:
         self.msg_w = msg_w          #: messages to the caller; PID 1's copy closes at exec
@@ -54,6 +57,8 @@ class Pipes:
         self.hooks_r = hooks_r      #: the caller's "go" after createRuntime/prestart hooks (-1: none)
         self.status_w = status_w    #: the set-up process's final report: PID 1's wait status
         self.pty_slave = pty_slave  #: the terminal for the workload, or -1
+        #: OCI create: PID 1 tells the set-up process that start opened the gate; closes at exec
+        self.started_w = -1
 
 
 class Workload:
@@ -110,13 +115,26 @@ def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
     rootfs = _mount_rootfs(plan)
     if plan.namespaces & sc.CLONE_NEWPID:
         _step("unshare pid namespace", sc.unshare, sc.CLONE_NEWPID)
+    # OCI create: from its exec on, PID 1 belongs to whoever reaps the caller's orphans (conmon, a
+    # containerd shim: they wait for it themselves), as runc's does: we leave when it execs
+    started_r = -1
+    if plan.start_gate is not None:
+        started_r, pipes.started_w = os.pipe()
     pid1 = os.fork()
     if pid1 == 0:
+        if started_r >= 0:
+            os.close(started_r)
         container_main(plan, pipes, workload, rootfs)
     sync.send(pipes.msg_w, "pid", pid1)
     os.close(pipes.msg_w)
     if pipes.pty_slave >= 0:
         os.close(pipes.pty_slave)
+    if started_r >= 0:
+        os.close(pipes.started_w)
+        if os.read(started_r, 1) == b"g":  # start opened the gate (else PID 1 died before: ours to reap)
+            os.read(started_r, 1)  # end of file: PID 1 has exec'ed (its end is close-on-exec), or died
+            os.write(pipes.status_w, f"{HANDED_OFF}\n".encode())
+            return 0
     while True:
         pid, status = os.waitpid(-1, 0)
         if pid == pid1:
@@ -260,11 +278,11 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     started = -1
     if gate >= 0:
         sync.send(pipes.msg_w, "created")
-        started = _await_start(gate)
+        started = _await_start(gate, pipes.started_w)
     return _run_workload(plan, pipes, workload, started)
 
 
-def _await_start(gate: int) -> int:
+def _await_start(gate: int, started_w: int) -> int:
     """Block until OCI ``start`` opens the gate FIFO; returns our end, which closes at exec.
 
     Reopened through ``/proc/self/fd`` (as runc does with its exec.fifo): opening a FIFO for
@@ -277,6 +295,8 @@ def _await_start(gate: int) -> int:
                          hint="the container needs /proc mounted (a proc entry in mounts)") from e
     os.close(gate)
     os.write(fd, b"start\n")
+    sc.set_pdeathsig(0)  # the set-up process leaves when we exec (see _setup); we stay
+    os.write(started_w, b"g")
     return fd
 
 

@@ -20,11 +20,12 @@ from .. import plugins
 from ..errors import SandboxerError, SetupError
 from ..syscalls import CLONE_NEWUSER
 from . import sync
+from .init import HANDED_OFF as _HANDED_OFF_NOTE
 from .init import Pipes, Workload, flush_std, setup_main
 from .plan import Plan
 from .userns import write_idmap
 
-__all__ = ["ExitStatus", "run"]
+__all__ = ["ExitStatus", "run", "HANDED_OFF"]
 
 _PROXIED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT)
 
@@ -51,6 +52,11 @@ class ExitStatus(namedtuple("ExitStatus", "code signal timed_out", defaults=(Non
         if self.signal is not None:
             return f"killed by {signal.Signals(self.signal).name}"
         return f"exited with status {self.code}"
+
+
+#: what :func:`run` returns when PID 1 was handed off at exec (OCI create): no status of ours to give,
+#: and no ``sandboxer_stopped`` either — the sandbox runs on
+HANDED_OFF = ExitStatus(0)
 
 
 def _debug(plan: Plan, message: str) -> None:
@@ -148,6 +154,8 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
             _kill_and_reap(pid)
             raise
         status = _wait(pid, status_r, master, proxy.pid, deadline)
+        if status is None:  # OCI create: PID 1 has exec'ed and is its caller's reaper's to wait for
+            return HANDED_OFF
     finally:
         proxy.restore()
         for fd in (msg_r, go_w, status_r, hooks_w, master):
@@ -229,8 +237,10 @@ def _kill_and_reap(pid: int) -> None:
         pass
 
 
-def _wait(pid: int, status_r: int, master: int, pid1: int | None, deadline: float | None) -> ExitStatus:
-    """Relay the terminal (with -t) until the sandbox ends; return PID 1's status."""
+def _wait(pid: int, status_r: int, master: int, pid1: int | None,
+          deadline: float | None) -> ExitStatus | None:
+    """Relay the terminal (with -t) until the sandbox ends; return PID 1's status (None: PID 1 was
+    handed off at exec, see :data:`sandboxer.runtime.init.HANDED_OFF`)."""
     if master >= 0:
         from .tty import relay
 
@@ -249,6 +259,8 @@ def _wait(pid: int, status_r: int, master: int, pid1: int | None, deadline: floa
         raise SandboxerError("the sandbox's set-up process died before reporting a status",
                              hint="run with --debug; it may have been killed from outside")
     *notes, last = raw.decode().strip().splitlines()
+    if last == _HANDED_OFF_NOTE:
+        return None
     status = ExitStatus.from_wait_status(int(last))
     for note in notes:  # "signal N" from an --init PID 1 whose workload was killed
         kind, _, value = note.partition(" ")
