@@ -208,6 +208,8 @@ def test_create_refuses_bad_input_and_leaves_nothing(bundle: str, cid: str, tmp_
     p = create(bundle, cid, "--console-socket", str(not_a_socket))
     assert p.returncode != 0 and "is not a unix socket" in p.stderr
     assert p.stderr.startswith("sandboxer: error: ") and "Traceback" not in p.stderr
+    p = create(bundle, cid, "--pid-file", str(tmp_path / "no-such-dir" / "pid"))
+    assert p.returncode != 0 and "no such directory" in p.stderr
     config = json.loads(Path(bundle, "config.json").read_text())
     config["process"]["cwd"] = "relative"
     write_config(bundle, config)

@@ -179,6 +179,10 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
     elif spec.process.terminal:
         raise UsageError("process.terminal is true but no --console-socket was given",
                          hint="the terminal's master end is sent there; or set terminal to false")
+    if pid_file is not None:
+        pid_file = os.path.abspath(pid_file)
+        if not os.path.isdir(os.path.dirname(pid_file)):
+            raise UsageError(f"--pid-file {pid_file}: no such directory", hint="create the directory first")
     path = _dir(cid)
     if os.path.lexists(path):
         raise UsageError(f"container {cid} already exists", hint=f"delete it first: sandboxer delete {cid}")
@@ -213,7 +217,7 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         }
         _write_atomically(os.path.join(path, _STATE), json.dumps(record))
         if pid_file is not None:
-            _write_atomically(os.path.abspath(pid_file), str(pid))
+            _write_atomically(pid_file, str(pid))
     except BaseException:
         if sandbox is not None:
             sandbox.release()
