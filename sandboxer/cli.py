@@ -608,20 +608,35 @@ def cmd_stop(values: dict[str, Any], rest: list[str]) -> int:
 
 
 def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
+    """``kill [-s SIG] NAME...`` for detached sandboxes; ``kill [--all] ID [SIGNAL]`` for OCI containers
+    (when ID names one, or after the OCI global options)."""
     import signal as signals
 
+    from .oci import container
     from .supervisor import find, stop
 
-    text = str(values["signal"] or "KILL").upper()
-    try:
-        sig = int(text) if text.isdigit() else int(getattr(signals, text if text.startswith("SIG") else f"SIG{text}"))
-    except (AttributeError, ValueError):
-        raise CliUsageError(f"unknown signal {values['signal']!r}") from None
-    for name in rest:
-        record = find(name)
-        if record["status"] != "running":
-            from .errors import UsageError
+    if not rest:
+        raise CliUsageError("usage: sandboxer kill [-s SIG] NAME|ID...   |   sandboxer kill [--all] ID [SIGNAL]")
+    if _OCI_GLOBALS["oci"] or container.exists(rest[0]):
+        if len(rest) not in (1, 2) or values["signal"]:
+            raise CliUsageError("usage: sandboxer kill [--all] ID [SIGNAL]")
+        container.kill(rest[0], container.parse_signal(rest[1] if len(rest) == 2 else "TERM"),
+                       bool(values["all"]))
+        return 0
+    if values["all"]:
+        raise CliUsageError("--all is for OCI containers (sandboxer kill --all ID [SIGNAL])")
+    from .errors import UsageError
 
+    sig = container.parse_signal(str(values["signal"] or "KILL"))
+    for name in rest:
+        try:
+            record = find(name)
+        except UsageError as e:
+            if str(e) != f"no such sandbox: {name}":
+                raise
+            raise UsageError(f"no such sandbox or container: {name}",
+                             hint="see 'sandboxer ps -a', or 'sandboxer state ID' for OCI containers") from None
+        if record["status"] != "running":
             raise UsageError(f"sandbox {name} is not running")
         if sig == signals.SIGKILL:
             stop(record, timeout=0)
@@ -722,6 +737,139 @@ def cmd_gc(values: dict[str, Any], rest: list[str]) -> int:
     return 0
 
 
+# --- the OCI runtime command line (runc's verbs) --------------------------------
+
+#: the global options before the verb (``sandboxer --root R --log L --log-format json create ...``)
+_OCI_GLOBALS: dict[str, Any] = {"oci": False, "log": None, "log_format": "text", "debug": False}
+#: runc's global options that change nothing here, accepted and ignored (see README)
+_IGNORED_GLOBALS = {"--systemd-cgroup": False, "--rootless": True}
+#: runc's global options refused, with why
+_REFUSED_GLOBALS = {"--criu": "checkpoint/restore is not supported"}
+
+
+def _oci_id(rest: list[str], verb: str, usage: str = "ID") -> str:
+    if len(rest) != 1:
+        raise CliUsageError(f"usage: sandboxer {verb} {usage}")
+    return rest[0]
+
+
+def cmd_create(values: dict[str, Any], rest: list[str]) -> int:
+    from .oci.container import create
+
+    cid = _oci_id(rest, "create", "--bundle DIR [--pid-file FILE] [--console-socket SOCK] ID")
+    if values["no_pivot"]:
+        raise CliUsageError("--no-pivot is refused: the container always gets pivot_root")
+    if values["preserve_fds"] not in (None, "0"):
+        raise CliUsageError("--preserve-fds is not supported (only 0)")
+    create(cid, str(values["bundle"] or "."), pid_file=values["pid_file"], console_socket=values["console_socket"],
+           debug=bool(values["debug"] or _OCI_GLOBALS["debug"]))
+    return 0
+
+
+def cmd_start(values: dict[str, Any], rest: list[str]) -> int:
+    from .oci.container import start
+
+    start(_oci_id(rest, "start"))
+    return 0
+
+
+def cmd_state(values: dict[str, Any], rest: list[str]) -> int:
+    import json
+
+    from .oci.container import state
+
+    print(json.dumps(state(_oci_id(rest, "state")), indent=2))
+    return 0
+
+
+def cmd_delete(values: dict[str, Any], rest: list[str]) -> int:
+    from .oci.container import delete
+
+    delete(_oci_id(rest, "delete", "[--force] ID"), force=bool(values["force"]))
+    return 0
+
+
+def cmd_features(values: dict[str, Any], rest: list[str]) -> int:
+    import json
+
+    from .oci.container import features
+
+    if rest:
+        raise CliUsageError("'sandboxer features' takes no arguments")
+    print(json.dumps(features(), indent=2))
+    return 0
+
+
+def _parse_globals(argv: list[str]) -> list[str]:
+    """Take runc's global options off the front of ``argv``; returns the rest (the verb onwards)."""
+    from .errors import UsageError
+
+    i = 0
+    while i < len(argv) and argv[i].startswith("--") and argv[i] not in ("--help", "--version"):
+        name, eq, value = argv[i].partition("=")
+        i += 1
+        if name in ("--root", "--log", "--log-format"):
+            if not eq:
+                if i >= len(argv):
+                    raise CliUsageError(f"option {name} needs a value")
+                value = argv[i]
+                i += 1
+            if name == "--root":
+                from .state import use_state_root
+
+                use_state_root(value)
+            elif name == "--log":
+                _OCI_GLOBALS["log"] = os.path.abspath(value)
+            elif value not in ("text", "json"):
+                raise CliUsageError("--log-format takes text or json")
+            else:
+                _OCI_GLOBALS["log_format"] = value
+        elif name == "--debug":
+            _OCI_GLOBALS["debug"] = True
+            continue  # not by itself a sign of a runc-style caller (see cmd_kill)
+        elif name in _IGNORED_GLOBALS:
+            if _IGNORED_GLOBALS[name] and not eq and i < len(argv) and argv[i] in ("true", "false", "auto"):
+                i += 1  # --rootless takes a value
+        elif name in _REFUSED_GLOBALS:
+            raise UsageError(f"{name} is refused: {_REFUSED_GLOBALS[name]}")
+        else:
+            raise CliUsageError(f"unknown global option {name}")
+        _OCI_GLOBALS["oci"] = True
+    return argv[i:]
+
+
+def _log_error(message: str) -> None:
+    """With ``--log``, errors also go to that file (``--log-format json``: runc's logrus lines)."""
+    path = _OCI_GLOBALS["log"]
+    if not path:
+        return
+    import time
+
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if _OCI_GLOBALS["log_format"] == "json":
+        import json
+
+        line = json.dumps({"level": "error", "msg": message, "time": stamp})
+    else:
+        line = f'time="{stamp}" level=error msg="{message}"'
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass
+
+
+_CREATE_OPTS = (
+    Opt(("-b", "--bundle"), "bundle", VALUE, "the bundle directory (default .)", "DIR"),
+    Opt(("--pid-file",), "pid_file", VALUE, "write the container process's PID there", "FILE"),
+    Opt(("--console-socket",), "console_socket", VALUE,
+        "with process.terminal: send the pty master to this unix socket", "SOCK"),
+    Opt(("--no-new-keyring",), "no_new_keyring", FLAG, "accepted: no session keyring is created anyway"),
+    Opt(("--no-pivot",), "no_pivot", FLAG, "refused"),
+    Opt(("--preserve-fds",), "preserve_fds", VALUE, "only 0 is supported", "N"),
+)
+
+
 _DEBUG = Opt(("--debug",), "debug", FLAG, "tracebacks on errors")
 _TLS = Opt(("--tls-verify",), "tls_verify", VALUE, "false: allow plain HTTP and unverified TLS", "BOOL")
 _PLATFORM = Opt(("--platform",), "platform", VALUE, "OS/ARCH[/VARIANT] from a multi-platform image", "PLATFORM")
@@ -788,8 +936,10 @@ COMMANDS = {c.name: c for c in (
     Command("stop", "Stop detached sandboxes: SIGTERM, then SIGKILL after -t seconds.", "[-t SECS] NAME|ID...",
             (Opt(("-t", "--time"), "time", VALUE, "seconds to wait before SIGKILL (default 10)", "SECS"), _DEBUG),
             cmd_stop),
-    Command("kill", "Send a signal to a detached sandbox (default KILL).", "[-s SIG] NAME|ID...",
-            (Opt(("-s", "--signal"), "signal", VALUE, "a name (TERM, SIGHUP) or a number", "SIG"), _DEBUG),
+    Command("kill", "Send a signal to a detached sandbox (default KILL), or to an OCI container "
+            "(default TERM).", "[-s SIG] NAME|ID...   |   kill [--all] ID [SIGNAL]",
+            (Opt(("-s", "--signal"), "signal", VALUE, "a name (TERM, SIGHUP) or a number", "SIG"),
+             Opt(("-a", "--all"), "all", FLAG, "OCI: every process of the container"), _DEBUG),
             cmd_kill),
     Command("wait", "Wait for a detached sandbox to exit; print its exit code.", "NAME|ID", (_DEBUG,), cmd_wait),
     Command("inspect", "Show a detached sandbox as JSON (state, namespaces, capabilities, seccomp, ports).",
@@ -808,6 +958,15 @@ COMMANDS = {c.name: c for c in (
             (Opt(("-f", "--force"), "force", FLAG, "stop it first if it runs"), _DEBUG), cmd_rm),
     Command("port", "Show where a running sandbox's published ports are on the host.",
             "NAME [CONTAINERPORT[/PROTO]]", (_DEBUG,), cmd_port),
+    Command("create", "OCI: set up a container from a bundle; it waits for 'start'.",
+            "--bundle DIR [--pid-file FILE] [--console-socket SOCK] ID", (*_CREATE_OPTS, _DEBUG), cmd_create),
+    Command("start", "OCI: run a created container's process.", "ID", (_DEBUG,), cmd_start),
+    Command("state", "OCI: print a container's state JSON.", "ID", (_DEBUG,), cmd_state),
+    Command("delete", "OCI: remove a stopped (or created) container; --force kills a running one.",
+            "[--force] ID", (Opt(("-f", "--force"), "force", FLAG, "kill it first if it runs"), _DEBUG),
+            cmd_delete),
+    Command("features", "OCI: what this runtime implements, as JSON (runtime-spec features.md).", "",
+            (_DEBUG,), cmd_features),
     Command("gc", "Remove what crashed sandboxes left behind.", "",
             (Opt(("--debug",), "debug", FLAG, "tracebacks on errors"),), cmd_gc),
     Command("version", "Print the version.", "", (), cmd_version),
@@ -834,10 +993,20 @@ def _print_error(err: BaseException) -> None:
     print(f"sandboxer: error: {err}", file=sys.stderr)
     if hint:
         print(f"hint: {hint}", file=sys.stderr)
+    _log_error(str(err))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
+        try:
+            argv = _parse_globals(argv)
+        except CliUsageError as e:
+            print(f"sandboxer: error: {e}\nhint: see README, 'OCI runtime command line'", file=sys.stderr)
+            return 125
+        except Exception as e:
+            _print_error(e)
+            return int(getattr(e, "exit_code", 125))
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_main_help())
         return 0 if argv else 125
@@ -850,12 +1019,13 @@ def main(argv: list[str] | None = None) -> int:
     if "--help" in argv[1:] and (not cmd.stop_at_positional or argv.index("--help") < _first_positional(argv)):
         print(_help(cmd))
         return 0
-    debug = "--debug" in argv[1:_first_positional(argv)]
+    debug = "--debug" in argv[1:_first_positional(argv)] or bool(_OCI_GLOBALS["debug"])
     try:
         values, rest = parse(cmd, argv[1:])
         return cmd.handler(values, rest)
     except CliUsageError as e:
         print(f"sandboxer: error: {e}\nhint: see 'sandboxer {cmd.name} --help'", file=sys.stderr)
+        _log_error(str(e))
         return 125
     except KeyboardInterrupt:
         return 130

@@ -59,6 +59,11 @@ def sandboxer_attach(plan: Plan, pid: int) -> None:
 
 
 @hookspec
+def sandboxer_created(plan: Plan, pid: int) -> None:
+    """OCI ``create`` only: PID 1 (host PID ``pid``) is set up and waits for ``start`` to exec."""
+
+
+@hookspec
 def sandboxer_started(plan: Plan, pid: int) -> None:
     """The workload has exec'ed as ``pid`` (host PID); OCI poststart time."""
 

@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 
     from .images.store import Image
     from .network import NetworkSpec
+    from .oci.spec import Spec
     from .storage import Snapshotter
 
-__all__ = ["SandboxOptions", "Volume", "run", "run_bundle", "prepare", "DEFAULT_PATH"]
+__all__ = ["SandboxOptions", "Volume", "run", "run_bundle", "load_bundle", "prepare", "DEFAULT_PATH"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -432,19 +433,26 @@ def run(opts: SandboxOptions, call: Callable[[], int] | None = None,
     return execute(plan, workload, timeout)
 
 
-def run_bundle(bundle: str, sandbox_id: str | None = None, *, debug: bool = False,
-               init: bool = False) -> ExitStatus:
-    """Run an OCI bundle (``rootfs/`` + ``config.json``) as runc does."""
+def load_bundle(bundle: str) -> tuple[Spec, str]:
+    """A bundle's checked spec and the absolute path of its rootfs."""
     from .oci.spec import load, require_runnable
-    from .runtime.specconv import idmap_from_spec, plan_from_spec
 
-    bundle = os.path.abspath(bundle)
     spec = load(bundle)
     require_runnable(spec)
     assert spec.root is not None
     rootfs = spec.root.path if os.path.isabs(spec.root.path) else os.path.join(bundle, spec.root.path)
     if not os.path.isdir(rootfs):
         raise UsageError(f"bundle rootfs {rootfs} is not a directory", hint="set root.path in config.json")
+    return spec, rootfs
+
+
+def run_bundle(bundle: str, sandbox_id: str | None = None, *, debug: bool = False,
+               init: bool = False) -> ExitStatus:
+    """Run an OCI bundle (``rootfs/`` + ``config.json``) as runc does."""
+    from .runtime.specconv import idmap_from_spec, plan_from_spec
+
+    bundle = os.path.abspath(bundle)
+    spec, rootfs = load_bundle(bundle)
     if sandbox_id is not None:
         validate_name(sandbox_id)
     collect_garbage()
@@ -456,4 +464,6 @@ def run_bundle(bundle: str, sandbox_id: str | None = None, *, debug: bool = Fals
     except BaseException:
         state.release()
         raise
+    for notice in plan.notices:
+        _print_notice(notice)
     return execute(plan, Workload(argv=plan.args))

@@ -17,11 +17,36 @@ import stat
 from .errors import HostError, UsageError
 
 __all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name", "remove_tree",
-           "create_locked_dir", "live_records", "running_record"]
+           "create_locked_dir", "live_records", "running_record", "use_state_root"]
+
+#: set by the OCI runtime's global ``--root DIR`` (see :func:`use_state_root`)
+_ROOT_OVERRIDE: str | None = None
+
+
+def use_state_root(path: str) -> None:
+    """Keep this process's state (and its sandboxes') in ``path/sandboxer``, for runc's ``--root``.
+
+    A subdirectory, because the garbage collector removes unlocked sandbox-like entries of the state
+    root, and a tool may share its root with another runtime's containers.
+    """
+    global _ROOT_OVERRIDE
+    path = os.path.abspath(path)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as e:
+        raise HostError(f"cannot create --root {path}: {e.strerror}") from e
+    # a tool's own root (podman's may be 0755) is fine; one others can write to is not
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise HostError(f"--root {path} is not a directory owned by you and writable only by you")
+    _ROOT_OVERRIDE = _ensure_private_dir(os.path.join(path, "sandboxer"))
 
 
 def state_root() -> str:
-    """``$XDG_RUNTIME_DIR/sandboxer``, or a private ``/tmp/sandboxer-UID`` fallback."""
+    """``--root``, ``$SANDBOXER_STATE_DIR``, ``$XDG_RUNTIME_DIR/sandboxer``, or a private
+    ``/tmp/sandboxer-UID`` fallback."""
+    if _ROOT_OVERRIDE is not None:
+        return _ROOT_OVERRIDE
     override = os.environ.get("SANDBOXER_STATE_DIR")
     if override:
         return _ensure_private_dir(override)

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from .errors import UsageError
 from .state import state_root
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from .runtime.plan import Plan
 
-__all__ = ["detach", "records", "find", "refresh", "stop", "remove", "wait", "inspect", "log_path"]
+__all__ = ["detach", "spawn", "Answer", "records", "find", "refresh", "stop", "remove", "wait", "inspect", "log_path"]
 
 
 def _records_dir() -> str:
@@ -105,19 +106,35 @@ def detach(plan: Plan, argv: list[str], image: str | None) -> str:
 
     record = {"id": plan.id, "name": plan.name, "command": argv, "image": image, "status": "running",
               "started_at": time.time(), "exit_code": None, "signal": None, "log": log_path(plan.id)}
+
+    def body(ready_w: int) -> int:
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):  # the CLI's stdio may be a pipe someone waits on to close
+            os.dup2(null, fd)
+        return _supervise(plan, Workload(argv=argv, stdio=_log_stdio(plan.id)), record, ready_w)
+
+    spawn(body, "start the detached sandbox")
+    return plan.id
+
+
+def spawn(body: Callable[[int], int], step: str, close: tuple[int, ...] = ()) -> str:
+    """Run ``body(ready_w)`` in a supervisor: a new session, reparented to init, so that killing
+    the caller does not touch it.  Returns the supervisor's one answer on ``ready_w`` ("ok…"),
+    or raises its ``error\tMESSAGE\tHINT`` as a :class:`SetupError` naming ``step``.
+    ``close``: the caller's descriptors the supervisor must not keep (locks of the caller's own).
+    """
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the intermediate child and the supervisor
         code = 1
         try:
             os.close(ready_r)
+            for fd in close:
+                os.close(fd)
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            null = os.open("/dev/null", os.O_RDWR)
-            for fd in (0, 1, 2):  # the CLI's stdio may be a pipe someone waits on to close
-                os.dup2(null, fd)
-            code = _supervise(plan, Workload(argv=argv, stdio=_log_stdio(plan.id)), record, ready_w)
+            code = body(ready_w)
         finally:
             os._exit(code)
     os.close(ready_w)
@@ -131,8 +148,8 @@ def detach(plan: Plan, argv: list[str], image: str | None) -> str:
         _, message, hint = [*answer.split("\t"), "", ""][:3]
         from .errors import SetupError
 
-        raise SetupError("start the detached sandbox", message, hint or None)
-    return plan.id
+        raise SetupError(step, message, hint or None)
+    return answer
 
 
 def _log_stdio(sandbox_id: str) -> tuple[int, int, int]:
@@ -149,7 +166,7 @@ def _supervise(plan: Plan, workload: Any, record: dict[str, Any], ready_w: int) 
 
     record["supervisor_pid"] = os.getpid()
     _write(record)
-    ready = _Answer(ready_w)
+    ready = Answer(ready_w)
 
     class _Started:
         """Tells the waiting CLI as soon as the workload has started (the ``sandboxer_started`` hook)."""
@@ -176,7 +193,7 @@ def _supervise(plan: Plan, workload: Any, record: dict[str, Any], ready_w: int) 
     return 0
 
 
-class _Answer:
+class Answer:
     """The supervisor's one message to the CLI that started it."""
 
     def __init__(self, fd: int) -> None:

@@ -16,30 +16,44 @@ from typing import TYPE_CHECKING
 from ..errors import SetupError
 
 if TYPE_CHECKING:
+    from ..oci.spec import Hook
     from .plan import Plan
 
-__all__ = ["run_hooks", "state_json"]
+__all__ = ["run_hooks", "run_hook_list", "state_json", "state_document"]
 
 _FATAL = ("prestart", "create_runtime", "create_container", "start_container")
+
+
+def state_document(*, oci_version: str, id: str, status: str, pid: int, bundle: str,
+                   annotations: dict[str, str]) -> dict[str, object]:
+    """The container state of runtime-spec "runtime.md" (what hooks read and ``state`` prints)."""
+    state: dict[str, object] = {"ociVersion": oci_version, "id": id, "status": status, "bundle": bundle,
+                                "annotations": dict(annotations)}
+    if pid:
+        state["pid"] = pid
+    return state
 
 
 def state_json(plan: Plan, status: str, pid: int) -> str:
     from ..oci.spec import OCI_VERSION
 
-    state: dict[str, object] = {
-        "ociVersion": plan.spec.oci_version if plan.spec else OCI_VERSION, "id": plan.name or plan.id,
-        "status": status, "bundle": plan.bundle or "", "annotations": dict(plan.annotations)}
-    if pid:
-        state["pid"] = pid
-    return json.dumps(state)
+    return json.dumps(state_document(
+        oci_version=plan.spec.oci_version if plan.spec else OCI_VERSION, id=plan.name or plan.id,
+        status=status, pid=pid, bundle=plan.bundle or "", annotations=plan.annotations))
 
 
 def run_hooks(plan: Plan, phase: str, *, pid: int, status: str) -> None:
     """Run every hook of ``phase`` (a :class:`Hooks` attribute name) in order."""
     hooks = getattr(plan.hooks, phase, None) if plan.hooks else None
-    if not hooks:
-        return
-    state = state_json(plan, status, pid)
+    if hooks:
+        run_hook_list(hooks, phase, state_json(plan, status, pid))
+
+
+def run_hook_list(hooks: list[Hook], phase: str, state: str) -> None:
+    """Run ``hooks`` of ``phase`` in order, each with ``state`` (JSON) on stdin.
+
+    A failure of a ``prestart``/``createRuntime`` hook raises; later phases only warn.
+    """
     for i, hook in enumerate(hooks):
         argv = list(hook.args) or [hook.path]
         env = dict(e.split("=", 1) for e in hook.env if "=" in e)

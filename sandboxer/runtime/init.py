@@ -34,7 +34,10 @@ from .capabilities import drop_bounding, switch_user_and_set_caps
 from .plan import Plan
 from .reaper import exec_workload, run_as_init
 
-__all__ = ["Pipes", "Workload", "setup_main"]
+__all__ = ["Pipes", "Workload", "setup_main", "HANDED_OFF"]
+
+#: the set-up process's report, instead of a wait status, when PID 1 was left to the caller's reaper
+HANDED_OFF = "handed-off"
 
 _EARLY_NS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWNET | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -46,7 +49,7 @@ TIOCSCTTY = 0x540E
 class Pipes:
     """File descriptors of the set-up handshake, as seen by the sandbox side."""
 
-    __slots__ = ("msg_w", "go_r", "hooks_r", "status_w", "pty_slave")
+    __slots__ = ("msg_w", "go_r", "hooks_r", "status_w", "pty_slave", "started_w")
 
     def __init__(self, msg_w: int, go_r: int, hooks_r: int, status_w: int, pty_slave: int) -> None:
         self.msg_w = msg_w          #: messages to the caller; PID 1's copy closes at exec
@@ -54,6 +57,8 @@ class Pipes:
         self.hooks_r = hooks_r      #: the caller's "go" after createRuntime/prestart hooks (-1: none)
         self.status_w = status_w    #: the set-up process's final report: PID 1's wait status
         self.pty_slave = pty_slave  #: the terminal for the workload, or -1
+        #: OCI create: PID 1 tells the set-up process that start opened the gate; closes at exec
+        self.started_w = -1
 
 
 class Workload:
@@ -89,6 +94,12 @@ def setup_main(plan: Plan, pipes: Pipes, workload: Workload, caller: int) -> Non
 
 
 def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
+    # joined namespaces first, as runc does: a joined user namespace (listed first) gives the rights to
+    # join the others; without one, our own rights do (a rootless podman's netns, owned by its userns)
+    for flag, path in plan.joins:
+        _join(flag, path)
+    if plan.sysctls:  # those of joined namespaces: our own /proc/sys shows them now
+        mounts.write_sysctls("/", [s for s in plan.sysctls if s[2]])
     sc.unshare(plan.namespaces & _EARLY_NS)
     sync.send(pipes.msg_w, "userns")
     if os.read(pipes.go_r, 1) != b"g":
@@ -98,17 +109,32 @@ def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
         _step("bring up lo", sc.interface_up, "lo")
     if plan.namespaces & sc.CLONE_NEWCGROUP:
         _step("unshare cgroup namespace", sc.unshare, sc.CLONE_NEWCGROUP)
-    _step("make / private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    # a shared or slave rootfs (linux.rootfsPropagation) receives the host's mount events: a slave of them
+    receive = plan.root_propagation & (sc.MS_SHARED | sc.MS_SLAVE)
+    _step("make / private", sc.mount, None, "/", None, sc.MS_REC | (sc.MS_SLAVE if receive else sc.MS_PRIVATE))
     rootfs = _mount_rootfs(plan)
     if plan.namespaces & sc.CLONE_NEWPID:
         _step("unshare pid namespace", sc.unshare, sc.CLONE_NEWPID)
+    # OCI create: from its exec on, PID 1 belongs to whoever reaps the caller's orphans (conmon, a
+    # containerd shim: they wait for it themselves), as runc's does: we leave when it execs
+    started_r = -1
+    if plan.start_gate is not None:
+        started_r, pipes.started_w = os.pipe()
     pid1 = os.fork()
     if pid1 == 0:
+        if started_r >= 0:
+            os.close(started_r)
         container_main(plan, pipes, workload, rootfs)
     sync.send(pipes.msg_w, "pid", pid1)
     os.close(pipes.msg_w)
     if pipes.pty_slave >= 0:
         os.close(pipes.pty_slave)
+    if started_r >= 0:
+        os.close(pipes.started_w)
+        if os.read(started_r, 1) == b"g":  # start opened the gate (else PID 1 died before: ours to reap)
+            os.read(started_r, 1)  # end of file: PID 1 has exec'ed (its end is close-on-exec), or died
+            os.write(pipes.status_w, f"{HANDED_OFF}\n".encode())
+            return 0
     while True:
         pid, status = os.waitpid(-1, 0)
         if pid == pid1:
@@ -116,6 +142,19 @@ def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
     os.write(pipes.status_w, f"{status}\n".encode())
     _unmount_rootfs(rootfs)
     return 0
+
+
+def _join(flag: int, path: str) -> None:
+    """Join the namespace at ``path`` (OCI ``linux.namespaces[].path``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sc.setns(fd, flag)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise SetupError(f"join namespace {path}", e.strerror or str(e),
+                         hint="joining another sandbox's namespaces needs its user namespace joined too") from e
 
 
 def _step(what: str, fn: Callable[..., object], *args: object) -> None:
@@ -189,6 +228,10 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
 
     # -- the mount table, then the new root
     mounts.mount_all(rootfs, plan.mounts)
+    if plan.devices:
+        mounts.add_devices(rootfs, plan.devices)
+    if plan.sysctls:
+        mounts.write_sysctls(rootfs, [s for s in plan.sysctls if not s[2]])
     if pipes.pty_slave >= 0:
         _step("bind /dev/console", mounts.bind_console, rootfs, os.ttyname(0))
     mounts.mask_paths(rootfs, plan.masked_paths)
@@ -199,7 +242,11 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
             return 125
     if plan.root_readonly:
         _step("make the root read-only", mounts.remount_readonly, rootfs)
+    # the OCI start gate lives in the caller's state dir: keep a handle on it across pivot_root
+    gate = -1 if plan.start_gate is None else os.open(plan.start_gate, os.O_PATH | os.O_CLOEXEC)
     mounts.pivot_into(rootfs)
+    if plan.root_propagation:
+        _step("set the rootfs propagation", sc.mount, None, "/", None, plan.root_propagation)
 
     # -- identity and limits
     if plan.hostname is not None:
@@ -228,7 +275,29 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     except OSError as e:
         raise SetupError(f"chdir to {plan.cwd}", e.strerror or str(e),
                          hint="the working directory must exist in the sandbox (-w)") from e
-    return _run_workload(plan, pipes, workload)
+    started = -1
+    if gate >= 0:
+        sync.send(pipes.msg_w, "created")
+        started = _await_start(gate, pipes.started_w)
+    return _run_workload(plan, pipes, workload, started)
+
+
+def _await_start(gate: int, started_w: int) -> int:
+    """Block until OCI ``start`` opens the gate FIFO; returns our end, which closes at exec.
+
+    Reopened through ``/proc/self/fd`` (as runc does with its exec.fifo): opening a FIFO for
+    writing waits for a reader, and the path itself is outside our new root.
+    """
+    try:
+        fd = os.open(f"/proc/self/fd/{gate}", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SetupError("wait for start", e.strerror or str(e),
+                         hint="the container needs /proc mounted (a proc entry in mounts)") from e
+    os.close(gate)
+    os.write(fd, b"start\n")
+    sc.set_pdeathsig(0)  # the set-up process leaves when we exec (see _setup); we stay
+    os.write(started_w, b"g")
+    return fd
 
 
 def _stdin_devnull() -> None:
@@ -275,7 +344,7 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
+def _run_workload(plan: Plan, pipes: Pipes, workload: Workload, started: int = -1) -> int:
     _reset_signals()
     call, argv = workload.call, workload.argv
     if call is not None:
@@ -290,7 +359,7 @@ def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
         env = env_dict(plan.env)
 
         def start() -> int:
-            exec_workload(argv, env, pipes.msg_w)
+            exec_workload(argv, env, pipes.msg_w, started)
             return 127
     return run_as_init(start, pipes.msg_w, pipes.status_w) if plan.init else start()
 

@@ -18,12 +18,14 @@ from collections import namedtuple
 
 from .. import plugins
 from ..errors import SandboxerError, SetupError
+from ..syscalls import CLONE_NEWUSER
 from . import sync
+from .init import HANDED_OFF as _HANDED_OFF_NOTE
 from .init import Pipes, Workload, flush_std, setup_main
 from .plan import Plan
 from .userns import write_idmap
 
-__all__ = ["ExitStatus", "run"]
+__all__ = ["ExitStatus", "run", "HANDED_OFF"]
 
 _PROXIED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT)
 
@@ -50,6 +52,11 @@ class ExitStatus(namedtuple("ExitStatus", "code signal timed_out", defaults=(Non
         if self.signal is not None:
             return f"killed by {signal.Signals(self.signal).name}"
         return f"exited with status {self.code}"
+
+
+#: what :func:`run` returns when PID 1 was handed off at exec (OCI create): no status of ours to give,
+#: and no ``sandboxer_stopped`` either — the sandbox runs on
+HANDED_OFF = ExitStatus(0)
 
 
 def _debug(plan: Plan, message: str) -> None:
@@ -136,11 +143,19 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
             if fd >= 0:
                 os.close(fd)
         try:
+            if master >= 0 and plan.console_socket is not None:
+                from .tty import send_console
+
+                send_console(plan.console_socket, master)  # the caller's terminal now, not ours to relay
+                os.close(master)
+                master = -1
             _hand_off(plan, sync.Reader(msg_r), pid, go_w, hooks_w, proxy)
         except BaseException:
             _kill_and_reap(pid)
             raise
         status = _wait(pid, status_r, master, proxy.pid, deadline)
+        if status is None:  # OCI create: PID 1 has exec'ed and is its caller's reaper's to wait for
+            return HANDED_OFF
     finally:
         proxy.restore()
         for fd in (msg_r, go_w, status_r, hooks_w, master):
@@ -178,8 +193,9 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
               proxy: _SignalProxy) -> int:
     """Everything between fork and exec; returns PID 1's host PID."""
     reader.expect("userns")
-    write_idmap(pid, plan.idmap)
-    _debug(plan, f"id map written ({'single id' if plan.idmap.single else 'subordinate ranges'})")
+    if plan.namespaces & CLONE_NEWUSER:  # not when it joined one (OCI namespaces[].path): that has its maps
+        write_idmap(pid, plan.idmap)
+        _debug(plan, f"id map written ({'single id' if plan.idmap.single else 'subordinate ranges'})")
     plugins.call("sandboxer_attach", plan=plan, pid=pid)
     os.write(go_w, b"g")
     # the set-up process sends "pid", PID 1 "hooks": two writers, so either may come first
@@ -197,8 +213,12 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
         run_hooks(plan, "prestart", pid=pid1, status="created")
         run_hooks(plan, "create_runtime", pid=pid1, status="created")
         os.write(hooks_w, b"g")
-    last = reader.recv()  # end of file: PID 1 has exec'ed (its copy was close-on-exec)
-    if last is not None:
+    # end of file: PID 1 has exec'ed (its copy was close-on-exec); before it, "created" when
+    # PID 1 waits at an OCI start gate
+    while (last := reader.recv()) is not None:
+        if last[0] == "created":
+            plugins.call("sandboxer_created", plan=plan, pid=pid1)
+            continue
         if last[0] == "error":
             raise sync.error_from_fields(last)
         raise SetupError("start the workload", f"protocol error: unexpected {last[0]!r}")
@@ -217,8 +237,10 @@ def _kill_and_reap(pid: int) -> None:
         pass
 
 
-def _wait(pid: int, status_r: int, master: int, pid1: int | None, deadline: float | None) -> ExitStatus:
-    """Relay the terminal (with -t) until the sandbox ends; return PID 1's status."""
+def _wait(pid: int, status_r: int, master: int, pid1: int | None,
+          deadline: float | None) -> ExitStatus | None:
+    """Relay the terminal (with -t) until the sandbox ends; return PID 1's status (None: PID 1 was
+    handed off at exec, see :data:`sandboxer.runtime.init.HANDED_OFF`)."""
     if master >= 0:
         from .tty import relay
 
@@ -237,6 +259,8 @@ def _wait(pid: int, status_r: int, master: int, pid1: int | None, deadline: floa
         raise SandboxerError("the sandbox's set-up process died before reporting a status",
                              hint="run with --debug; it may have been killed from outside")
     *notes, last = raw.decode().strip().splitlines()
+    if last == _HANDED_OFF_NOTE:
+        return None
     status = ExitStatus.from_wait_status(int(last))
     for note in notes:  # "signal N" from an --init PID 1 whose workload was killed
         kind, _, value = note.partition(" ")

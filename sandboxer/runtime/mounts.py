@@ -19,7 +19,8 @@ from ..errors import SetupError
 
 __all__ = [
     "MASKED_PATHS", "READONLY_PATHS", "MountSpec", "parse_options", "secure_join", "mount_all", "setup_dev",
-    "mask_paths", "readonly_paths", "pivot_into", "DEFAULT_DEVICES",
+    "mask_paths", "readonly_paths", "pivot_into", "DEFAULT_DEVICES", "PROPAGATION", "add_devices",
+    "write_sysctls",
 ]
 
 #: kernel interfaces hidden from the sandbox: they leak host details or poke hardware
@@ -56,7 +57,7 @@ _FLAG_OPTIONS: dict[str, tuple[int, int]] = {
     "strictatime": (sc.MS_STRICTATIME, 0), "nostrictatime": (0, sc.MS_STRICTATIME),
     "bind": (sc.MS_BIND, 0), "rbind": (sc.MS_BIND | sc.MS_REC, 0),
 }
-_PROPAGATION = {
+PROPAGATION = {
     "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
     "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
     "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
@@ -98,8 +99,8 @@ def parse_options(destination: str, source: str | None, fstype: str | None,
         if opt in _FLAG_OPTIONS:
             on, off = _FLAG_OPTIONS[opt]
             flags = (flags | on) & ~off
-        elif opt in _PROPAGATION:
-            propagation |= _PROPAGATION[opt]
+        elif opt in PROPAGATION:
+            propagation |= PROPAGATION[opt]
         elif opt == "rro":
             flags |= sc.MS_RDONLY
             rro = True
@@ -182,10 +183,16 @@ def mount_one(root: str, m: MountSpec) -> None:
             try:
                 sc.mount(m.source or m.fstype, target, m.fstype, m.flags, m.data or None)
             except OSError as e:
-                if m.fstype != "sysfs" or e.errno != errno.EPERM:
+                if e.errno != errno.EPERM:
                     raise
-                # a sysfs needs a network namespace we own: bind the host's instead
-                sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+                if m.fstype == "sysfs":  # a sysfs needs a network namespace we own: bind the host's instead
+                    sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+                elif m.fstype in ("cgroup", "cgroup2") and m.flags & sc.MS_RDONLY:
+                    # no cgroup mount in a user namespace (v1, or a cgroup namespace we don't own): the
+                    # host's tree read-only, as rootless runc binds it
+                    sc.mount("/sys/fs/cgroup", target, None, sc.MS_BIND | sc.MS_REC)
+                else:
+                    raise
                 sc.mount_setattr_rdonly_recursive(target)
         if m.propagation:
             sc.mount(None, target, None, m.propagation)
@@ -218,6 +225,33 @@ def setup_dev(root: str, console: str | None = None) -> None:
             os.symlink(link, path)
     for sub in ("pts", "shm", "mqueue"):
         os.makedirs(os.path.join(dev, sub), exist_ok=True)
+
+
+def add_devices(root: str, devices: Iterable[tuple[str, str]]) -> None:
+    """OCI ``linux.devices``: the host's node bound in at the same path, or a new FIFO."""
+    for path, how in devices:
+        target = secure_join(root, path)
+        try:
+            if how == "fifo":
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                if not os.path.lexists(target):
+                    os.mkfifo(target, 0o666)
+            else:
+                _ensure_target(target, True)
+                sc.mount(path, target, None, sc.MS_BIND)
+        except OSError as e:
+            raise SetupError(f"add device {path}", e.strerror or str(e)) from e
+
+
+def write_sysctls(root: str, sysctls: Iterable[tuple[str, str, bool]]) -> None:
+    """OCI ``linux.sysctl``, through the /proc under ``root`` (the writer's namespaces decide which)."""
+    for name, value, _ in sysctls:
+        try:
+            with open(secure_join(root, f"/proc/sys/{name}"), "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise SetupError(f"set sysctl {name.replace('/', '.')}", e.strerror or str(e),
+                             hint="the container needs /proc mounted") from e
 
 
 def bind_console(root: str, pty_slave: str) -> None:

@@ -82,7 +82,8 @@ class Plan:
         "masked_paths", "readonly_paths", "root_readonly", "hostname", "args", "env", "cwd",
         "identity", "caps", "no_new_privileges", "oom_score_adj", "rlimits", "seccomp_bpf",
         "seccomp_flags", "terminal", "init", "stdin_null", "hooks", "spec", "bundle",
-        "annotations", "debug", "notices", "upper_dir", "network", "attached",
+        "annotations", "debug", "notices", "upper_dir", "network", "attached", "start_gate",
+        "console_socket", "joins", "root_propagation", "sysctls", "devices",
     )
 
     def __init__(self, *, id: str, state: StateDir, rootfs: Rootfs, idmap: IdMap, namespaces: int,
@@ -134,6 +135,19 @@ class Plan:
         self.network = network
         #: things the attach hook started for this sandbox (slirp4netns…): closed when it ends
         self.attached: list[Any] = []
+        #: OCI ``create``: a FIFO PID 1 opens before exec and waits on until ``start`` opens it
+        self.start_gate: str | None = None
+        #: OCI ``--console-socket``: where the pty master goes (SCM_RIGHTS) instead of being relayed
+        self.console_socket: str | None = None
+        #: namespaces to join instead of creating: (CLONE_NEW* flag, path), the user namespace first
+        self.joins: tuple[tuple[int, str], ...] = ()
+        #: MS_SHARED/MS_SLAVE/MS_PRIVATE/MS_UNBINDABLE (with MS_REC) for the new ``/``; 0: leave it private
+        self.root_propagation = 0
+        #: (``/proc/sys`` path relative to it, value, in a joined namespace?): those of joined namespaces
+        #: are written before the user namespace is made (its owner's rights), the others by PID 1
+        self.sysctls: tuple[tuple[str, str, bool], ...] = ()
+        #: device nodes: (path inside, "bind" to bind the host's node at the same path, or "fifo")
+        self.devices: tuple[tuple[str, str], ...] = ()
 
     @property
     def short_id(self) -> str:

@@ -76,16 +76,21 @@ def _take_terminal() -> None:
         signal.signal(signal.SIGTTOU, old)
 
 
-def exec_workload(argv: list[str], env: dict[str, str], msg_w: int) -> None:
-    """exec ``argv`` with Docker's exit codes: 127 not found, 126 not executable."""
+def exec_workload(argv: list[str], env: dict[str, str], msg_w: int, also: int = -1) -> None:
+    """exec ``argv`` with Docker's exit codes: 127 not found, 126 not executable.
+
+    A failure is reported on ``msg_w`` and, if given, on ``also`` (the OCI start gate, which
+    ``start`` reads).
+    """
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError:
-        sync.send(msg_w, "error", f"exec {argv[0]}", "executable file not found in $PATH", "", 127)
-        os._exit(127)
+        message, code = "executable file not found in $PATH", 127
     except PermissionError:
-        sync.send(msg_w, "error", f"exec {argv[0]}", "permission denied (not executable)", "", 126)
-        os._exit(126)
+        message, code = "permission denied (not executable)", 126
     except OSError as e:
-        sync.send(msg_w, "error", f"exec {argv[0]}", e.strerror or str(e), "", 126)
-        os._exit(126)
+        message, code = e.strerror or str(e), 126
+    for fd in (also, msg_w):  # the gate first: the caller kills the sandbox once it reads msg_w
+        if fd >= 0:
+            sync.send(fd, "error", f"exec {argv[0]}", message, "", code)
+    os._exit(code)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from ..errors import ConfigError, UsageError
 from ..oci.spec import RLIMITS, Spec, require_runnable
 from .capabilities import mask
-from .mounts import MountSpec, parse_options
+from .mounts import PROPAGATION, MountSpec, parse_options
 from .plan import NAMESPACE_FLAGS, Caps, Identity, Plan, Rootfs
 from .userns import IdMap, IdMapping
 
@@ -32,17 +33,88 @@ def mount_specs(spec: Spec) -> list[MountSpec]:
     return out
 
 
-def _namespaces(spec: Spec) -> int:
+def _namespaces(spec: Spec) -> tuple[int, tuple[tuple[int, str], ...]]:
+    """The namespaces to create, and those to join by ``path`` (the user namespace first)."""
     assert spec.linux is not None
-    flags = 0
+    flags, joins = 0, []
     for i, ns in enumerate(spec.linux.namespaces):
-        if ns.path:
-            raise ConfigError(f"linux.namespaces[{i}].path",
-                              "joining existing namespaces is not supported yet",
-                              hint="remove the path to create a new namespace")
-        flags |= NAMESPACE_FLAGS[ns.type]
-    # an unprivileged caller can create no other namespace without a user namespace
-    return flags | NAMESPACE_FLAGS["user"]
+        if not ns.path:
+            flags |= NAMESPACE_FLAGS[ns.type]
+            continue
+        where = f"linux.namespaces[{i}].path"
+        if ns.type == "mount":
+            raise ConfigError(where, "joining a mount namespace is not supported",
+                              hint="the rootfs is mounted in a new one: remove the path")
+        if not os.path.exists(ns.path):
+            raise ConfigError(where, f"{ns.path} does not exist", hint="the process owning it may have ended")
+        joins.append((NAMESPACE_FLAGS[ns.type], ns.path))
+    user = NAMESPACE_FLAGS["user"]
+    joins.sort(key=lambda j: j[0] != user)  # the user namespace first: it gives the rights to join the rest
+    if not joins or joins[0][0] != user:
+        # an unprivileged caller can create no other namespace without a user namespace
+        flags |= user
+    return flags, tuple(joins)
+
+
+#: namespaced sysctls (runc's list) and the namespace each needs
+_SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+               "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def _sysctls(spec: Spec) -> tuple[tuple[str, str, bool], ...]:
+    """``linux.sysctl`` checked: only what the container's own namespaces scope, never the host's.
+
+    Each is (path under /proc/sys, value, whether its namespace is joined rather than created).
+    """
+    assert spec.linux is not None
+    out = []
+    for key, value in spec.linux.sysctl.items():
+        if key in _SYSCTL_IPC or key.startswith("fs.mqueue."):
+            needs = "ipc"
+        elif key.startswith("net."):
+            needs = "network"
+        elif key in ("kernel.hostname", "kernel.domainname"):
+            needs = "uts"
+        else:
+            raise ConfigError(f"linux.sysctl[{key!r}]", "is not namespaced: it would change the host",
+                              hint="only ipc (kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*), "
+                                   "net.* and kernel.hostname/domainname can be set")
+        ns = spec.linux.namespace(needs)
+        if ns is None:
+            raise ConfigError(f"linux.sysctl[{key!r}]", f'needs a "{needs}" namespace of the container',
+                              hint=f'add {{"type": "{needs}"}} to linux.namespaces')
+        if "/" in key or ".." in key.split("."):
+            raise ConfigError(f"linux.sysctl[{key!r}]", "is not a sysctl name")
+        out.append(("/".join(key.split(".")), value, bool(ns.path)))
+    return tuple(out)
+
+
+def _devices(spec: Spec) -> tuple[tuple[str, str], ...]:
+    """``linux.devices``: without the right to mknod, a device is the host's node bound in (as rootless
+    runc does) — so the host must have it, with the major:minor asked for; a FIFO is made in place."""
+    assert spec.linux is not None
+    out = []
+    for i, dev in enumerate(spec.linux.devices):
+        where = f"linux.devices[{i}]"
+        path, kind = dev.get("path"), dev.get("type")
+        if not isinstance(path, str) or not path.startswith("/") or kind not in ("c", "u", "b", "p"):
+            raise ConfigError(where, "needs an absolute path and a type c, u, b or p")
+        if kind == "p":
+            out.append((path, "fifo"))
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise ConfigError(where, f"there is no {path} on the host to bind in",
+                              hint="a rootless runtime cannot create device nodes") from None
+        is_kind = stat.S_ISBLK(st.st_mode) if kind == "b" else stat.S_ISCHR(st.st_mode)
+        want = (dev.get("major"), dev.get("minor"))
+        if not is_kind or (want != (None, None) and want != (os.major(st.st_rdev), os.minor(st.st_rdev))):
+            raise ConfigError(where, f"the host's {path} is not the device asked for "
+                                     f"({kind} {want[0]}:{want[1]})",
+                              hint="a rootless runtime binds the host's node at the same path")
+        out.append((path, "bind"))
+    return tuple(out)
 
 
 def seccomp_program(profile: dict[str, object] | str | None, bounding: list[str]) -> tuple[bytes | None, int]:
@@ -56,11 +128,27 @@ def seccomp_program(profile: dict[str, object] | str | None, bounding: list[str]
 
 
 def idmap_from_spec(spec: Spec) -> IdMap | None:
-    """The spec's ``linux.uidMappings``/``gidMappings``, if it has any."""
+    """The spec's ``linux.uidMappings``/``gidMappings``, if it has any — or, when it joins the user
+    namespace of a process (``/proc/PID/ns/user``), that namespace's maps."""
+    joined = spec.linux.namespace("user") if spec.linux is not None else None
+    if joined is not None and joined.path:
+        pid = joined.path.removeprefix("/proc/").removesuffix("/ns/user")
+        return _proc_idmap(pid) if pid.isdigit() else None
     if spec.linux is None or not spec.linux.uid_mappings:
         return None
     return IdMap(tuple(IdMapping(m.container_id, m.host_id, m.size) for m in spec.linux.uid_mappings),
                  tuple(IdMapping(m.container_id, m.host_id, m.size) for m in spec.linux.gid_mappings))
+
+
+def _proc_idmap(pid: str) -> IdMap | None:
+    maps = []
+    for kind in ("uid_map", "gid_map"):
+        try:
+            with open(f"/proc/{pid}/{kind}") as f:
+                maps.append(tuple(IdMapping(*map(int, line.split())) for line in f if line.strip()))
+        except (OSError, ValueError):
+            return None
+    return IdMap(maps[0], maps[1])
 
 
 def plan_from_spec(spec: Spec, rootfs: Rootfs, state: StateDir, *, idmap: IdMap, name: str | None = None,
@@ -81,9 +169,10 @@ def plan_from_spec(spec: Spec, rootfs: Rootfs, state: StateDir, *, idmap: IdMap,
     names = {k: list(getattr(caps, k)) if caps else [] for k in
              ("bounding", "effective", "permitted", "inheritable", "ambient")}
     bpf, flags = seccomp_program(linux.seccomp if linux else None, names["bounding"])
-    return Plan(
+    namespaces, joins = _namespaces(spec) if linux else (NAMESPACE_FLAGS["user"], ())
+    plan = Plan(
         id=state.id, name=name, state=state, rootfs=rootfs, idmap=idmap,
-        namespaces=_namespaces(spec) if linux else NAMESPACE_FLAGS["user"],
+        namespaces=namespaces,
         mounts=mount_specs(spec),
         masked_paths=tuple(linux.masked_paths) if linux else (),
         readonly_paths=tuple(linux.readonly_paths) if linux else (),
@@ -95,3 +184,10 @@ def plan_from_spec(spec: Spec, rootfs: Rootfs, state: StateDir, *, idmap: IdMap,
         rlimits=tuple((RLIMITS[r.type], r.soft, r.hard) for r in proc.rlimits),
         seccomp_bpf=bpf, seccomp_flags=flags, terminal=proc.terminal, init=init,
         hooks=spec.hooks, spec=spec, bundle=bundle, annotations=dict(spec.annotations), debug=debug)
+    if linux is not None:
+        plan.joins, plan.sysctls, plan.devices = joins, _sysctls(spec), _devices(spec)
+        plan.root_propagation = PROPAGATION[linux.rootfs_propagation] if linux.rootfs_propagation else 0
+    if (linux is None or linux.namespace("user") is None) and os.getuid() != 0:
+        plan.notices.append("config.json asks for no user namespace: running rootless, sandboxer adds one "
+                            "that maps you to root (runc would refuse)")
+    return plan

@@ -18,7 +18,7 @@ import sys
 import termios
 import tty as _tty
 
-__all__ = ["open_pty", "relay"]
+__all__ = ["open_pty", "relay", "send_console"]
 
 
 def _copy_winsize(src: int, dst: int) -> None:
@@ -37,6 +37,24 @@ def open_pty() -> tuple[int, int]:
     else:
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     return master, slave
+
+
+def send_console(path: str, master: int) -> None:
+    """Hand the pty master to whoever listens on the unix socket ``path`` (OCI ``--console-socket``).
+
+    As runc does: one message whose data is the terminal's name and whose SCM_RIGHTS carry the fd.
+    """
+    import socket
+
+    from ..errors import SetupError
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(path)
+            socket.send_fds(sock, [b"/dev/ptmx"], [master])
+    except OSError as e:
+        raise SetupError(f"send the terminal to {path}", e.strerror or str(e),
+                         hint="--console-socket must name a listening unix socket") from e
 
 
 def _write_all(fd: int, data: bytes) -> None:

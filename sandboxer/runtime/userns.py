@@ -105,13 +105,27 @@ def default_idmap(root: str = "/") -> IdMap:
     """
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
-        return IdMap((IdMapping(0, 0, 65536),), (IdMapping(0, 0, 65536),))
+        return IdMap(_root_map("uid_map"), _root_map("gid_map"))
     user = _user_name(uid)
     sub_u = read_id_ranges(os.path.join(root, "etc/subuid"), user, uid)
     sub_g = read_id_ranges(os.path.join(root, "etc/subgid"), user, uid)
     if not sub_u or not sub_g:
         return IdMap((IdMapping(0, uid, 1),), (IdMapping(0, gid, 1),))
     return IdMap(_with_ranges(uid, sub_u), _with_ranges(gid, sub_g))
+
+
+def _root_map(kind: str) -> tuple[IdMapping, ...]:
+    """Root's map: 0..65535 straight through — or, when root is itself in a user namespace (rootless
+    podman's, whose runtime sandboxer may be), its own ids straight through, one line per line of its
+    own map: the kernel refuses a line that spans two of the parent's."""
+    try:
+        with open(f"/proc/self/{kind}") as f:
+            own = [tuple(map(int, line.split())) for line in f if line.strip()]
+    except (OSError, ValueError):
+        own = []
+    if not own or own == [(0, 0, 4294967295)]:
+        return (IdMapping(0, 0, 65536),)
+    return tuple(IdMapping(first, first, count) for first, _, count in own)
 
 
 def _spawn_helper(name: str, pid: int, maps: tuple[IdMapping, ...]) -> tuple[int, int]:

@@ -1,0 +1,447 @@
+"""The OCI runtime command line's containers: create, start, state, kill, delete (runtime-spec "runtime.md").
+
+A container is ``<state root>/oci/<ID>/``: ``state.json`` (written once, atomically, by ``create``),
+``lock`` (held by every verb that changes the container) and ``exec.fifo``, the start gate.
+``create`` runs the bundle under a supervisor (:func:`sandboxer.supervisor.spawn`) with the
+container process's stdio = create's own; PID 1 sets everything up, says "created" and blocks
+opening the FIFO for writing (runc's exec.fifo).  ``start`` opens it for reading, which lets
+PID 1 go; PID 1's end closes at exec (or carries the exec error), and ``start`` removes the FIFO.
+
+From its exec on, PID 1 is left to whoever reaps the caller's orphans (conmon, a containerd shim:
+they wait for it to learn its exit status), as runc's is: the supervisor and the set-up process exit.
+
+The status is never stored, it is read off the processes: PID 1 alive (same start time, not a
+zombie) and the FIFO present → created; alive without it → running; otherwise stopped — also when
+the supervisor died before start, since PID 1 dies with it (parent-death signals down the chain).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import stat
+import sys
+import time
+from typing import Any
+
+from ..errors import SandboxerError, UsageError
+from ..state import _is_alive, create_locked_dir, remove_tree, state_root, validate_name
+
+__all__ = ["create", "start", "state", "kill", "delete", "features", "exists", "parse_signal"]
+
+_FIFO = "exec.fifo"
+_STATE = "state.json"
+_ERROR = "error"
+
+
+def _root() -> str:
+    path = os.path.join(state_root(), "oci")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _dir(cid: str) -> str:
+    if not cid or "/" in cid or cid in (".", ".."):
+        raise UsageError(f"container {cid!r} does not exist", hint="see the ID given to 'sandboxer create'")
+    return os.path.join(_root(), cid)
+
+
+def exists(cid: str) -> bool:
+    """A container of that ID exists under the state root (for ``kill``'s two meanings)."""
+    try:
+        return os.path.isfile(os.path.join(_dir(cid), _STATE))
+    except SandboxerError:
+        return False
+
+
+def _read(cid: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(_dir(cid), _STATE)) as f:
+            record: dict[str, Any] = json.load(f)
+    except (OSError, ValueError):
+        raise UsageError(f"container {cid} does not exist",
+                         hint=f"see the ID given to 'sandboxer create' (state root {state_root()})") from None
+    return record
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class _Lock:
+    """The container's lock, for the verbs that change it (state only reads atomically written files)."""
+
+    def __init__(self, path: str) -> None:
+        import fcntl
+
+        try:
+            self.fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise UsageError(f"container {os.path.basename(path)} does not exist") from None
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __enter__(self) -> _Lock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), None when gone or a zombie: with the pid,
+    it names one process, whatever reuses the number later."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def _alive(pid: int, started: int | None) -> bool:
+    return pid > 0 and started is not None and _start_time(pid) == started
+
+
+def _status(cid: str, record: dict[str, Any]) -> str:
+    if not _alive(int(record["pid"]), record.get("pid_start")):
+        return "stopped"
+    return "created" if os.path.lexists(os.path.join(_dir(cid), _FIFO)) else "running"
+
+
+def _document(record: dict[str, Any], status: str) -> dict[str, Any]:
+    from ..runtime.hooks import state_document
+
+    return state_document(oci_version=record["ociVersion"], id=record["id"], status=status,
+                          pid=int(record["pid"]) if status != "stopped" else 0, bundle=record["bundle"],
+                          annotations=record["annotations"])
+
+
+def state(cid: str) -> dict[str, Any]:
+    """The state JSON of runtime-spec "runtime.md", plus runc's ``rootfs`` and ``created``."""
+    record = _read(cid)
+    status = _status(cid, record)
+    doc = _document(record, status)
+    doc.setdefault("pid", 0)  # runc prints 0 for a stopped container; tools parse it as a number
+    doc.update(rootfs=record["rootfs"], created=record["created"])
+    return doc
+
+
+def _run_hooks(record: dict[str, Any], phase: str, status: str) -> None:
+    """poststart/poststop hooks, kept in the record by create; failures warn (runtime-spec config.md)."""
+    hooks = record.get("hooks", {}).get(phase)
+    if not hooks:
+        return
+    from ..runtime.hooks import run_hook_list
+    from .spec import Hook, from_json
+
+    run_hook_list([from_json(Hook, h, f"hooks.{phase}[{i}]") for i, h in enumerate(hooks)], phase,
+                  json.dumps(_document(record, status)))
+
+
+# --- create ------------------------------------------------------------------------------------
+
+def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket: str | None = None,
+           debug: bool = False) -> int:
+    """Set the container up and leave PID 1 waiting for ``start``; returns PID 1's host PID.
+
+    Every check that can fail on bad input runs before anything is written.
+    """
+    from dataclasses import replace
+
+    from ..runtime.plan import Rootfs
+    from ..runtime.specconv import idmap_from_spec, plan_from_spec
+    from ..runtime.userns import default_idmap
+    from ..sandbox import _print_notice, load_bundle
+    from ..state import StateDir, collect_garbage, new_id
+    from .spec import to_json
+
+    validate_name(cid)
+    bundle = os.path.abspath(bundle)
+    spec, rootfs = load_bundle(bundle)
+    assert spec.process is not None
+    if console_socket is not None:
+        console_socket = os.path.abspath(console_socket)
+        try:
+            is_socket = stat.S_ISSOCK(os.stat(console_socket).st_mode)
+        except OSError:
+            is_socket = False
+        if not is_socket:
+            raise UsageError(f"--console-socket {console_socket} is not a unix socket",
+                             hint="give the path of a listening AF_UNIX socket")
+        if not spec.process.terminal:
+            raise UsageError("--console-socket was given but process.terminal is false",
+                             hint='set "terminal": true in config.json, or drop --console-socket')
+    elif spec.process.terminal:
+        raise UsageError("process.terminal is true but no --console-socket was given",
+                         hint="the terminal's master end is sent there; or set terminal to false")
+    if pid_file is not None:
+        pid_file = os.path.abspath(pid_file)
+        if not os.path.isdir(os.path.dirname(pid_file)):
+            raise UsageError(f"--pid-file {pid_file}: no such directory", hint="create the directory first")
+    path = _dir(cid)
+    if os.path.lexists(path):
+        raise UsageError(f"container {cid} already exists", hint=f"delete it first: sandboxer delete {cid}")
+    collect_garbage()
+    idmap = idmap_from_spec(spec) or default_idmap()
+    try:
+        lock_fd = create_locked_dir(path)
+    except FileExistsError:
+        raise UsageError(f"container {cid} already exists") from None
+    pid, sandbox = 0, None
+    try:
+        sandbox = StateDir.create(new_id())
+        plan = plan_from_spec(spec, Rootfs("bundle", path=rootfs), sandbox, idmap=idmap, name=cid,
+                              bundle=bundle, debug=debug)
+        # poststart and poststop are start's and delete's; the supervisor runs the create-time ones
+        plan.hooks = replace(spec.hooks, poststart=[], poststop=[]) if spec.hooks else None
+        plan.start_gate = os.path.join(path, _FIFO)
+        os.mkfifo(plan.start_gate, 0o600)
+        os.chmod(plan.start_gate, 0o622)  # PID 1 may have switched to another user before it opens it
+        plan.console_socket = console_socket
+        for notice in plan.notices:
+            _print_notice(notice)
+        handed, sandbox = sandbox, None  # the supervisor releases it from now on
+        pid, pid_start, supervisor = _supervise(plan, lock_fd, path)
+        record = {
+            "ociVersion": spec.oci_version, "id": cid, "bundle": bundle, "rootfs": rootfs,
+            "annotations": dict(spec.annotations), "pid": pid, "pid_start": pid_start,
+            "supervisor_pid": supervisor[0], "supervisor_start": supervisor[1], "sandbox": handed.id,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "hooks": {phase: to_json(getattr(spec.hooks, phase)) for phase in ("poststart", "poststop")}
+            if spec.hooks else {},
+        }
+        _write_atomically(os.path.join(path, _STATE), json.dumps(record))
+        if pid_file is not None:
+            _write_atomically(pid_file, str(pid))
+    except BaseException:
+        if sandbox is not None:
+            sandbox.release()
+        if pid:
+            _kill_quietly(pid, signal.SIGKILL)
+        remove_tree(path)
+        raise
+    finally:
+        os.close(lock_fd)
+    return pid
+
+
+def _supervise(plan: Any, lock_fd: int, path: str) -> tuple[int, int, tuple[int, int]]:
+    """Run the sandbox under a supervisor; returns once PID 1 waits at the gate:
+    (PID 1, its start time, (supervisor pid, its start time)).  A failure after that is left in
+    ``path/error`` for ``start`` to report."""
+    from .. import plugins
+    from ..runtime.init import Workload
+    from ..sandbox import execute
+    from ..supervisor import Answer, spawn
+
+    def body(ready_w: int) -> int:
+        ready = Answer(ready_w)
+        stdio = (os.dup(0), os.dup(1), os.dup(2))  # create's own: the container process writes there
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):  # ours go nowhere: a caller waiting for end of file waits for the container only
+            os.dup2(null, fd)
+        me = os.getpid()
+
+        class _Created:
+            @plugins.hookimpl
+            def sandboxer_created(self, plan: Any, pid: int) -> None:
+                ready.send(f"ok\t{pid}\t{_start_time(pid)}\t{me}\t{_start_time(me)}")
+
+        plugins.register(_Created(), name="oci-create")
+        try:
+            execute(plan, Workload(argv=plan.args, stdio=stdio))
+        except SandboxerError as e:
+            ready.send(f"error\t{e}\t{e.hint or ''}")
+            try:
+                _write_atomically(os.path.join(path, _ERROR), str(e))
+            except OSError:
+                pass  # deleted meanwhile
+        ready.send("error\tthe container process exited during set-up\t")
+        return 0
+
+    answer = spawn(body, "create the container", close=(lock_fd,)).split("\t")
+    return int(answer[1]), int(answer[2]), (int(answer[3]), int(answer[4]))
+
+
+# --- start, kill, delete -------------------------------------------------------------------------
+
+def start(cid: str) -> None:
+    """Let PID 1 exec; return once it has (poststart hooks run, then we return), as runc does."""
+    from ..runtime import sync
+
+    path = _dir(cid)
+    record = _read(cid)
+    with _Lock(path):
+        status = _status(cid, record)
+        if status != "created":
+            raise UsageError(f"cannot start container {cid}: it is {status}",
+                             hint="only a created container starts; see 'sandboxer state'")
+        fifo = os.path.join(path, _FIFO)
+        try:  # before the gate opens: a short-lived process may be gone by the time we look again
+            pidfd = os.pidfd_open(int(record["pid"]))
+        except ProcessLookupError:
+            pidfd = -1
+        try:
+            lines = _read_gate(fifo, pidfd) if pidfd >= 0 else []
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+        os.unlink(fifo)
+    if not lines:
+        try:
+            with open(os.path.join(path, _ERROR)) as f:
+                why = f": {f.read()}"
+        except OSError:
+            why = ""
+        raise UsageError(f"container {cid} stopped before it was started{why}", hint="see 'sandboxer state'")
+    for line in lines:
+        if line[0] == "error":
+            err = sync.error_from_fields(line)
+            raise err
+    _run_hooks(record, "poststart", "running")
+
+
+def _read_gate(fifo: str, pidfd: int) -> list[list[str]]:
+    """Open the gate (PID 1's blocked open for writing returns) and read PID 1's lines until its end
+    closes at exec; [] if PID 1 (``pidfd``) died at the gate without opening it."""
+    from ..runtime import sync
+
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        while True:
+            events = dict(poller.poll())
+            if fd in events:  # what it wrote stays readable even if it has exited since
+                break
+            if pidfd in events:  # died at the gate (killed while created)
+                return []
+        os.set_blocking(fd, True)
+        reader, lines = sync.Reader(fd), []
+        while (line := reader.recv()) is not None:
+            lines.append(line)
+        return lines
+    finally:
+        os.close(fd)
+
+
+def parse_signal(text: str) -> int:
+    """``KILL``, ``SIGKILL``, ``kill`` or ``9``."""
+    name = text.upper()
+    try:
+        return int(name) if name.isdigit() else int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except (KeyError, ValueError):
+        raise UsageError(f"unknown signal {text!r}", hint="a name (TERM, SIGKILL) or a number (15)") from None
+
+
+def kill(cid: str, sig: int, all_processes: bool = False) -> None:
+    """Signal PID 1 (``all_processes``: every process of its PID namespace), created or running."""
+    record = _read(cid)
+    if _status(cid, record) == "stopped":
+        raise UsageError(f"container {cid} is not running", hint="it has stopped; 'sandboxer delete' removes it")
+    pid = int(record["pid"])
+    targets = _pid_namespace_members(pid) if all_processes else [pid]
+    for target in targets:
+        _kill_quietly(target, sig)
+
+
+def _pid_namespace_members(pid: int) -> list[int]:
+    try:
+        ns = os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return [pid]
+    members = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != pid:
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == ns:
+                    members.append(int(entry))
+            except OSError:
+                pass
+    return members
+
+
+def _kill_quietly(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(pid: int, started: int | None, timeout: float) -> bool:
+    """Wait (on a pidfd, no polling) until that process has ended."""
+    if not _alive(pid, started):
+        return True
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not _alive(pid, started):  # the number was reused between the two looks
+            return True
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
+
+
+def delete(cid: str, force: bool = False) -> None:
+    """Remove a stopped (or created) container; ``force`` kills a running one first.  poststop hooks
+    run last and only warn.  ``force`` on an unknown id succeeds, as with runc (tools clean up after
+    a failed create so), removing what a crashed create left."""
+    path = _dir(cid)
+    try:
+        record = _read(cid)
+    except UsageError:
+        if not force:
+            raise
+        if os.path.isdir(path) and not _is_alive(path):  # a create still at work holds the lock
+            remove_tree(path)
+        return
+    with _Lock(path):
+        status = _status(cid, record)
+        if status == "running" and not force:
+            raise UsageError(f"cannot delete container {cid}: it is running",
+                             hint=f"stop it first (sandboxer kill {cid} KILL), or use delete --force")
+        pid = int(record["pid"])
+        if status != "stopped":
+            _kill_quietly(pid, signal.SIGKILL)
+            _wait_gone(pid, record.get("pid_start"), 10.0)
+        # the supervisor tears the sandbox down (mounts, its state dir) once PID 1 has gone
+        if not _wait_gone(int(record["supervisor_pid"]), record.get("supervisor_start"), 10.0):
+            print(f"sandboxer: warning: the supervisor of {cid} is still running", file=sys.stderr)
+        _run_hooks(record, "poststop", "stopped")
+        remove_tree(path)
+
+
+# --- features ------------------------------------------------------------------------------------
+
+def features() -> dict[str, Any]:
+    """What this runtime implements, as runtime-spec "features.md" describes it."""
+    from ..runtime.capabilities import CAPABILITIES
+    from ..runtime.mounts import _FLAG_OPTIONS, PROPAGATION
+    from ..seccomp.profile import ACTIONS, ARCHITECTURES, FLAGS, OPERATORS
+    from .spec import NAMESPACE_TYPES
+
+    return {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.3.0",
+        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
+        "mountOptions": sorted([*_FLAG_OPTIONS, *PROPAGATION, "rro"]),
+        "linux": {
+            "namespaces": list(NAMESPACE_TYPES),
+            "capabilities": list(CAPABILITIES),
+            "cgroup": {"v1": False, "v2": False, "systemd": False, "systemdUser": False, "rdma": False},
+            "seccomp": {"enabled": True, "actions": sorted(ACTIONS), "operators": sorted(OPERATORS),
+                        "archs": sorted(ARCHITECTURES), "supportedFlags": sorted(FLAGS)},
+            "apparmor": {"enabled": False},
+            "selinux": {"enabled": False},
+            "intelRdt": {"enabled": False},
+            "mountExtensions": {"idmap": {"enabled": False}},
+        },
+    }
