@@ -630,31 +630,28 @@ def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
 
 
 def cmd_exec(values: dict[str, Any], rest: list[str]) -> int:
-    """``sandboxer exec [-i] [-e K=V] [-w DIR] [-u UID[:GID]] NAME CMD...``: join a detached sandbox."""
+    """``sandboxer exec [-i] [-t] [-e K=V] [-w DIR] [-u USER[:GROUP]] NAME CMD...``: join a detached sandbox."""
     from .errors import UsageError
-    from .runtime.enter import enter
+    from .runtime.enter import ExecOptions, enter, process_start_time
     from .supervisor import find
 
     if len(rest) < 2:
         raise CliUsageError("usage: sandboxer exec [OPTIONS] NAME|ID CMD [ARG...]")
-    if values["tty"]:
-        raise CliUsageError("exec -t is not supported yet")
     record = find(rest[0])
     if record["status"] != "running" or "exec" not in record:
         raise UsageError(f"sandbox {rest[0]} is not running", hint="see 'sandboxer ps -a'")
     identity = dict(record["exec"])
-    if values["user"]:
-        uid_text, _, gid_text = str(values["user"]).partition(":")
-        if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
-            raise UsageError(f"exec -u takes numeric UID[:GID], not {values['user']!r}")
-        identity.update(uid=int(uid_text), gid=int(gid_text or uid_text), groups=[])
-        if identity["uid"] != 0:  # Docker: a non-root user starts without effective/permitted capabilities
-            caps = list(identity["caps"])
-            caps[1] = caps[2] = 0
-            identity["caps"] = caps
-    env = [*identity["env"], *_env_list(values["env"])]
-    return enter(int(record["pid"]), identity, rest[1:], env, values["workdir"] or identity["cwd"],
-                 stdin_null=not values["interactive"])
+    env = list(identity["env"])
+    if values["tty"] and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=" + os.environ.get("TERM", "xterm"))
+    env += _env_list(values["env"])
+    opts = ExecOptions(stdin_null=not values["interactive"], tty=bool(values["tty"]), user=values["user"])
+    pid = int(record["pid"])
+    code = enter(pid, identity, rest[1:], env, values["workdir"] or identity["cwd"], opts,
+                 started=record.get("pid_start"))
+    if code == 137 and process_start_time(pid) != record.get("pid_start"):  # its PID 1 is gone
+        print(f"sandboxer: the command was killed: sandbox {rest[0]} stopped", file=sys.stderr)
+    return code
 
 
 def cmd_inspect(values: dict[str, Any], rest: list[str]) -> int:
@@ -798,10 +795,11 @@ COMMANDS = {c.name: c for c in (
     Command("exec", "Run a command in a running detached sandbox, as its workload runs.",
             "[OPTIONS] NAME|ID CMD [ARG...]",
             (Opt(("-i", "--interactive"), "interactive", FLAG, "keep stdin open"),
-             Opt(("-t", "--tty"), "tty", FLAG, "(not supported yet)"),
+             Opt(("-t", "--tty"), "tty", FLAG, "give the command a pseudo-terminal"),
              Opt(("-e", "--env"), "env", MULTI, "set an environment variable", "K=V"),
              Opt(("-w", "--workdir"), "workdir", VALUE, "working directory inside", "DIR"),
-             Opt(("-u", "--user"), "user", VALUE, "run as UID[:GID]", "UID[:GID]"), _DEBUG),
+             Opt(("-u", "--user"), "user", VALUE, "run as a user (names from the sandbox's /etc/passwd)",
+                 "USER[:GROUP]"), _DEBUG),
             cmd_exec, stop_at_positional=True),
     Command("rm", "Remove exited detached sandboxes (-f: running ones too).", "[-f] NAME|ID...",
             (Opt(("-f", "--force"), "force", FLAG, "stop it first if it runs"), _DEBUG), cmd_rm),

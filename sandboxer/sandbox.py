@@ -183,7 +183,7 @@ class _HostAccounts:
             return None
 
 
-def _resolve_user(spec_user: str | None, idmap: IdMap, accounts: Any) -> tuple[int, int, str]:
+def resolve_user(spec_user: str | None, idmap: IdMap, accounts: Any) -> tuple[int, int, str]:
     """``-u UID[:GID]`` or names from ``accounts`` (the host's or the image's); returns (uid, gid, home)."""
     if not spec_user:
         return 0, 0, "/root"
@@ -343,7 +343,7 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None) ->
 
     image = root.rootfs.kind == "layers"
     idmap = default_idmap()
-    uid, gid, home = _resolve_user(root.user, idmap, root.accounts)
+    uid, gid, home = resolve_user(root.user, idmap, root.accounts)
     network = _network(opts)
     namespaces = _namespaces(network.mode)
     mounts = _host_mounts(opts, idmap, image=image)

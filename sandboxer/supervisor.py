@@ -156,9 +156,10 @@ def _supervise(plan: Plan, workload: Any, record: dict[str, Any], ready_w: int) 
 
         @plugins.hookimpl
         def sandboxer_started(self, plan: Plan, pid: int) -> None:
-            from .runtime.enter import identity_of
+            from .runtime.enter import identity_of, process_start_time
 
             record["pid"] = pid
+            record["pid_start"] = process_start_time(pid)
             record["exec"] = identity_of(plan)  # what 'sandboxer exec' needs to run a command as the workload
             _write(record)
             ready.send("ok")

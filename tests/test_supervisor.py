@@ -141,3 +141,70 @@ def test_inspect_reports_state_namespaces_and_security() -> None:
     finally:
         sandboxer("rm", "-f", name, check=True)
     assert sandboxer("inspect", name).returncode == 125
+
+
+def _wait_for_exec(name: str, *check: str) -> None:
+    deadline = time.monotonic() + 10
+    while sandboxer("exec", name, *check).returncode != 0:
+        assert time.monotonic() < deadline, f"{check} never succeeded in {name}"
+        time.sleep(0.05)
+
+
+def test_exec_tty_has_our_window_size_and_ctrl_c_reaches_the_command() -> None:
+    from test_tty import Terminal
+
+    name = _name("exectty")
+    sandboxer("run", "-d", "--name", name, "--", "sleep", "3333.3125", check=True)
+    try:
+        _wait_for_exec(name, "true")
+        t = Terminal("exec", "-it", name, "sh", "-c",
+                     "stty size; tty; test -t 0 && echo is-a-tty; echo TERM=$TERM; "
+                     "trap 'echo caught-int; exit 7' INT; echo ready; while :; do sleep 0.05; done",
+                     rows=33, cols=101)
+        t.read_until(b"ready")
+        t.send(b"\x03")
+        t.read_until(b"caught-int")
+        assert t.wait() == 7
+        out = t.output.decode()
+        assert "33 101" in out and "is-a-tty" in out and "TERM=" in out
+        assert "/dev/pts/0" in out  # a terminal of the sandbox's own devpts, not the host's
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+
+
+def test_exec_user_names_come_from_the_sandboxs_own_passwd() -> None:
+    name = _name("execuser")
+    # accounts the host does not have, written into the sandbox's /etc only
+    sandboxer("run", "-d", "--name", name, "--", "sh", "-c",
+              "echo ghost:x:4242:4343::/home/ghost:/bin/sh >> /etc/passwd; echo spooky:x:4444: >> /etc/group; "
+              "touch /tmp/ready; sleep 3333.4375", check=True)
+    try:
+        _wait_for_exec(name, "test", "-e", "/tmp/ready")
+        assert sandboxer("exec", "-u", "ghost", name, "id", "-u", check=True).stdout.strip() == "4242"
+        p = sandboxer("exec", "-u", "ghost:spooky", name, "sh", "-c",
+                      "id -g; echo $HOME; grep CapEff /proc/self/status", check=True)
+        assert p.stdout.split("\n")[:3] == ["4444", "/home/ghost", "CapEff:\t0000000000000000"]
+        assert sandboxer("exec", "-u", "4242:4343", name, "id", "-g", check=True).stdout.strip() == "4343"
+        bad = sandboxer("exec", "-u", "nosuch", name, "true")
+        assert bad.returncode == 125 and "unknown user 'nosuch'" in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 2  # the error and its hint
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+
+
+def test_exec_into_a_stopped_or_stopping_sandbox_is_one_clean_line() -> None:
+    name = _name("execstop")
+    sandboxer("run", "-d", "--name", name, "--", "sleep", "3333.5625", check=True)
+    _wait_for_exec(name, "true")
+    running = subprocess.Popen([*SANDBOXER, "exec", name, "sleep", "30"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    sandboxer("stop", "-t", "0", name, check=True)
+    _, err = running.communicate(timeout=10)
+    assert running.returncode == 137 and err.strip() == f"sandboxer: the command was killed: sandbox {name} stopped"
+    before = _ps("-a")
+    stopped = sandboxer("exec", name, "true")
+    assert stopped.returncode == 125
+    assert stopped.stderr.splitlines()[0] == f"sandboxer: error: sandbox {name} is not running"
+    assert _ps("-a") == before  # state untouched
+    sandboxer("rm", name, check=True)

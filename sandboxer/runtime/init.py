@@ -34,7 +34,7 @@ from .capabilities import drop_bounding, switch_user_and_set_caps
 from .plan import Plan
 from .reaper import exec_workload, run_as_init
 
-__all__ = ["Pipes", "Workload", "setup_main"]
+__all__ = ["Pipes", "Workload", "setup_main", "attach_terminal", "env_dict"]
 
 _EARLY_NS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWNET | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -183,7 +183,7 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
         for target, fd in enumerate(workload.stdio):
             os.dup2(fd, target)
     if pipes.pty_slave >= 0:
-        _attach_terminal(pipes.pty_slave)
+        attach_terminal(pipes.pty_slave)
     elif plan.stdin_null and workload.stdio is None:
         _step("open /dev/null", _stdin_devnull)
 
@@ -237,7 +237,7 @@ def _stdin_devnull() -> None:
     os.close(fd)
 
 
-def _attach_terminal(slave: int) -> None:
+def attach_terminal(slave: int) -> None:
     """Make the pty the controlling terminal of a new session, on fds 0-2."""
     os.setsid()
     sc.ioctl_int(slave, TIOCSCTTY, 0)
