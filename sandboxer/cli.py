@@ -122,6 +122,8 @@ _RUN_OPTS = (
     Opt(("-i", "--interactive"), "interactive", FLAG, "keep stdin open (default: /dev/null)"),
     Opt(("-t", "--tty"), "tty", FLAG, "give the command a pseudo-terminal"),
     Opt(("--name",), "name", VALUE, "a name for the sandbox, unique per user", "NAME"),
+    Opt(("--log-opt",), "log_opt", MULTI, "with -d: max-size=SIZE rotates the log (default 10m; -1: never)",
+        "K=V"),
     Opt(("--hostname",), "hostname", VALUE, "hostname inside (default: the short sandbox id)", "NAME"),
     Opt(("-e", "--env"), "env", MULTI, "set an environment variable (K=V, or K to pass ours)", "K=V"),
     Opt(("--env-file",), "env_file", MULTI, "read K=V lines from a file", "FILE"),
@@ -255,12 +257,26 @@ def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
         add_host=values["add_host"],
         storage_driver=values["storage_driver"], debug=debug)
     if values["detach"]:
-        return _run_detached(opts)
+        return _run_detached(opts, _log_max_size(values["log_opt"]))
+    if values["log_opt"]:
+        raise CliUsageError("--log-opt applies to detached sandboxes (run -d)")
     status = run(opts)
     return status.code
 
 
-def _run_detached(opts: Any) -> int:
+def _log_max_size(opts: list[str]) -> int:
+    from .logfile import DEFAULT_MAX_SIZE, parse_size
+
+    size = DEFAULT_MAX_SIZE
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        if key != "max-size" or not eq:
+            raise CliUsageError(f"unsupported --log-opt {opt!r} (supported: max-size=SIZE)")
+        size = parse_size(value)
+    return size
+
+
+def _run_detached(opts: Any, log_max_size: int) -> int:
     from .sandbox import _print_notice, prepare
     from .supervisor import detach
 
@@ -269,7 +285,7 @@ def _run_detached(opts: Any) -> int:
     plan = prepare(opts)
     for notice in plan.notices:
         _print_notice(notice)
-    print(detach(plan, plan.args, opts.image if isinstance(opts.image, str) else None))
+    print(detach(plan, plan.args, opts.image if isinstance(opts.image, str) else None, log_max_size))
     return 0
 
 
@@ -570,25 +586,28 @@ def _one(rest: list[str], usage: str) -> Any:
 
 
 def cmd_logs(values: dict[str, Any], rest: list[str]) -> int:
-    import time
-
+    """``logs [-f] [--tail N] [-t] NAME|ID``: stdout records to our stdout, stderr ones to our stderr."""
+    from .logfile import read
     from .supervisor import refresh
 
-    record = _one(rest, "logs [-f] NAME|ID")
-    try:
-        log = open(record["log"], "rb")
-    except OSError:
-        return 0
-    with log:
-        while True:
-            chunk = log.read(65536)
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-                continue
-            if not values["follow"] or refresh(record)["status"] != "running":
-                return 0
-            time.sleep(0.05)
+    record = _one(rest, "logs [-f] [--tail N] [-t] NAME|ID")
+    last = None
+    if values["tail"] not in (None, "all"):
+        if not str(values["tail"]).isdigit():
+            raise CliUsageError("--tail takes a number of lines (or all)")
+        last = int(values["tail"])
+    running = (lambda: refresh(record)["status"] == "running") if values["follow"] else None
+    streams = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    line_start = {1: True, 2: True}
+    for r in read(record["log"], last, running):
+        out = streams[r.stream]
+        if values["timestamps"] and line_start[r.stream]:
+            out.write(r.stamp + b" ")
+        out.write(r.data if r.partial else r.data + b"\n")
+        line_start[r.stream] = not r.partial
+        if running is not None:
+            out.flush()
+    return 0
 
 
 def cmd_stop(values: dict[str, Any], rest: list[str]) -> int:
@@ -632,7 +651,7 @@ def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
 def cmd_exec(values: dict[str, Any], rest: list[str]) -> int:
     """``sandboxer exec [-i] [-t] [-e K=V] [-w DIR] [-u USER[:GROUP]] NAME CMD...``: join a detached sandbox."""
     from .errors import UsageError
-    from .runtime.enter import ExecOptions, enter, process_start_time
+    from .runtime.enter import ExecOptions, enter
     from .supervisor import find
 
     if len(rest) < 2:
@@ -649,9 +668,24 @@ def cmd_exec(values: dict[str, Any], rest: list[str]) -> int:
     pid = int(record["pid"])
     code = enter(pid, identity, rest[1:], env, values["workdir"] or identity["cwd"], opts,
                  started=record.get("pid_start"))
-    if code == 137 and process_start_time(pid) != record.get("pid_start"):  # its PID 1 is gone
+    if code == 137 and _pid1_ending(pid, record.get("pid_start")):
         print(f"sandboxer: the command was killed: sandbox {rest[0]} stopped", file=sys.stderr)
     return code
+
+
+def _pid1_ending(pid: int, started: int | None) -> bool:
+    """Whether a sandbox's PID 1 is gone or going: it finishes dying only after every other
+    process of its namespace (an exec'd command killed with it) has been reaped."""
+    import time
+
+    from .procfs import same_process
+
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if not same_process(pid, started):
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def cmd_inspect(values: dict[str, Any], rest: list[str]) -> int:
@@ -779,8 +813,11 @@ COMMANDS = {c.name: c for c in (
     Command("ps", "List detached sandboxes.", "[-a] [--format json]",
             (Opt(("-a", "--all"), "all", FLAG, "include exited ones"),
              Opt(("--format",), "format", VALUE, "json for machines", "FORMAT"), _DEBUG), cmd_ps),
-    Command("logs", "Print a detached sandbox's output.", "[-f] NAME|ID",
-            (Opt(("-f", "--follow"), "follow", FLAG, "keep printing until it exits"), _DEBUG), cmd_logs),
+    Command("logs", "Print a detached sandbox's output.", "[-f] [--tail N] [-t] NAME|ID",
+            (Opt(("-f", "--follow"), "follow", FLAG, "keep printing until it exits"),
+             Opt(("-n", "--tail"), "tail", VALUE, "only the last N lines (default all)", "N"),
+             Opt(("-t", "--timestamps"), "timestamps", FLAG, "prefix each line with when it was written"),
+             _DEBUG), cmd_logs),
     Command("stop", "Stop detached sandboxes: SIGTERM, then SIGKILL after -t seconds.", "[-t SECS] NAME|ID...",
             (Opt(("-t", "--time"), "time", VALUE, "seconds to wait before SIGKILL (default 10)", "SECS"), _DEBUG),
             cmd_stop),

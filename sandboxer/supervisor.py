@@ -18,6 +18,9 @@ import signal
 import time
 
 from .errors import UsageError
+from .logfile import DEFAULT_MAX_SIZE, LogWriter, pump
+from .procfs import same_process, start_time
+from .procfs import status as procfs_status
 from .state import state_root
 
 TYPE_CHECKING = False
@@ -65,13 +68,8 @@ def _alive(record: dict[str, Any]) -> bool:
 
     if _is_alive(os.path.join(state_root(), record["id"])):
         return True
-    supervisor = record.get("supervisor_pid")
-    try:
-        with open(f"/proc/{int(supervisor or 0)}/stat") as f:
-            state = f.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"  # a zombie has written nothing more (its parent may be slow to reap it)
+    # a zombie has written nothing more (its parent may be slow to reap it)
+    return same_process(int(record.get("supervisor_pid") or 0), record.get("supervisor_start"))
 
 
 def records(all_: bool = False) -> list[dict[str, Any]]:
@@ -99,12 +97,11 @@ def find(name_or_id: str) -> dict[str, Any]:
     raise UsageError(f"no such sandbox: {name_or_id}", hint="see 'sandboxer ps -a'")
 
 
-def detach(plan: Plan, argv: list[str], image: str | None) -> str:
+def detach(plan: Plan, argv: list[str], image: str | None, log_max_size: int = DEFAULT_MAX_SIZE) -> str:
     """Start the sandbox of ``plan`` under a supervisor of its own; returns once PID 1 runs (or failed)."""
-    from .runtime.init import Workload
-
     record = {"id": plan.id, "name": plan.name, "command": argv, "image": image, "status": "running",
-              "started_at": time.time(), "exit_code": None, "signal": None, "log": log_path(plan.id)}
+              "started_at": time.time(), "exit_code": None, "signal": None, "log": log_path(plan.id),
+              "log_max_size": log_max_size}
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the intermediate child and the supervisor
@@ -117,7 +114,7 @@ def detach(plan: Plan, argv: list[str], image: str | None) -> str:
             null = os.open("/dev/null", os.O_RDWR)
             for fd in (0, 1, 2):  # the CLI's stdio may be a pipe someone waits on to close
                 os.dup2(null, fd)
-            code = _supervise(plan, Workload(argv=argv, stdio=_log_stdio(plan.id)), record, ready_w)
+            code = _supervise(plan, argv, record, ready_w)
         finally:
             os._exit(code)
     os.close(ready_w)
@@ -135,42 +132,79 @@ def detach(plan: Plan, argv: list[str], image: str | None) -> str:
     return plan.id
 
 
-def _log_stdio(sandbox_id: str) -> tuple[int, int, int]:
-    null = os.open("/dev/null", os.O_RDONLY)
-    log = os.open(log_path(sandbox_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    return null, log, log
+class _Output:
+    """The workload's stdout and stderr: pipes the supervisor relays into the log (see :mod:`.logfile`)."""
+
+    def __init__(self, path: str, max_size: int) -> None:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        self.sources = {out_r: 1, err_r: 2}
+        self.ends = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC), out_w, err_w]
+        self.writer = LogWriter(path, max_size)
+
+    @property
+    def stdio(self) -> tuple[int, int, int]:
+        null, out_w, err_w = self.ends
+        return null, out_w, err_w
+
+    def pump(self, status_fd: int, deadline: float | None) -> None:
+        pump(self.writer, self.sources, until=status_fd, deadline=deadline)
+
+    def close_ends(self) -> None:
+        """Our copies of the workload's ends: once closed, end of file means every writer is gone."""
+        for fd in self.ends:
+            os.close(fd)
+        self.ends = []
+
+    def drain(self) -> None:
+        """Everything still in the pipes, up to end of file (or a generous deadline), then close."""
+        if self.ends:
+            self.close_ends()
+        pump(self.writer, self.sources, deadline=time.monotonic() + _DRAIN_S)
+        for fd in self.sources:
+            os.close(fd)
+        self.writer.close()
 
 
-def _supervise(plan: Plan, workload: Any, record: dict[str, Any], ready_w: int) -> int:
-    """The supervisor: run the sandbox, tell the CLI it started, record how it ended."""
+#: how long the supervisor waits for the last output after PID 1 ended (its namespace is dead by then)
+_DRAIN_S = 10.0
+
+
+def _supervise(plan: Plan, argv: list[str], record: dict[str, Any], ready_w: int) -> int:
+    """The supervisor: run the sandbox, relay its output, tell the CLI it started, record how it ended."""
     from . import plugins
     from .errors import SandboxerError
+    from .runtime.init import Workload
     from .sandbox import execute
 
     record["supervisor_pid"] = os.getpid()
+    record["supervisor_start"] = start_time(os.getpid())
     _write(record)
     ready = _Answer(ready_w)
+    output = _Output(record["log"], int(record["log_max_size"]))
 
     class _Started:
         """Tells the waiting CLI as soon as the workload has started (the ``sandboxer_started`` hook)."""
 
         @plugins.hookimpl
         def sandboxer_started(self, plan: Plan, pid: int) -> None:
-            from .runtime.enter import identity_of, process_start_time
+            from .runtime.enter import identity_of
 
+            output.close_ends()
             record["pid"] = pid
-            record["pid_start"] = process_start_time(pid)
+            record["pid_start"] = start_time(pid)
             record["exec"] = identity_of(plan)  # what 'sandboxer exec' needs to run a command as the workload
             _write(record)
             ready.send("ok")
 
     plugins.register(_Started(), name="supervisor")
     try:
-        status = execute(plan, workload)
+        status = execute(plan, Workload(argv=argv, stdio=output.stdio, pump=output.pump))
         record.update(status="exited", exit_code=status.code, signal=status.signal)
     except SandboxerError as e:
         record.update(status="exited", exit_code=e.exit_code, reason=str(e))
         ready.send(f"error\t{e}\t{e.hint or ''}")
+    output.drain()  # before the record says "exited": 'wait' then 'logs' shows all of it
     record["finished_at"] = time.time()
     _write(record)
     ready.send("ok")
@@ -245,11 +279,7 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
         from .runtime.enter import NAMESPACES
 
         out["Namespaces"] = {ns: os.readlink(f"/proc/{pid}/ns/{ns}") for ns in NAMESPACES}
-        status = {}
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                status[key] = value.strip()
+        status = procfs_status(pid)
         out["Security"] = {k: status.get(k) for k in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp")}
         from .state import running_record
 
@@ -282,7 +312,7 @@ def remove(record: dict[str, Any], force: bool = False) -> None:
             raise UsageError(f"sandbox {record.get('name') or record['id'][:12]} is running",
                              hint="stop it first, or use rm -f")
         stop(record, timeout=0)
-    for suffix in (".json", ".log"):
+    for suffix in (".json", ".log", ".log.1"):
         try:
             os.unlink(os.path.join(_records_dir(), record["id"] + suffix))
         except FileNotFoundError:

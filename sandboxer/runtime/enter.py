@@ -17,6 +17,7 @@ import sys
 
 from .. import syscalls as sc
 from ..errors import SetupError
+from ..procfs import start_time
 from . import sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
 from .init import attach_terminal, env_dict
@@ -28,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["enter", "ExecOptions", "NAMESPACES", "identity_of", "process_start_time"]
+__all__ = ["enter", "ExecOptions", "NAMESPACES", "identity_of"]
 
 #: join order: user first, mount last
 NAMESPACES = ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt")
@@ -46,32 +47,23 @@ class ExecOptions:
         self.user = user              #: NAME|UID[:GROUP|GID], resolved in the sandbox's /etc files
 
 
-def process_start_time(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks since boot): tells a process from a later one reusing its PID."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rpartition(")")[2].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], cwd: str,
           opts: ExecOptions | None = None, started: int | None = None) -> int:
     """Run ``argv`` in the namespaces of ``pid`` with ``identity`` (see the supervisor's record); its status.
 
-    ``started``: the start time of the sandbox's PID 1 (:func:`process_start_time`), so that a
+    ``started``: the start time of the sandbox's PID 1 (:func:`sandboxer.procfs.start_time`), so that a
     PID reused after the sandbox ended is never joined.
     """
     opts = opts or ExecOptions()
     gone = SetupError("join the sandbox", "it is not running any more", hint="see 'sandboxer ps -a'")
-    if started is not None and process_start_time(pid) != started:
+    if started is not None and start_time(pid) != started:
         raise gone
     try:
         fds = [os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES]
         idmap = read_idmap(pid)
     except OSError:
         raise gone from None
-    if started is not None and process_start_time(pid) != started:  # the fds may be another process's
+    if started is not None and start_time(pid) != started:  # the fds may be another process's
         for fd in fds:
             os.close(fd)
         raise gone

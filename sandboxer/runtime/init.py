@@ -63,13 +63,17 @@ class Workload:
     the sandbox; its return value is the exit status.
     """
 
-    __slots__ = ("argv", "call", "stdio")
+    __slots__ = ("argv", "call", "stdio", "pump")
 
     def __init__(self, argv: list[str] | None = None, call: Callable[[], int] | None = None,
-                 stdio: tuple[int, int, int] | None = None) -> None:
+                 stdio: tuple[int, int, int] | None = None,
+                 pump: Callable[[int, float | None], None] | None = None) -> None:
         self.argv = argv
         self.call = call
         self.stdio = stdio  #: file descriptors to become the workload's 0, 1 and 2
+        #: the caller's work while the sandbox runs (a supervisor relays output to its log):
+        #: ``pump(status_fd, deadline)`` returns once ``status_fd`` is readable or at the deadline
+        self.pump = pump
 
 
 def setup_main(plan: Plan, pipes: Pipes, workload: Workload, caller: int) -> None:

@@ -23,6 +23,10 @@ from .init import Pipes, Workload, flush_std, setup_main
 from .plan import Plan
 from .userns import write_idmap
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = ["ExitStatus", "run"]
 
 _PROXIED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT)
@@ -140,7 +144,7 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
         except BaseException:
             _kill_and_reap(pid)
             raise
-        status = _wait(pid, status_r, master, proxy.pid, deadline)
+        status = _wait(pid, status_r, master, proxy.pid, deadline, workload.pump)
     finally:
         proxy.restore()
         for fd in (msg_r, go_w, status_r, hooks_w, master):
@@ -217,12 +221,15 @@ def _kill_and_reap(pid: int) -> None:
         pass
 
 
-def _wait(pid: int, status_r: int, master: int, pid1: int | None, deadline: float | None) -> ExitStatus:
-    """Relay the terminal (with -t) until the sandbox ends; return PID 1's status."""
+def _wait(pid: int, status_r: int, master: int, pid1: int | None, deadline: float | None,
+          pump: Callable[[int, float | None], None] | None = None) -> ExitStatus:
+    """Relay the terminal (with -t) or run the workload's pump until the sandbox ends; return PID 1's status."""
     if master >= 0:
         from .tty import relay
 
         relay(master)
+    elif pump is not None:
+        pump(status_r, deadline)
     timed_out = deadline is not None and not _readable_before(status_r, deadline)
     if timed_out and pid1 is not None:
         try:
