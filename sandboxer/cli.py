@@ -285,7 +285,7 @@ def _run_detached(opts: Any, log_max_size: int) -> int:
     plan = prepare(opts)
     for notice in plan.notices:
         _print_notice(notice)
-    print(detach(plan, plan.args, opts.image if isinstance(opts.image, str) else None, log_max_size))
+    print(detach(plan, opts, log_max_size))
     return 0
 
 
@@ -625,6 +625,21 @@ def cmd_stop(values: dict[str, Any], rest: list[str]) -> int:
     return 0
 
 
+def cmd_restart(values: dict[str, Any], rest: list[str]) -> int:
+    from .supervisor import find, restart
+
+    if not rest:
+        raise CliUsageError("usage: sandboxer restart [-t SECS] NAME|ID...")
+    try:
+        timeout = float(values["time"] or 10)
+    except ValueError:
+        raise CliUsageError("-t takes a number of seconds") from None
+    for name in rest:
+        restart(find(name), timeout)
+        print(name)
+    return 0
+
+
 def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
     import signal as signals
 
@@ -744,6 +759,44 @@ def cmd_rm(values: dict[str, Any], rest: list[str]) -> int:
     return 0
 
 
+def cmd_cp(values: dict[str, Any], rest: list[str]) -> int:
+    """``cp SRC NAME:DST`` or ``cp NAME:SRC DST``."""
+    from .cp import copy, split_target
+    from .supervisor import find
+
+    if len(rest) != 2:
+        raise CliUsageError("usage: sandboxer cp SRC NAME|ID:DST  |  sandboxer cp NAME|ID:SRC DST")
+    (src_box, src), (dst_box, dst) = split_target(rest[0]), split_target(rest[1])
+    if (src_box is None) == (dst_box is None):
+        raise CliUsageError("give exactly one side as NAME|ID:PATH (one path in the sandbox, one on the host)")
+    box = src_box or dst_box
+    assert box is not None
+    copy(find(box), src, dst, into=dst_box is not None)
+    return 0
+
+
+def cmd_top(values: dict[str, Any], rest: list[str]) -> int:
+    """``top NAME|ID``: the processes of a running sandbox's PID namespace, ``ps``-style."""
+    from .errors import UsageError
+    from .procfs import describe, pid_namespace_members, same_process
+    from .runtime.userns import read_idmap
+
+    record = _one(rest, "top NAME|ID")
+    pid = int(record.get("pid") or 0)
+    if record["status"] != "running" or not same_process(pid, record.get("pid_start")):
+        raise UsageError(f"sandbox {rest[0]} is not running", hint="see 'sandboxer ps -a'")
+    uids = read_idmap(pid).uids
+    print(f"{'UID':<8} {'PID':>8} {'PPID':>8} {'NSPID':>6} {'STAT':<4} {'TIME':>8} CMD")
+    found = [(member, facts) for member in pid_namespace_members(pid) if (facts := describe(member))]
+    for member, facts in sorted(found, key=lambda m: int(m[1]["NSpid"] or 0)):
+        host_uid = int(facts["Uid"] or -1)
+        uid = next((str(m.container_id + host_uid - m.host_id) for m in uids
+                    if m.host_id <= host_uid < m.host_id + m.size), facts["Uid"])
+        print(f"{uid:<8} {member:>8} {facts['PPid']:>8} {facts['NSpid']:>6} {facts['State']:<4} "
+              f"{facts['Time']:>8} {facts['Cmd']}")
+    return 0
+
+
 def cmd_gc(values: dict[str, Any], rest: list[str]) -> int:
     from .state import collect_garbage
 
@@ -821,6 +874,10 @@ COMMANDS = {c.name: c for c in (
     Command("stop", "Stop detached sandboxes: SIGTERM, then SIGKILL after -t seconds.", "[-t SECS] NAME|ID...",
             (Opt(("-t", "--time"), "time", VALUE, "seconds to wait before SIGKILL (default 10)", "SECS"), _DEBUG),
             cmd_stop),
+    Command("restart", "Stop detached sandboxes and start them again as they were started (same id and name).",
+            "[-t SECS] NAME|ID...",
+            (Opt(("-t", "--time"), "time", VALUE, "seconds to wait before SIGKILL (default 10)", "SECS"), _DEBUG),
+            cmd_restart),
     Command("kill", "Send a signal to a detached sandbox (default KILL).", "[-s SIG] NAME|ID...",
             (Opt(("-s", "--signal"), "signal", VALUE, "a name (TERM, SIGHUP) or a number", "SIG"), _DEBUG),
             cmd_kill),
@@ -838,6 +895,10 @@ COMMANDS = {c.name: c for c in (
              Opt(("-u", "--user"), "user", VALUE, "run as a user (names from the sandbox's /etc/passwd)",
                  "USER[:GROUP]"), _DEBUG),
             cmd_exec, stop_at_positional=True),
+    Command("top", "List the processes of a running detached sandbox (UID as inside; host PIDs; NSPID inside).",
+            "NAME|ID", (_DEBUG,), cmd_top),
+    Command("cp", "Copy files and directories between the host and a running sandbox.",
+            "SRC NAME|ID:DST  |  cp NAME|ID:SRC DST", (_DEBUG,), cmd_cp),
     Command("rm", "Remove exited detached sandboxes (-f: running ones too).", "[-f] NAME|ID...",
             (Opt(("-f", "--force"), "force", FLAG, "stop it first if it runs"), _DEBUG), cmd_rm),
     Command("port", "Show where a running sandbox's published ports are on the host.",

@@ -7,7 +7,7 @@ a stranger that reused the number.
 
 from __future__ import annotations
 
-__all__ = ["start_time", "state", "status", "same_process"]
+__all__ = ["start_time", "state", "status", "same_process", "pid_namespace_members", "describe"]
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -48,3 +48,42 @@ def status(pid: int) -> dict[str, str]:
     except OSError:
         return {}
     return out
+
+
+def pid_namespace_members(pid: int) -> list[int]:
+    """Every process in the PID namespace of ``pid`` (as host PIDs, ascending)."""
+    import os
+
+    try:
+        want = os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return []
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/pid").st_ino == want:
+                    out.append(int(entry))
+            except OSError:
+                continue  # gone, or not ours to look at
+    return sorted(out)
+
+
+def describe(pid: int) -> dict[str, str] | None:
+    """``ps``-like facts of one process: Uid (host), PPid, NSpid (innermost), State, Time, Cmd."""
+    import os
+
+    facts = status(pid)
+    fields = _stat_fields(pid)
+    if not facts or len(fields) < 13:
+        return None
+    ticks = (int(fields[11]) + int(fields[12])) // os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        cmd = ""
+    return {"Uid": facts.get("Uid", "").split("\t")[0], "PPid": facts.get("PPid", ""),
+            "NSpid": facts.get("NSpid", "").split()[-1] if facts.get("NSpid") else "",
+            "State": fields[0], "Time": f"{ticks // 3600:02d}:{ticks // 60 % 60:02d}:{ticks % 60:02d}",
+            "Cmd": cmd or f"[{facts.get('Name', '')}]"}

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .runtime.plan import Plan
+    from .sandbox import SandboxOptions
 
 __all__ = ["detach", "records", "find", "refresh", "stop", "remove", "wait", "inspect", "log_path"]
 
@@ -97,11 +98,17 @@ def find(name_or_id: str) -> dict[str, Any]:
     raise UsageError(f"no such sandbox: {name_or_id}", hint="see 'sandboxer ps -a'")
 
 
-def detach(plan: Plan, argv: list[str], image: str | None, log_max_size: int = DEFAULT_MAX_SIZE) -> str:
-    """Start the sandbox of ``plan`` under a supervisor of its own; returns once PID 1 runs (or failed)."""
+def detach(plan: Plan, opts: SandboxOptions, log_max_size: int = DEFAULT_MAX_SIZE, restarts: int = 0) -> str:
+    """Start the sandbox of ``plan`` (made from ``opts``) under a supervisor of its own; returns once
+    PID 1 runs (or failed).  The record keeps ``opts``, so that ``restart`` can plan it again."""
+    image = opts.image if isinstance(opts.image, str) else None
+    argv = plan.args
     record = {"id": plan.id, "name": plan.name, "command": argv, "image": image, "status": "running",
               "started_at": time.time(), "exit_code": None, "signal": None, "log": log_path(plan.id),
-              "log_max_size": log_max_size}
+              "log_max_size": log_max_size, "restarts": restarts,
+              "options": {**opts._asdict(), "volumes": [list(v) for v in opts.volumes], "image": image},
+              "config": {"Cmd": argv, "Env": list(plan.env), "WorkingDir": plan.cwd, "User": opts.user or "",
+                         "Hostname": plan.hostname, "Image": image or ""}}
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the intermediate child and the supervisor
@@ -274,7 +281,8 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
              "StartedAt": _iso(record.get("started_at")), "FinishedAt": _iso(record.get("finished_at")),
              "SupervisorPid": record.get("supervisor_pid") if running else 0}
     out: dict[str, Any] = {"Id": record["id"], "Name": record.get("name"), "Image": record.get("image"),
-                           "Args": record.get("command"), "State": state, "LogPath": record.get("log")}
+                           "Args": record.get("command"), "State": state, "LogPath": record.get("log"),
+                           "RestartCount": record.get("restarts", 0)}
     if pid:
         from .runtime.enter import NAMESPACES
 
@@ -304,6 +312,22 @@ def wait(record: dict[str, Any]) -> dict[str, Any]:
         time.sleep(0.05)
         record = refresh(record)
     return record
+
+
+def restart(record: dict[str, Any], timeout: float = 10.0) -> str:
+    """Stop the sandbox (if it runs) and start it again from the options it was started with: the same
+    id, name and log."""
+    from .sandbox import SandboxOptions, Volume, prepare
+
+    if "options" not in record:
+        raise UsageError(f"sandbox {record.get('name') or record['id'][:12]} cannot be restarted",
+                         hint="it was started by an older sandboxer; run it again")
+    saved = dict(record["options"])
+    saved["volumes"] = [Volume(*v) for v in saved["volumes"]]
+    opts = SandboxOptions(**{k: v for k, v in saved.items() if k in SandboxOptions._fields})
+    stop(record, timeout)
+    plan = prepare(opts, sandbox_id=record["id"])
+    return detach(plan, opts, int(record.get("log_max_size") or DEFAULT_MAX_SIZE), int(record.get("restarts", 0)) + 1)
 
 
 def remove(record: dict[str, Any], force: bool = False) -> None:

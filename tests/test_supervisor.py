@@ -273,3 +273,164 @@ def test_bad_log_options_are_refused_before_anything_starts() -> None:
         assert p.returncode == 125 and len(p.stderr.strip().splitlines()) <= 2, p.stderr
     assert sandboxer("run", "--log-opt", "max-size=1m", "--", "true").returncode == 125
     assert _ps("-a") == before
+
+
+def test_top_lists_the_sandboxs_processes_only() -> None:
+    name = _name("top")
+    sandboxer("run", "-d", "--name", name, "--", "sh", "-c", "sleep 3333.6875 & sleep 3333.8125", check=True)
+    try:
+        _wait_for_exec(name, "true")
+        deadline = time.monotonic() + 5
+        while "3333.6875" not in (out := sandboxer("top", name, check=True).stdout):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        header, *rows = out.splitlines()
+        assert header.split() == ["UID", "PID", "PPID", "NSPID", "STAT", "TIME", "CMD"]
+        assert rows[0].split()[3] == "1" and "sh -c" in rows[0]  # PID 1 first
+        assert any("sleep 3333.6875" in r for r in rows) and any("sleep 3333.8125" in r for r in rows)
+        assert len(rows) == 3 and all(r.split()[0] == "0" for r in rows)  # uid as the sandbox sees it
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+    assert sandboxer("top", name).returncode == 125
+
+
+def test_cp_both_ways_with_docker_semantics(home_tmp: str) -> None:
+    name = _name("cp")
+    src = os.path.join(home_tmp, "src")
+    os.makedirs(os.path.join(src, "sub"))
+    with open(os.path.join(src, "sub", "f"), "w") as f:
+        f.write("hello")
+    with open(os.path.join(home_tmp, "single"), "w") as f:
+        f.write("one file")
+    os.symlink("sub/f", os.path.join(src, "link"))
+    sandboxer("run", "-d", "--name", name, "--", "sh", "-c",
+              "mkdir -p /srv/out; echo inside > /srv/out/file; ln -s /etc /srv/out/etc-link; touch /tmp/ready; "
+              "sleep 3333.9375", check=True)
+    try:
+        _wait_for_exec(name, "test", "-e", "/tmp/ready")
+        # host -> sandbox: into an existing dir under its own name; to a new name; contents with /.
+        sandboxer("cp", src, f"{name}:/srv", check=True)
+        sandboxer("cp", os.path.join(home_tmp, "single"), f"{name}:/srv/renamed", check=True)
+        sandboxer("cp", src + "/.", f"{name}:/srv/contents", check=True)
+        listing = sandboxer("exec", name, "sh", "-c",
+                            "cat /srv/src/sub/f /srv/renamed /srv/contents/sub/f; readlink /srv/src/link; "
+                            "stat -c %u /srv/src/sub/f", check=True).stdout
+        assert listing.splitlines() == ["helloone filehellosub/f", "0"]  # the files have no final newline
+        # sandbox -> host
+        out = os.path.join(home_tmp, "back")
+        sandboxer("cp", f"{name}:/srv/out", out, check=True)
+        with open(os.path.join(out, "file")) as f:
+            assert f.read() == "inside\n"
+        assert os.readlink(os.path.join(out, "etc-link")) == "/etc"  # a link is copied as a link
+        assert os.stat(os.path.join(out, "file")).st_uid == os.getuid()
+        # docker's refusals: a dir onto a file, a missing parent, a missing source
+        assert sandboxer("cp", src, f"{name}:/srv/renamed").returncode != 0
+        assert sandboxer("cp", os.path.join(home_tmp, "single"), f"{name}:/no/such/dir/x").returncode != 0
+        missing = sandboxer("cp", f"{name}:/srv/nothing", out)
+        assert missing.returncode != 0 and "no such file or directory: /srv/nothing" in missing.stderr
+        assert sandboxer("cp", src, home_tmp).returncode == 125  # no sandbox side
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+    gone = sandboxer("cp", src, f"{name}:/srv")
+    assert gone.returncode == 125 and "no such sandbox" in gone.stderr
+
+
+def test_cp_paths_resolve_inside_the_sandbox(home_tmp: str) -> None:
+    """A symlink in the sandbox that names a host path leads to the sandbox's own file, never the host's."""
+    name = _name("cpjail")
+    secret = os.path.join(home_tmp, "secret")
+    with open(secret, "w") as f:
+        f.write("host secret")
+    # the sandbox sees home_tmp through its overlay (the host root is its lower layer), so the target
+    # here is a host-only path: the host's /tmp is a private tmpfs inside
+    host_only = f"/tmp/sbx-cpjail-{os.getpid()}"
+    os.makedirs(host_only, exist_ok=True)
+    with open(os.path.join(host_only, "hostfile"), "w") as f:
+        f.write("host only")
+    try:
+        sandboxer("run", "-d", "--name", name, "--", "sh", "-c",
+                  f"mkdir -p {host_only}; ln -s {host_only} /srv-link; touch /tmp/ready; sleep 3333.0625",
+                  check=True)
+        _wait_for_exec(name, "test", "-e", "/tmp/ready")
+        stolen = sandboxer("cp", f"{name}:/srv-link/hostfile", os.path.join(home_tmp, "stolen"))
+        assert stolen.returncode != 0 and not os.path.exists(os.path.join(home_tmp, "stolen"))
+        sandboxer("cp", secret, f"{name}:/srv-link/planted", check=True)  # lands in the sandbox's own /tmp
+        assert not os.path.exists(os.path.join(host_only, "planted"))
+        assert sandboxer("exec", name, "cat", f"{host_only}/planted", check=True).stdout == "host secret"
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+        import shutil
+
+        shutil.rmtree(host_only, ignore_errors=True)
+
+
+def test_cp_refuses_a_hostile_archive_from_the_sandbox(tmp_path: object) -> None:
+    """The sandbox side could be made to send anything: the host side never writes outside DST."""
+    import io
+    import tarfile
+    from pathlib import Path
+
+    from sandboxer.cp import _unpack
+    from sandboxer.errors import UsageError
+
+    base = Path(str(tmp_path))
+    outside, dest = base / "outside", base / "dest"
+    outside.mkdir()
+    dest.mkdir()
+
+    def archive(*members: tuple[str, str | None, bytes]) -> int:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for member_name, link, data in members:
+                info = tarfile.TarInfo(member_name)
+                if link is not None:
+                    info.type, info.linkname = tarfile.SYMTYPE, link
+                    tar.addfile(info)
+                else:
+                    info.size, info.mode = len(data), 0o4755
+                    tar.addfile(info, io.BytesIO(data))
+        r, w = os.pipe()
+        os.write(w, buf.getvalue())
+        os.close(w)
+        return r
+
+    for members in ([("esc", str(outside), b""), ("esc/pwn", None, b"x")],
+                    [("../pwn", None, b"x")], [("/abs-pwn", None, b"x")]):
+        try:
+            _unpack(archive(*members), str(dest), numeric=False)
+            raise AssertionError(f"{members} was accepted")
+        except UsageError:
+            pass
+        assert list(outside.iterdir()) == [] and not (base / "pwn").exists()
+    (outside / "target").write_text("keep")
+    os.symlink(outside / "target", dest / "over")  # an existing link is replaced, not written through
+    _unpack(archive(("over", None, b"new")), str(dest), numeric=False)
+    assert (outside / "target").read_text() == "keep" and (dest / "over").read_bytes() == b"new"
+    assert not (dest / "over").stat().st_mode & 0o6000  # no setuid bit from the archive
+
+
+def test_restart_keeps_id_name_options_and_log() -> None:
+    import json
+
+    name = _name("restart")
+    sid = sandboxer("run", "-d", "--name", name, "-e", "FOO=bar", "--hostname", "hh", "--", "sh", "-c",
+                    'echo "start $FOO $(hostname)"; sleep 3333.1875', check=True).stdout.strip()
+    try:
+        deadline = time.monotonic() + 5
+        while "start" not in sandboxer("logs", name).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        first_pid = json.loads(sandboxer("inspect", name, check=True).stdout)[0]["State"]["Pid"]
+        sandboxer("restart", "-t", "0", name, check=True)
+        facts = json.loads(sandboxer("inspect", name, check=True).stdout)[0]
+        assert facts["Id"] == sid and facts["State"]["Status"] == "running" and facts["State"]["Pid"] != first_pid
+        assert facts["RestartCount"] == 1
+        while sandboxer("logs", name).stdout.count("start") < 2:
+            assert time.monotonic() < deadline + 5
+            time.sleep(0.05)
+        assert sandboxer("logs", name).stdout == "start bar hh\nstart bar hh\n"
+        sandboxer("stop", "-t", "0", name, check=True)
+        sandboxer("restart", name, check=True)  # an exited sandbox starts again too
+        assert "running" in next(line for line in _ps().splitlines() if name in line)
+    finally:
+        sandboxer("rm", "-f", name, check=True)

@@ -27,6 +27,7 @@ from .userns import read_idmap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = ["enter", "ExecOptions", "NAMESPACES", "identity_of"]
@@ -37,14 +38,23 @@ _SOL_SOCKET, _SCM_RIGHTS = 1, 1  # the socket module's names, without importing 
 
 
 class ExecOptions:
-    """How to run the extra command: its stdio, terminal and user (see ``sandboxer exec``)."""
+    """How to run the extra command: its stdio, terminal and user (see ``sandboxer exec``).
 
-    __slots__ = ("stdin_null", "tty", "user")
+    ``call`` runs a function in place of ``argv`` (``sandboxer cp``: it must import nothing, and
+    report its own errors); ``alongside`` runs in the caller meanwhile (the other end of a pipe).
+    """
 
-    def __init__(self, stdin_null: bool = True, tty: bool = False, user: str | None = None) -> None:
+    __slots__ = ("stdin_null", "tty", "user", "call", "alongside", "pass_fds")
+
+    def __init__(self, stdin_null: bool = True, tty: bool = False, user: str | None = None,
+                 call: Callable[[], int] | None = None, alongside: Callable[[], None] | None = None,
+                 pass_fds: tuple[int, ...] = ()) -> None:
         self.stdin_null = stdin_null  #: stdin from /dev/null (no -i)
         self.tty = tty                #: a pseudo-terminal of the sandbox's own /dev/pts (-t)
         self.user = user              #: NAME|UID[:GROUP|GID], resolved in the sandbox's /etc files
+        self.call = call
+        self.alongside = alongside
+        self.pass_fds = pass_fds      #: only the command keeps these (a pipe's end of file depends on it)
 
 
 def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], cwd: str,
@@ -121,6 +131,13 @@ def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], c
         if msg is None:
             relay(master, forward_input=not opts.stdin_null)
         os.close(master)
+    if opts.alongside is not None and msg is None:
+        try:
+            opts.alongside()
+        except BaseException:
+            os.kill(child, signal.SIGKILL)  # its command dies with it (death signal)
+            os.waitpid(child, 0)
+            raise
     _, status = os.waitpid(child, 0)
     if msg is not None and msg[0] == "error":
         raise sync.error_from_fields(msg)
@@ -174,14 +191,20 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
                 os.dup2(null, 0)
                 os.close(null)
             _become(identity, cwd)
-            exec_workload(argv, env_dict(env), msg_w)
+            if opts.call is not None:
+                sc.set_pdeathsig(signal.SIGKILL)
+                os.close(msg_w)  # started
+                code = opts.call()
+            else:
+                exec_workload(argv, env_dict(env), msg_w)
         except BaseException as e:
             sync.send_error(msg_w, e, "exec")
         finally:
             os._exit(code)
     os.close(msg_w)
-    if slave >= 0:
-        os.close(slave)
+    for fd in (slave, *opts.pass_fds):
+        if fd >= 0:
+            os.close(fd)
     while True:
         try:
             _, status = os.waitpid(grandchild, 0)
