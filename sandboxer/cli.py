@@ -282,6 +282,10 @@ def _run_detached(opts: Any, log_max_size: int) -> int:
 
     if opts.interactive or opts.tty:
         raise CliUsageError("-d cannot be combined with -i or -t (a detached sandbox has no terminal)")
+    if opts.name is not None:
+        from .supervisor import claim_name_check
+
+        claim_name_check(opts.name)
     plan = prepare(opts)
     for notice in plan.notices:
         _print_notice(notice)
@@ -736,7 +740,13 @@ def _template(text: str, facts: dict[str, Any]) -> str:
         value: Any = facts
         for key in filter(None, path[1:].split(".")):
             value = value.get(key) if isinstance(value, dict) else None
-        out += before + (json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+        if value is None:
+            text_value = "<no value>"  # as Go templates print a missing key
+        elif isinstance(value, (dict, list, bool)):
+            text_value = json.dumps(value)  # true/false, as Go prints booleans
+        else:
+            text_value = str(value)
+        out += before + text_value
     return out + rest
 
 
@@ -794,6 +804,25 @@ def cmd_top(values: dict[str, Any], rest: list[str]) -> int:
                     if m.host_id <= host_uid < m.host_id + m.size), facts["Uid"])
         print(f"{uid:<8} {member:>8} {facts['PPid']:>8} {facts['NSpid']:>6} {facts['State']:<4} "
               f"{facts['Time']:>8} {facts['Cmd']}")
+    return 0
+
+
+def cmd_system(values: dict[str, Any], rest: list[str]) -> int:
+    """``system prune``: exited sandboxes, crashed sandboxes' leftovers and unused image data."""
+    from .supervisor import prune
+
+    if rest != ["prune"]:
+        raise CliUsageError("usage: sandboxer system prune")
+    records, leftovers = prune()
+    for sid in records:
+        print(f"removed sandbox {sid[:12]}")
+    for sid in leftovers:
+        print(f"removed leftovers of crashed sandbox {sid[:12]}")
+    blobs, layers = _store().prune()
+    for layer in layers:
+        print(f"removed image layer {layer}")
+    print(f"removed {len(records)} sandboxes, {len(leftovers)} leftovers, {len(blobs)} blobs and "
+          f"{len(layers)} layers")
     return 0
 
 
@@ -903,6 +932,8 @@ COMMANDS = {c.name: c for c in (
             (Opt(("-f", "--force"), "force", FLAG, "stop it first if it runs"), _DEBUG), cmd_rm),
     Command("port", "Show where a running sandbox's published ports are on the host.",
             "NAME [CONTAINERPORT[/PROTO]]", (_DEBUG,), cmd_port),
+    Command("system", "system prune: remove exited sandboxes (records, logs), what crashed ones left, and "
+                      "image data no image uses.", "prune", (_DEBUG,), cmd_system, stop_at_positional=True),
     Command("gc", "Remove what crashed sandboxes left behind.", "",
             (Opt(("--debug",), "debug", FLAG, "tracebacks on errors"),), cmd_gc),
     Command("version", "Print the version.", "", (), cmd_version),

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from .runtime.plan import Plan
     from .sandbox import SandboxOptions
 
-__all__ = ["detach", "records", "find", "refresh", "stop", "remove", "wait", "inspect", "log_path"]
+__all__ = ["detach", "records", "find", "refresh", "stop", "restart", "remove", "wait", "inspect", "log_path",
+           "claim_name_check", "prune"]
 
 
 def _records_dir() -> str:
@@ -58,8 +59,21 @@ def _read(sandbox_id: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     if record.get("status") == "running" and not _alive(record):
-        record.update(status="exited", reason="supervisor lost", finished_at=record.get("finished_at") or time.time())
+        _lost(record)
     return record
+
+
+def _lost(record: dict[str, Any]) -> None:
+    """A record says running but no process of its sandbox is left: say it exited, for good, and
+    remove what the crash left behind (its state directory; its processes died with the supervisor)."""
+    from .state import collect_garbage
+
+    record.update(status="exited", reason="supervisor lost", finished_at=record.get("finished_at") or time.time())
+    try:
+        _write(record)
+        collect_garbage()
+    except OSError:
+        pass  # reported as exited all the same
 
 
 def _alive(record: dict[str, Any]) -> bool:
@@ -98,6 +112,16 @@ def find(name_or_id: str) -> dict[str, Any]:
     raise UsageError(f"no such sandbox: {name_or_id}", hint="see 'sandboxer ps -a'")
 
 
+def claim_name_check(name: str) -> None:
+    """Names are unique per user among detached sandboxes, exited ones included (``logs NAME`` must
+    mean one sandbox); a running one is refused again, atomically, when its state claims the name."""
+    for record in records(all_=True):
+        if record.get("name") == name:
+            raise UsageError(f"the name {name!r} is in use by sandbox {record['id'][:12]} ({record['status']})",
+                             hint=f"remove it first: sandboxer rm {'-f ' if record['status'] == 'running' else ''}"
+                                  f"{name}")
+
+
 def detach(plan: Plan, opts: SandboxOptions, log_max_size: int = DEFAULT_MAX_SIZE, restarts: int = 0) -> str:
     """Start the sandbox of ``plan`` (made from ``opts``) under a supervisor of its own; returns once
     PID 1 runs (or failed).  The record keeps ``opts``, so that ``restart`` can plan it again."""
@@ -108,7 +132,8 @@ def detach(plan: Plan, opts: SandboxOptions, log_max_size: int = DEFAULT_MAX_SIZ
               "log_max_size": log_max_size, "restarts": restarts,
               "options": {**opts._asdict(), "volumes": [list(v) for v in opts.volumes], "image": image},
               "config": {"Cmd": argv, "Env": list(plan.env), "WorkingDir": plan.cwd, "User": opts.user or "",
-                         "Hostname": plan.hostname, "Image": image or ""}}
+                         "Hostname": plan.hostname, "Image": image or ""},
+              "graph": _graph_driver(plan), "mounts": _mounts(plan), "network": _network(plan)}
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the intermediate child and the supervisor
@@ -137,6 +162,39 @@ def detach(plan: Plan, opts: SandboxOptions, log_max_size: int = DEFAULT_MAX_SIZ
 
         raise SetupError("start the detached sandbox", message, hint or None)
     return plan.id
+
+
+def _graph_driver(plan: Plan) -> dict[str, Any]:
+    """The snapshotter's directories, docker's GraphDriver: the writable ones live in the sandbox's
+    private scratch tmpfs (its mount namespace), so only LowerDir is a host path; MergedDir is the
+    sandbox's root as the host reaches it while it runs (``/proc/PID/root``), filled in by inspect."""
+    lowers = list(plan.rootfs.lowers) or ([plan.rootfs.path] if plan.rootfs.path else [])
+    if plan.snapshotter is None:
+        return {"Name": "none", "Data": {"LowerDir": ":".join(lowers)}}
+    layers = plan.upper_dir or os.path.join(plan.state.path, "scratch", "layers")
+    return {"Name": plan.snapshotter.name,
+            "Data": {"LowerDir": ":".join(lowers), "UpperDir": os.path.join(layers, "upper"),
+                     "WorkDir": os.path.join(layers, "work")}}
+
+
+def _mounts(plan: Plan) -> list[dict[str, Any]]:
+    from .syscalls import MS_BIND, MS_RDONLY
+
+    return [{"Type": "bind" if m.flags & MS_BIND else m.fstype, "Source": m.source, "Destination": m.destination,
+             "RW": not (m.flags & MS_RDONLY or m.recursive_ro), "Options": m.data}
+            for m in plan.mounts]
+
+
+def _network(plan: Plan) -> dict[str, Any]:
+    spec = plan.network
+    if spec is None or spec.mode != "slirp4netns":
+        return {"Mode": spec.mode if spec is not None else "none", "IPAddress": "", "Gateway": "", "Dns": [],
+                "ExtraHosts": []}
+    from .network import DNS_ADDRESS, GUEST_ADDRESS, HOST_GATEWAY
+
+    return {"Mode": spec.mode, "IPAddress": GUEST_ADDRESS, "Gateway": HOST_GATEWAY,
+            "Dns": list(spec.dns) or [DNS_ADDRESS], "ExtraHosts": [f"{n}:{ip}" for n, ip in spec.add_hosts],
+            "AllowHostLoopback": spec.allow_host_loopback}
 
 
 class _Output:
@@ -276,23 +334,43 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
     """Docker-style facts about a detached sandbox, read from its record and, while it runs, from /proc."""
     running = record["status"] == "running"
     pid = int(record.get("pid") or 0) if running else 0
+    if pid and not same_process(pid, record.get("pid_start")):
+        pid = 0  # it is ending: what /proc would say belongs to no one, or to a stranger
     state = {"Status": record["status"], "Running": running, "Pid": pid, "ExitCode": record.get("exit_code"),
-             "Signal": record.get("signal"), "Error": record.get("reason", ""),
+             "Signal": record.get("signal"), "OOMKilled": bool(record.get("oom_killed", False)),
+             "Error": record.get("reason", ""),
              "StartedAt": _iso(record.get("started_at")), "FinishedAt": _iso(record.get("finished_at")),
              "SupervisorPid": record.get("supervisor_pid") if running else 0}
+    graph = dict(record.get("graph") or {})
+    if pid and graph:
+        graph["Data"] = {**graph["Data"], "MergedDir": f"/proc/{pid}/root"}
+    network = dict(record.get("network") or {})
     out: dict[str, Any] = {"Id": record["id"], "Name": record.get("name"), "Image": record.get("image"),
                            "Args": record.get("command"), "State": state, "LogPath": record.get("log"),
-                           "RestartCount": record.get("restarts", 0)}
+                           "RestartCount": record.get("restarts", 0), "Config": record.get("config", {}),
+                           "GraphDriver": graph, "Mounts": record.get("mounts", []),
+                           "CgroupPath": record.get("cgroup", ""), "NetworkSettings": network}
     if pid:
         from .runtime.enter import NAMESPACES
 
-        out["Namespaces"] = {ns: os.readlink(f"/proc/{pid}/ns/{ns}") for ns in NAMESPACES}
+        try:
+            out["Namespaces"] = {ns: os.readlink(f"/proc/{pid}/ns/{ns}") for ns in NAMESPACES}
+        except OSError:
+            out["Namespaces"] = {}
+        out["NamespacePaths"] = {ns: f"/proc/{pid}/ns/{ns}" for ns in out["Namespaces"]}
         status = procfs_status(pid)
         out["Security"] = {k: status.get(k) for k in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp")}
         from .state import running_record
 
-        ports = running_record(record["id"], "ports")
+        try:
+            ports = running_record(record["id"], "ports")
+        except UsageError:  # it ended meanwhile
+            ports = None
         out["Ports"] = json.loads(ports) if ports else []
+        network["SandboxKey"] = f"/proc/{pid}/ns/net"
+        network["Ports"] = {f"{p['container_port']}/{p['proto']}": [{"HostIp": p["host_ip"],
+                                                                      "HostPort": str(p["host_port"])}]
+                            for p in out["Ports"]}
     return out
 
 
@@ -328,6 +406,28 @@ def restart(record: dict[str, Any], timeout: float = 10.0) -> str:
     stop(record, timeout)
     plan = prepare(opts, sandbox_id=record["id"])
     return detach(plan, opts, int(record.get("log_max_size") or DEFAULT_MAX_SIZE), int(record.get("restarts", 0)) + 1)
+
+
+def prune() -> tuple[list[str], list[str]]:
+    """``system prune``'s part: remove exited sandboxes' records and logs (and files no record owns),
+    and the state crashed sandboxes left; returns (record ids, leftover state dirs)."""
+    from .state import collect_garbage
+
+    removed = []
+    for record in records(all_=True):
+        if record["status"] != "running":
+            remove(record)
+            removed.append(record["id"])
+    directory = _records_dir()
+    known = {e[:-5] for e in os.listdir(directory) if e.endswith(".json")}
+    for entry in os.listdir(directory):
+        owner = entry.split(".", 1)[0]
+        if owner not in known and (entry.endswith((".log", ".log.1")) or ".tmp" in entry):
+            try:
+                os.unlink(os.path.join(directory, entry))
+            except FileNotFoundError:
+                pass
+    return removed, collect_garbage()
 
 
 def remove(record: dict[str, Any], force: bool = False) -> None:

@@ -434,3 +434,102 @@ def test_restart_keeps_id_name_options_and_log() -> None:
         assert "running" in next(line for line in _ps().splitlines() if name in line)
     finally:
         sandboxer("rm", "-f", name, check=True)
+
+
+def test_inspect_reports_config_graph_driver_mounts_and_network(home_tmp: str) -> None:
+    import json
+
+    name = _name("insp2")
+    sandboxer("run", "-d", "--name", name, "-e", "K=V", "-w", "/tmp", "-v", f"{home_tmp}:/data:ro", "--", "sleep",
+              "3333.3", check=True)
+    try:
+        facts = json.loads(sandboxer("inspect", name, check=True).stdout)[0]
+        pid = facts["State"]["Pid"]
+        assert facts["State"]["OOMKilled"] is False and facts["CgroupPath"] == ""
+        config = facts["Config"]
+        assert config["Cmd"] == ["sleep", "3333.3"] and "K=V" in config["Env"] and config["WorkingDir"] == "/tmp"
+        assert config["Hostname"] == facts["Id"][:12] and config["Image"] == "" and config["User"] == ""
+        graph = facts["GraphDriver"]
+        assert graph["Name"] in ("fuse-overlayfs", "overlay") and graph["Data"]["LowerDir"] == "/"
+        assert graph["Data"]["MergedDir"] == f"/proc/{pid}/root" and graph["Data"]["UpperDir"].endswith("/upper")
+        volume = next(m for m in facts["Mounts"] if m["Destination"] == "/data")
+        assert volume == {"Type": "bind", "Source": home_tmp, "Destination": "/data", "RW": False, "Options": ""}
+        assert facts["NetworkSettings"]["Mode"] == "none" and facts["NetworkSettings"]["Ports"] == {}
+        assert facts["NamespacePaths"]["net"] == f"/proc/{pid}/ns/net" == facts["NetworkSettings"]["SandboxKey"]
+        line = sandboxer("inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}} {{.Config.Cmd}}", name,
+                         check=True).stdout.strip()
+        assert line == 'false <no value> ["sleep", "3333.3"]'
+        sandboxer("stop", "-t", "0", name, check=True)
+        stopped = json.loads(sandboxer("inspect", name, check=True).stdout)[0]
+        assert stopped["State"]["Pid"] == 0 and stopped["State"]["ExitCode"] == 137
+        assert stopped["State"]["FinishedAt"] and "Namespaces" not in stopped
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+
+
+def test_names_are_unique_among_detached_sandboxes_and_ids_by_prefix() -> None:
+    name = _name("uniq")
+    sid = sandboxer("run", "-d", "--name", name, "--", "true", check=True).stdout.strip()
+    sandboxer("wait", name, check=True)
+    again = sandboxer("run", "-d", "--name", name, "--", "true")
+    assert again.returncode == 125 and f"in use by sandbox {sid[:12]} (exited)" in again.stderr
+    assert f"sandboxer rm {name}" in again.stderr
+    assert sandboxer("inspect", "-f", "{{.Id}}", sid[:6], check=True).stdout.strip() == sid
+    too_short = sandboxer("inspect", sid[:2])
+    assert too_short.returncode == 125 and "no such sandbox" in too_short.stderr
+    sandboxer("rm", name, check=True)
+    sandboxer("run", "-d", "--name", name, "--", "true", check=True)  # free again
+    sandboxer("wait", name, check=True)
+    sandboxer("rm", name, check=True)
+
+
+def test_ambiguous_prefix_is_one_line_and_touches_nothing() -> None:
+    import json
+
+    from sandboxer.state import state_root
+
+    # two exited sandboxes whose ids share a prefix (as records of real runs would look)
+    prefix = "5bd" + os.urandom(3).hex()
+    records = os.path.join(state_root(), "records")
+    os.makedirs(records, exist_ok=True)
+    ids = [prefix + os.urandom(29).hex()[: 64 - len(prefix)] for _ in range(2)]
+    for sid in ids:
+        with open(os.path.join(records, f"{sid}.json"), "w") as f:
+            json.dump({"id": sid, "name": None, "command": ["true"], "status": "exited", "exit_code": 0,
+                       "started_at": time.time(), "log": os.path.join(records, f"{sid}.log")}, f)
+    try:
+        for command in (("rm", "-f"), ("inspect",), ("logs",), ("exec",)):
+            p = sandboxer(*command, prefix, *(["true"] if command == ("exec",) else []))
+            assert p.returncode == 125, p
+            assert p.stderr.splitlines() == [f"sandboxer: error: {prefix!r} matches 2 sandboxes",
+                                             "hint: give more of the id"]
+        listing = [r["id"] for r in json.loads(_ps("-a", "--format", "json"))]
+        assert all(sid in listing for sid in ids)  # state untouched
+        assert sandboxer("inspect", "-f", "{{.Id}}", ids[0][:12], check=True).stdout.strip() == ids[0]
+    finally:
+        sandboxer("rm", *ids, check=True)
+
+
+def test_system_prune_removes_exited_records_logs_and_leftovers() -> None:
+    import json
+
+    from sandboxer.state import state_root
+
+    keep = _name("keep")
+    gone = _name("gone")
+    sandboxer("run", "-d", "--name", keep, "--", "sleep", "3333.4", check=True)
+    sandboxer("run", "-d", "--name", gone, "--", "echo", "bye", check=True)
+    sandboxer("wait", gone, check=True)
+    record = next(r for r in json.loads(_ps("-a", "--format", "json")) if r["name"] == gone)
+    crashed = os.path.join(state_root(), "ab" * 32)  # a state dir whose sandbox crashed: no lock holder
+    os.makedirs(os.path.join(crashed, "scratch"))
+    open(os.path.join(crashed, "lock"), "w").close()
+    try:
+        out = sandboxer("system", "prune", check=True).stdout
+        assert f"removed sandbox {record['id'][:12]}" in out and "removed leftovers of crashed sandbox abab" in out
+        assert not os.path.exists(record["log"]) and not os.path.exists(crashed)
+        names = [r["name"] for r in json.loads(_ps("-a", "--format", "json"))]
+        assert keep in names and gone not in names
+        assert sandboxer("system", "nonsense").returncode == 125
+    finally:
+        sandboxer("rm", "-f", keep, check=True)
