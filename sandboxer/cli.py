@@ -647,7 +647,7 @@ def cmd_restart(values: dict[str, Any], rest: list[str]) -> int:
 def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
     import signal as signals
 
-    from .supervisor import find, stop
+    from .supervisor import find, signal_process, stop
 
     text = str(values["signal"] or "KILL").upper()
     try:
@@ -663,7 +663,7 @@ def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
         if sig == signals.SIGKILL:
             stop(record, timeout=0)
         else:
-            os.kill(int(record["supervisor_pid"]), sig)  # forwarded to PID 1 by the supervisor
+            signal_process(record, "supervisor", sig)  # forwarded to PID 1 by the supervisor
     return 0
 
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .sandbox import SandboxOptions
 
 __all__ = ["detach", "records", "find", "refresh", "stop", "restart", "remove", "wait", "inspect", "log_path",
-           "claim_name_check", "prune"]
+           "claim_name_check", "prune", "signal_process"]
 
 
 def _records_dir() -> str:
@@ -297,18 +297,16 @@ def stop(record: dict[str, Any], timeout: float = 10.0) -> None:
     """SIGTERM (the supervisor forwards it to PID 1), then SIGKILL to PID 1 after ``timeout`` (the
     sandbox's PID namespace dies with it; the supervisor records 137); the supervisor itself only
     if that did not end it."""
+    record = refresh(record)  # PID 1 may have started since it was read
     if record["status"] != "running":
         return
-    supervisor = int(record["supervisor_pid"])
     if timeout > 0:
-        _signal(supervisor, signal.SIGTERM)
+        signal_process(record, "supervisor", signal.SIGTERM)
         if _ended(record, timeout):
             return
-    if record.get("pid"):
-        _signal(int(record["pid"]), signal.SIGKILL)
-        if _ended(record, 5.0):
-            return
-    _signal(supervisor, signal.SIGKILL)  # its death takes the whole sandbox down (PDEATHSIG)
+    if signal_process(record, "pid", signal.SIGKILL) and _ended(record, 5.0):
+        return
+    signal_process(refresh(record), "supervisor", signal.SIGKILL)  # it takes the sandbox along (PDEATHSIG)
     _ended(record, 30.0)
 
 
@@ -323,11 +321,18 @@ def _ended(record: dict[str, Any], seconds: float) -> bool:
         time.sleep(0.01)
 
 
-def _signal(pid: int, sig: int) -> None:
+def signal_process(record: dict[str, Any], which: str, sig: int) -> bool:
+    """Send ``sig`` to the sandbox's ``"supervisor"`` or PID 1 (``"pid"``) — only if that PID is still
+    the process the record knows (its start time), never to one that reused the number."""
+    pid = int(record.get(f"{which}_pid" if which == "supervisor" else which) or 0)
+    started = record.get("supervisor_start" if which == "supervisor" else "pid_start")
+    if not pid or not same_process(pid, started):
+        return False
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
-        pass
+        return False
+    return True
 
 
 def inspect(record: dict[str, Any]) -> dict[str, Any]:

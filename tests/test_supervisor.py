@@ -533,3 +533,42 @@ def test_system_prune_removes_exited_records_logs_and_leftovers() -> None:
         assert sandboxer("system", "nonsense").returncode == 125
     finally:
         sandboxer("rm", "-f", keep, check=True)
+
+
+def test_a_reused_pid_is_never_signalled() -> None:
+    """A sandbox still holding its state (its lock) whose recorded PIDs now belong to a stranger:
+    stop, kill and rm -f never signal the stranger."""
+    import fcntl
+    import json
+    import threading
+
+    from sandboxer.procfs import start_time
+    from sandboxer.state import state_root
+
+    stranger = subprocess.Popen(["sleep", "3333.0313"])
+    sid = "5e" + os.urandom(31).hex()
+    records = os.path.join(state_root(), "records")
+    os.makedirs(records, exist_ok=True)
+    started = start_time(stranger.pid)
+    assert started is not None
+    with open(os.path.join(records, f"{sid}.json"), "w") as f:
+        json.dump({"id": sid, "name": None, "command": ["sleep"], "status": "running", "started_at": time.time(),
+                   "log": os.path.join(records, f"{sid}.log"), "supervisor_pid": stranger.pid,
+                   "supervisor_start": started - 1, "pid": stranger.pid, "pid_start": started - 1}, f)
+    state = os.path.join(state_root(), sid)
+    os.mkdir(state)
+    lock = os.open(os.path.join(state, "lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the sandbox "lives" (its lock is held) until we let go
+    release = threading.Timer(1.5, os.close, (lock,))
+    release.start()
+    try:
+        assert "running" in _ps()
+        sandboxer("kill", "-s", "TERM", sid[:12])
+        sandboxer("stop", "-t", "0", sid[:12], check=True)
+        sandboxer("rm", "-f", sid[:12], check=True)
+        assert stranger.poll() is None
+    finally:
+        release.join()
+        stranger.kill()
+        stranger.wait()
+        sandboxer("gc")
