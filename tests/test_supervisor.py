@@ -6,8 +6,11 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
-from conftest import SANDBOXER, sandboxer
+import pytest
+from conftest import SANDBOXER, busybox_store, needs_subids, sandboxer
 
 
 def _name(tag: str) -> str:
@@ -572,3 +575,36 @@ def test_a_reused_pid_is_never_signalled() -> None:
         stranger.kill()
         stranger.wait()
         sandboxer("gc")
+
+
+@pytest.fixture(scope="module")
+def busybox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with busybox_store(tmp_path_factory) as root:
+        yield root
+
+
+@needs_subids
+def test_exec_cp_top_and_tty_in_an_image_without_python(busybox: Path, home_tmp: str) -> None:
+    """An image's root has no Python: whatever runs after joining its mount namespace imports nothing."""
+    from test_tty import Terminal
+
+    name = _name("img")
+    sandboxer("run", "-d", "--name", name, "sandboxer-test/busybox", "sh", "-c",
+              "echo ready > /tmp/ready; sleep 3333.21", check=True)
+    try:
+        _wait_for_exec(name, "test", "-e", "/tmp/ready")
+        p = sandboxer("exec", "-u", "tester", name, "sh", "-c", "id -u; echo $HOME; grep Seccomp: /proc/self/status",
+                      check=True)
+        assert p.stdout.split() == ["1000", "/home/tester", "Seccomp:", "2"]
+        with open(os.path.join(home_tmp, "in.txt"), "w") as f:
+            f.write("to the image")
+        sandboxer("cp", os.path.join(home_tmp, "in.txt"), f"{name}:/home/tester/", check=True)
+        assert sandboxer("exec", name, "cat", "/home/tester/in.txt", check=True).stdout == "to the image"
+        sandboxer("cp", f"{name}:/tmp/ready", os.path.join(home_tmp, "out.txt"), check=True)
+        with open(os.path.join(home_tmp, "out.txt")) as f:
+            assert f.read() == "ready\n"
+        assert "sleep 3333.21" in sandboxer("top", name, check=True).stdout
+        t = Terminal("exec", "-t", name, "sh", "-c", "tty; stty size", rows=20, cols=70)
+        assert t.wait() == 0 and b"/dev/pts/0" in t.output and b"20 70" in t.output
+    finally:
+        sandboxer("rm", "-f", name, check=True)

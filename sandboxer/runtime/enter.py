@@ -78,6 +78,12 @@ def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], c
             os.close(fd)
         raise gone
     resolve = _user_resolver(opts.user, idmap) if opts.user else None
+    if identity.get("seccomp"):
+        import base64
+
+        # decoded here: once the child has joined the mount namespace, the host's Python library
+        # (base64 included) may not exist — an image's root has none
+        identity = {**identity, "seccomp_bpf": base64.b64decode(identity["seccomp"])}
     sock = ours = None
     if opts.tty:
         import socket
@@ -215,10 +221,10 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
 
 
 def _become(identity: dict[str, Any], cwd: str) -> None:
-    """The workload's identity, in init's order: seccomp last, or before the drop without no_new_privs."""
-    import base64
+    """The workload's identity, in init's order: seccomp last, or before the drop without no_new_privs.
 
-    bpf = base64.b64decode(identity["seccomp"]) if identity.get("seccomp") else None
+    Runs after the mount namespace is joined: it may import nothing."""
+    bpf = identity.get("seccomp_bpf")
     if identity["no_new_privileges"]:
         sc.set_no_new_privs()
     elif bpf is not None:
