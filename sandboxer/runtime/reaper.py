@@ -79,7 +79,7 @@ def _take_terminal() -> None:
 def exec_workload(argv: list[str], env: dict[str, str], msg_w: int) -> None:
     """exec ``argv`` with Docker's exit codes: 127 not found, 126 not executable."""
     try:
-        os.execvpe(argv[0], argv, env)
+        _execvpe(argv, env)
     except FileNotFoundError:
         sync.send(msg_w, "error", f"exec {argv[0]}", "executable file not found in $PATH", "", 127)
         os._exit(127)
@@ -89,3 +89,22 @@ def exec_workload(argv: list[str], env: dict[str, str], msg_w: int) -> None:
     except OSError as e:
         sync.send(msg_w, "error", f"exec {argv[0]}", e.strerror or str(e), "", 126)
         os._exit(126)
+
+
+def _execvpe(argv: list[str], env: dict[str, str]) -> None:
+    """``os.execvpe`` without its ``import warnings``: this runs after the root moved, where the
+    host's Python library may not exist (an image has none).  Searches ``env``'s PATH, keeping the
+    first error that is not "no such file" (as execvp does)."""
+    name = argv[0]
+    if "/" in name:
+        os.execve(name, argv, env)
+    found: OSError | None = None
+    for directory in env.get("PATH", "/usr/bin:/bin").split(":"):
+        try:
+            os.execve(os.path.join(directory or ".", name), argv, env)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            found = found or e
+        except OSError as e:
+            if found is None or isinstance(found, (FileNotFoundError, NotADirectoryError)):
+                found = e
+    raise found or FileNotFoundError(2, "No such file or directory", name)
