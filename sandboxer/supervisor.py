@@ -242,6 +242,7 @@ def _supervise(plan: Plan, argv: list[str], record: dict[str, Any], ready_w: int
     from .runtime.init import Workload
     from .sandbox import execute
 
+    _shed_memory()
     record["supervisor_pid"] = os.getpid()
     record["supervisor_start"] = start_time(os.getpid())
     _write(record)
@@ -274,6 +275,17 @@ def _supervise(plan: Plan, argv: list[str], record: dict[str, Any], ready_w: int
     _write(record)
     ready.send("ok")
     return 0
+
+
+def _shed_memory() -> None:
+    """The supervisor lives as long as its sandbox: drop what the CLI's start left behind (garbage
+    from reading images and options) and return the freed heap to the kernel."""
+    import gc
+
+    from .syscalls import malloc_trim
+
+    gc.collect()
+    malloc_trim()
 
 
 class _Answer:
