@@ -620,3 +620,20 @@ def test_exec_cp_top_and_tty_in_an_image_without_python(busybox: Path, home_tmp:
         assert bare.returncode == 0 and bare.stdout == "bare\n", bare.stderr
     finally:
         sandboxer("rm", "-f", name, check=True)
+
+
+def test_a_state_dir_abandoned_mid_creation_is_collected_at_once() -> None:
+    """A CLI killed between creating a sandbox's state dir and renaming it into place: its lock is
+    free, so the next garbage collection removes it without waiting out the grace period."""
+    from sandboxer.state import collect_garbage, state_root
+
+    building = os.path.join(state_root(), ".building-" + os.urandom(32).hex())
+    os.makedirs(os.path.join(building, "scratch"))
+    open(os.path.join(building, "lock"), "w").close()
+    fresh = os.path.join(state_root(), ".building-" + os.urandom(32).hex())
+    os.mkdir(fresh)  # no lock yet: a creator may be an instant from taking it
+    try:
+        collect_garbage()
+        assert not os.path.exists(building) and os.path.exists(fresh)
+    finally:
+        os.rmdir(fresh)
