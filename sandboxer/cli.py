@@ -575,7 +575,8 @@ def cmd_ps(values: dict[str, Any], rest: list[str]) -> int:
         return 0
     print(f"{'ID':<13} {'NAME':<20} {'STATUS':<18} COMMAND")
     for r in found:
-        status = "running" if r["status"] == "running" else f"exited ({r.get('exit_code')})"
+        code = r.get("exit_code")
+        status = "running" if r["status"] == "running" else f"exited ({'lost' if code is None else code})"
         command = " ".join(([r["image"]] if r.get("image") else []) + list(r.get("command") or []))
         print(f"{r['id'][:12]:<13} {(r.get('name') or ''):<20} {status:<18} {command[:60]}")
     return 0

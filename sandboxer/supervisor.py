@@ -3,11 +3,14 @@
 ``run -d`` forks twice: the supervisor (a new session, reparented to init,
 so SIGKILLing the CLI does not touch it) runs the sandbox exactly as
 ``run`` does — the same launcher, so it forwards SIGTERM/SIGINT/SIGHUP to
-PID 1 and takes the whole sandbox down with it if it dies — with stdout
-and stderr going to a log file, and writes the outcome into the sandbox's
-record.  Records live in ``<state root>/records/<id>.json`` and outlive the
-sandbox until ``rm``; a record that says "running" while no process of the
-sandbox holds its state lock is reported as exited (supervisor lost).
+PID 1 and takes the whole sandbox down with it if it dies — relaying its
+stdout and stderr into a log (:mod:`.logfile`), and writes the outcome into
+the sandbox's record.  Records live in ``<state root>/records/<id>.json``
+and outlive the sandbox until ``rm``; they keep the run options, so that
+``restart`` can plan the sandbox again under the same id.  A record that
+says "running" while no process of the sandbox holds its state lock (and
+its supervisor, known by PID and start time, is gone) is marked exited
+("supervisor lost") and its leftovers are collected.
 """
 
 from __future__ import annotations
