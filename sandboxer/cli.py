@@ -664,7 +664,10 @@ def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
         if sig == signals.SIGKILL:
             stop(record, timeout=0)
         else:
-            signal_process(record, "supervisor", sig)  # forwarded to PID 1 by the supervisor
+            if not signal_process(record, "supervisor", sig):  # forwarded to PID 1 by the supervisor
+                from .errors import UsageError
+
+                raise UsageError(f"sandbox {name} is not running")
     return 0
 
 
@@ -683,8 +686,8 @@ def cmd_exec(values: dict[str, Any], rest: list[str]) -> int:
     env = list(identity["env"])
     if values["tty"] and not any(e.startswith("TERM=") for e in env):
         env.append("TERM=" + os.environ.get("TERM", "xterm"))
-    env += _env_list(values["env"])
-    opts = ExecOptions(stdin_null=not values["interactive"], tty=bool(values["tty"]), user=values["user"])
+    opts = ExecOptions(stdin_null=not values["interactive"], tty=bool(values["tty"]), user=values["user"],
+                       env=tuple(_env_list(values["env"])))
     pid = int(record["pid"])
     code = enter(pid, identity, rest[1:], env, values["workdir"] or identity["cwd"], opts,
                  started=record.get("pid_start"))
@@ -934,7 +937,7 @@ COMMANDS = {c.name: c for c in (
     Command("port", "Show where a running sandbox's published ports are on the host.",
             "NAME [CONTAINERPORT[/PROTO]]", (_DEBUG,), cmd_port),
     Command("system", "system prune: remove exited sandboxes (records, logs), what crashed ones left, and "
-                      "image data no image uses.", "prune", (_DEBUG,), cmd_system, stop_at_positional=True),
+                      "image data no image uses.", "prune", (_DEBUG,), cmd_system),
     Command("gc", "Remove what crashed sandboxes left behind.", "",
             (Opt(("--debug",), "debug", FLAG, "tracebacks on errors"),), cmd_gc),
     Command("version", "Print the version.", "", (), cmd_version),

@@ -441,12 +441,15 @@ def prune() -> tuple[list[str], list[str]]:
     directory = _records_dir()
     known = {e[:-5] for e in os.listdir(directory) if e.endswith(".json")}
     for entry in os.listdir(directory):
-        owner = entry.split(".", 1)[0]
-        if owner not in known and (entry.endswith((".log", ".log.1")) or ".tmp" in entry):
-            try:
-                os.unlink(os.path.join(directory, entry))
-            except FileNotFoundError:
-                pass
+        path = os.path.join(directory, entry)
+        if entry.split(".", 1)[0] in known:
+            continue
+        try:  # a record being written for the first time is a fresh .tmp: only stale ones are debris
+            if entry.endswith((".log", ".log.1")) or (entry.endswith(".tmp") and
+                                                      os.lstat(path).st_mtime < time.time() - 60):
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
     return removed, collect_garbage()
 
 

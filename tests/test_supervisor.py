@@ -188,6 +188,8 @@ def test_exec_user_names_come_from_the_sandboxs_own_passwd() -> None:
                       "id -g; echo $HOME; grep CapEff /proc/self/status", check=True)
         assert p.stdout.split("\n")[:3] == ["4444", "/home/ghost", "CapEff:\t0000000000000000"]
         assert sandboxer("exec", "-u", "4242:4343", name, "id", "-g", check=True).stdout.strip() == "4343"
+        home = sandboxer("exec", "-u", "ghost", "-e", "HOME=/mine", name, "sh", "-c", "echo $HOME", check=True)
+        assert home.stdout == "/mine\n"  # -e wins over the user's home
         bad = sandboxer("exec", "-u", "nosuch", name, "true")
         assert bad.returncode == 125 and "unknown user 'nosuch'" in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 2  # the error and its hint

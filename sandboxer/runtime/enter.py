@@ -44,14 +44,15 @@ class ExecOptions:
     report its own errors); ``alongside`` runs in the caller meanwhile (the other end of a pipe).
     """
 
-    __slots__ = ("stdin_null", "tty", "user", "call", "alongside", "pass_fds")
+    __slots__ = ("stdin_null", "tty", "user", "env", "call", "alongside", "pass_fds")
 
     def __init__(self, stdin_null: bool = True, tty: bool = False, user: str | None = None,
-                 call: Callable[[], int] | None = None, alongside: Callable[[], None] | None = None,
-                 pass_fds: tuple[int, ...] = ()) -> None:
+                 env: tuple[str, ...] = (), call: Callable[[], int] | None = None,
+                 alongside: Callable[[], None] | None = None, pass_fds: tuple[int, ...] = ()) -> None:
         self.stdin_null = stdin_null  #: stdin from /dev/null (no -i)
         self.tty = tty                #: a pseudo-terminal of the sandbox's own /dev/pts (-t)
         self.user = user              #: NAME|UID[:GROUP|GID], resolved in the sandbox's /etc files
+        self.env = env                #: ``-e K=V``: over the workload's environment and the user's HOME
         self.call = call
         self.alongside = alongside
         self.pass_fds = pass_fds      #: only the command keeps these (a pipe's end of file depends on it)
@@ -171,6 +172,7 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
     """In the joined namespaces: fork the command into the PID namespace and wait for it."""
     if "home" in identity:  # another user: its HOME, as docker exec -u gives it
         env = [*env, f"HOME={identity['home']}"]
+    env = [*env, *opts.env]
     if identity["uid"] != 0:  # Docker: a non-root user starts without effective/permitted capabilities
         bounding, _, _, inheritable, ambient = identity["caps"]
         identity["caps"] = [bounding, 0, 0, inheritable, ambient]
