@@ -102,12 +102,13 @@ def records(all_: bool = False) -> list[dict[str, Any]]:
 
 
 def find(name_or_id: str) -> dict[str, Any]:
-    """A record by name (a running one first) or by an unambiguous id prefix."""
+    """A record by name (a running one first) or by an id prefix, as short as is unambiguous."""
     candidates = records(all_=True)
     named = [r for r in candidates if r.get("name") == name_or_id]
     if named:
         return next((r for r in named if r["status"] == "running"), named[0])
-    matches = [r for r in candidates if r["id"].startswith(name_or_id)] if len(name_or_id) >= 4 else []
+    hex_digits = bool(name_or_id) and all(c in "0123456789abcdef" for c in name_or_id)
+    matches = [r for r in candidates if r["id"].startswith(name_or_id)] if hex_digits else []
     if len(matches) == 1:
         return matches[0]
     if matches:

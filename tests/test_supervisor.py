@@ -473,6 +473,8 @@ def test_inspect_reports_config_graph_driver_mounts_and_network(home_tmp: str) -
 
 
 def test_names_are_unique_among_detached_sandboxes_and_ids_by_prefix() -> None:
+    import json
+
     name = _name("uniq")
     sid = sandboxer("run", "-d", "--name", name, "--", "true", check=True).stdout.strip()
     sandboxer("wait", name, check=True)
@@ -480,8 +482,11 @@ def test_names_are_unique_among_detached_sandboxes_and_ids_by_prefix() -> None:
     assert again.returncode == 125 and f"in use by sandbox {sid[:12]} (exited)" in again.stderr
     assert f"sandboxer rm {name}" in again.stderr
     assert sandboxer("inspect", "-f", "{{.Id}}", sid[:6], check=True).stdout.strip() == sid
-    too_short = sandboxer("inspect", sid[:2])
-    assert too_short.returncode == 125 and "no such sandbox" in too_short.stderr
+    shortest = next(n for n in range(1, 65)  # the shortest prefix no other sandbox of ours shares
+                    if not any(r["id"] != sid and r["id"].startswith(sid[:n]) for r in
+                               json.loads(_ps("-a", "--format", "json"))))
+    assert sandboxer("inspect", "-f", "{{.Id}}", sid[:shortest], check=True).stdout.strip() == sid
+    assert sandboxer("inspect", "not-hex-" + sid[:6]).returncode == 125
     sandboxer("rm", name, check=True)
     sandboxer("run", "-d", "--name", name, "--", "true", check=True)  # free again
     sandboxer("wait", name, check=True)
