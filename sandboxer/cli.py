@@ -122,6 +122,8 @@ _RUN_OPTS = (
     Opt(("-i", "--interactive"), "interactive", FLAG, "keep stdin open (default: /dev/null)"),
     Opt(("-t", "--tty"), "tty", FLAG, "give the command a pseudo-terminal"),
     Opt(("--name",), "name", VALUE, "a name for the sandbox, unique per user", "NAME"),
+    Opt(("--log-opt",), "log_opt", MULTI, "with -d: max-size=SIZE rotates the log (default 10m; -1: never)",
+        "K=V"),
     Opt(("--hostname",), "hostname", VALUE, "hostname inside (default: the short sandbox id)", "NAME"),
     Opt(("-e", "--env"), "env", MULTI, "set an environment variable (K=V, or K to pass ours)", "K=V"),
     Opt(("--env-file",), "env_file", MULTI, "read K=V lines from a file", "FILE"),
@@ -256,21 +258,39 @@ def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
         add_host=values["add_host"], publish_all=bool(values["publish_all"]),
         storage_driver=values["storage_driver"], debug=debug)
     if values["detach"]:
-        return _run_detached(opts)
+        return _run_detached(opts, _log_max_size(values["log_opt"]))
+    if values["log_opt"]:
+        raise CliUsageError("--log-opt applies to detached sandboxes (run -d)")
     status = run(opts)
     return status.code
 
 
-def _run_detached(opts: Any) -> int:
+def _log_max_size(opts: list[str]) -> int:
+    from .logfile import DEFAULT_MAX_SIZE, parse_size
+
+    size = DEFAULT_MAX_SIZE
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        if key != "max-size" or not eq:
+            raise CliUsageError(f"unsupported --log-opt {opt!r} (supported: max-size=SIZE)")
+        size = parse_size(value)
+    return size
+
+
+def _run_detached(opts: Any, log_max_size: int) -> int:
     from .sandbox import _print_notice, prepare
     from .supervisor import detach
 
     if opts.interactive or opts.tty:
         raise CliUsageError("-d cannot be combined with -i or -t (a detached sandbox has no terminal)")
+    if opts.name is not None:
+        from .supervisor import claim_name_check
+
+        claim_name_check(opts.name)
     plan = prepare(opts)
     for notice in plan.notices:
         _print_notice(notice)
-    print(detach(plan, plan.args, opts.image if isinstance(opts.image, str) else None))
+    print(detach(plan, opts, log_max_size))
     return 0
 
 
@@ -556,7 +576,8 @@ def cmd_ps(values: dict[str, Any], rest: list[str]) -> int:
         return 0
     print(f"{'ID':<13} {'NAME':<20} {'STATUS':<18} COMMAND")
     for r in found:
-        status = "running" if r["status"] == "running" else f"exited ({r.get('exit_code')})"
+        code = r.get("exit_code")
+        status = "running" if r["status"] == "running" else f"exited ({'lost' if code is None else code})"
         command = " ".join(([r["image"]] if r.get("image") else []) + list(r.get("command") or []))
         print(f"{r['id'][:12]:<13} {(r.get('name') or ''):<20} {status:<18} {command[:60]}")
     return 0
@@ -571,25 +592,28 @@ def _one(rest: list[str], usage: str) -> Any:
 
 
 def cmd_logs(values: dict[str, Any], rest: list[str]) -> int:
-    import time
-
+    """``logs [-f] [--tail N] [-t] NAME|ID``: stdout records to our stdout, stderr ones to our stderr."""
+    from .logfile import read
     from .supervisor import refresh
 
-    record = _one(rest, "logs [-f] NAME|ID")
-    try:
-        log = open(record["log"], "rb")
-    except OSError:
-        return 0
-    with log:
-        while True:
-            chunk = log.read(65536)
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-                continue
-            if not values["follow"] or refresh(record)["status"] != "running":
-                return 0
-            time.sleep(0.05)
+    record = _one(rest, "logs [-f] [--tail N] [-t] NAME|ID")
+    last = None
+    if values["tail"] not in (None, "all"):
+        if not str(values["tail"]).isdigit():
+            raise CliUsageError("--tail takes a number of lines (or all)")
+        last = int(values["tail"])
+    running = (lambda: refresh(record)["status"] == "running") if values["follow"] else None
+    streams = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    line_start = {1: True, 2: True}
+    for r in read(record["log"], last, running):
+        out = streams[r.stream]
+        if values["timestamps"] and line_start[r.stream]:
+            out.write(r.stamp + b" ")
+        out.write(r.data if r.partial else r.data + b"\n")
+        line_start[r.stream] = not r.partial
+        if running is not None:
+            out.flush()
+    return 0
 
 
 def cmd_stop(values: dict[str, Any], rest: list[str]) -> int:
@@ -607,13 +631,28 @@ def cmd_stop(values: dict[str, Any], rest: list[str]) -> int:
     return 0
 
 
+def cmd_restart(values: dict[str, Any], rest: list[str]) -> int:
+    from .supervisor import find, restart
+
+    if not rest:
+        raise CliUsageError("usage: sandboxer restart [-t SECS] NAME|ID...")
+    try:
+        timeout = float(values["time"] or 10)
+    except ValueError:
+        raise CliUsageError("-t takes a number of seconds") from None
+    for name in rest:
+        restart(find(name), timeout)
+        print(name)
+    return 0
+
+
 def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
     """``kill [-s SIG] NAME...`` for detached sandboxes; ``kill [--all] ID [SIGNAL]`` for OCI containers
     (when ID names one, or after the OCI global options)."""
     import signal as signals
 
     from .oci import container
-    from .supervisor import find, stop
+    from .supervisor import find, signal_process, stop
 
     if not rest:
         raise CliUsageError("usage: sandboxer kill [-s SIG] NAME|ID...   |   sandboxer kill [--all] ID [SIGNAL]")
@@ -641,36 +680,49 @@ def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
         if sig == signals.SIGKILL:
             stop(record, timeout=0)
         else:
-            os.kill(int(record["supervisor_pid"]), sig)  # forwarded to PID 1 by the supervisor
+            if not signal_process(record, "supervisor", sig):  # forwarded to PID 1 by the supervisor
+                raise UsageError(f"sandbox {name} is not running")
     return 0
 
 
 def cmd_exec(values: dict[str, Any], rest: list[str]) -> int:
-    """``sandboxer exec [-i] [-e K=V] [-w DIR] [-u UID[:GID]] NAME CMD...``: join a detached sandbox."""
+    """``sandboxer exec [-i] [-t] [-e K=V] [-w DIR] [-u USER[:GROUP]] NAME CMD...``: join a detached sandbox."""
     from .errors import UsageError
-    from .runtime.enter import enter
+    from .runtime.enter import ExecOptions, enter
     from .supervisor import find
 
     if len(rest) < 2:
         raise CliUsageError("usage: sandboxer exec [OPTIONS] NAME|ID CMD [ARG...]")
-    if values["tty"]:
-        raise CliUsageError("exec -t is not supported yet")
     record = find(rest[0])
     if record["status"] != "running" or "exec" not in record:
         raise UsageError(f"sandbox {rest[0]} is not running", hint="see 'sandboxer ps -a'")
     identity = dict(record["exec"])
-    if values["user"]:
-        uid_text, _, gid_text = str(values["user"]).partition(":")
-        if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
-            raise UsageError(f"exec -u takes numeric UID[:GID], not {values['user']!r}")
-        identity.update(uid=int(uid_text), gid=int(gid_text or uid_text), groups=[])
-        if identity["uid"] != 0:  # Docker: a non-root user starts without effective/permitted capabilities
-            caps = list(identity["caps"])
-            caps[1] = caps[2] = 0
-            identity["caps"] = caps
-    env = [*identity["env"], *_env_list(values["env"])]
-    return enter(int(record["pid"]), identity, rest[1:], env, values["workdir"] or identity["cwd"],
-                 stdin_null=not values["interactive"])
+    env = list(identity["env"])
+    if values["tty"] and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=" + os.environ.get("TERM", "xterm"))
+    opts = ExecOptions(stdin_null=not values["interactive"], tty=bool(values["tty"]), user=values["user"],
+                       env=tuple(_env_list(values["env"])))
+    pid = int(record["pid"])
+    code = enter(pid, identity, rest[1:], env, values["workdir"] or identity["cwd"], opts,
+                 started=record.get("pid_start"))
+    if code == 137 and _pid1_ending(pid, record.get("pid_start")):
+        print(f"sandboxer: the command was killed: sandbox {rest[0]} stopped", file=sys.stderr)
+    return code
+
+
+def _pid1_ending(pid: int, started: int | None) -> bool:
+    """Whether a sandbox's PID 1 is gone or going: it finishes dying only after every other
+    process of its namespace (an exec'd command killed with it) has been reaped."""
+    import time
+
+    from .procfs import same_process
+
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if not same_process(pid, started):
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def cmd_inspect(values: dict[str, Any], rest: list[str]) -> int:
@@ -706,7 +758,13 @@ def _template(text: str, facts: dict[str, Any]) -> str:
         value: Any = facts
         for key in filter(None, path[1:].split(".")):
             value = value.get(key) if isinstance(value, dict) else None
-        out += before + (json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+        if value is None:
+            text_value = "<no value>"  # as Go templates print a missing key
+        elif isinstance(value, (dict, list, bool)):
+            text_value = json.dumps(value)  # true/false, as Go prints booleans
+        else:
+            text_value = str(value)
+        out += before + text_value
     return out + rest
 
 
@@ -726,6 +784,63 @@ def cmd_rm(values: dict[str, Any], rest: list[str]) -> int:
     for name in rest:
         remove(find(name), force=bool(values["force"]))
         print(name)
+    return 0
+
+
+def cmd_cp(values: dict[str, Any], rest: list[str]) -> int:
+    """``cp SRC NAME:DST`` or ``cp NAME:SRC DST``."""
+    from .cp import copy, split_target
+    from .supervisor import find
+
+    if len(rest) != 2:
+        raise CliUsageError("usage: sandboxer cp SRC NAME|ID:DST  |  sandboxer cp NAME|ID:SRC DST")
+    (src_box, src), (dst_box, dst) = split_target(rest[0]), split_target(rest[1])
+    if (src_box is None) == (dst_box is None):
+        raise CliUsageError("give exactly one side as NAME|ID:PATH (one path in the sandbox, one on the host)")
+    box = src_box or dst_box
+    assert box is not None
+    copy(find(box), src, dst, into=dst_box is not None)
+    return 0
+
+
+def cmd_top(values: dict[str, Any], rest: list[str]) -> int:
+    """``top NAME|ID``: the processes of a running sandbox's PID namespace, ``ps``-style."""
+    from .errors import UsageError
+    from .procfs import describe, pid_namespace_members, same_process
+    from .runtime.userns import read_idmap
+
+    record = _one(rest, "top NAME|ID")
+    pid = int(record.get("pid") or 0)
+    if record["status"] != "running" or not same_process(pid, record.get("pid_start")):
+        raise UsageError(f"sandbox {rest[0]} is not running", hint="see 'sandboxer ps -a'")
+    uids = read_idmap(pid).uids
+    print(f"{'UID':<8} {'PID':>8} {'PPID':>8} {'NSPID':>6} {'STAT':<4} {'TIME':>8} CMD")
+    found = [(member, facts) for member in pid_namespace_members(pid) if (facts := describe(member))]
+    for member, facts in sorted(found, key=lambda m: int(m[1]["NSpid"] or 0)):
+        host_uid = int(facts["Uid"] or -1)
+        uid = next((str(m.container_id + host_uid - m.host_id) for m in uids
+                    if m.host_id <= host_uid < m.host_id + m.size), facts["Uid"])
+        print(f"{uid:<8} {member:>8} {facts['PPid']:>8} {facts['NSpid']:>6} {facts['State']:<4} "
+              f"{facts['Time']:>8} {facts['Cmd']}")
+    return 0
+
+
+def cmd_system(values: dict[str, Any], rest: list[str]) -> int:
+    """``system prune``: exited sandboxes, crashed sandboxes' leftovers and unused image data."""
+    from .supervisor import prune
+
+    if rest != ["prune"]:
+        raise CliUsageError("usage: sandboxer system prune")
+    records, leftovers = prune()
+    for sid in records:
+        print(f"removed sandbox {sid[:12]}")
+    for sid in leftovers:
+        print(f"removed leftovers of crashed sandbox {sid[:12]}")
+    blobs, layers = _store().prune()
+    for layer in layers:
+        print(f"removed image layer {layer}")
+    print(f"removed {len(records)} sandboxes, {len(leftovers)} leftovers, {len(blobs)} blobs and "
+          f"{len(layers)} layers")
     return 0
 
 
@@ -931,11 +1046,18 @@ COMMANDS = {c.name: c for c in (
     Command("ps", "List detached sandboxes.", "[-a] [--format json]",
             (Opt(("-a", "--all"), "all", FLAG, "include exited ones"),
              Opt(("--format",), "format", VALUE, "json for machines", "FORMAT"), _DEBUG), cmd_ps),
-    Command("logs", "Print a detached sandbox's output.", "[-f] NAME|ID",
-            (Opt(("-f", "--follow"), "follow", FLAG, "keep printing until it exits"), _DEBUG), cmd_logs),
+    Command("logs", "Print a detached sandbox's output.", "[-f] [--tail N] [-t] NAME|ID",
+            (Opt(("-f", "--follow"), "follow", FLAG, "keep printing until it exits"),
+             Opt(("-n", "--tail"), "tail", VALUE, "only the last N lines (default all)", "N"),
+             Opt(("-t", "--timestamps"), "timestamps", FLAG, "prefix each line with when it was written"),
+             _DEBUG), cmd_logs),
     Command("stop", "Stop detached sandboxes: SIGTERM, then SIGKILL after -t seconds.", "[-t SECS] NAME|ID...",
             (Opt(("-t", "--time"), "time", VALUE, "seconds to wait before SIGKILL (default 10)", "SECS"), _DEBUG),
             cmd_stop),
+    Command("restart", "Stop detached sandboxes and start them again as they were started (same id and name).",
+            "[-t SECS] NAME|ID...",
+            (Opt(("-t", "--time"), "time", VALUE, "seconds to wait before SIGKILL (default 10)", "SECS"), _DEBUG),
+            cmd_restart),
     Command("kill", "Send a signal to a detached sandbox (default KILL), or to an OCI container "
             "(default TERM).", "[-s SIG] NAME|ID...   |   kill [--all] ID [SIGNAL]",
             (Opt(("-s", "--signal"), "signal", VALUE, "a name (TERM, SIGHUP) or a number", "SIG"),
@@ -949,11 +1071,16 @@ COMMANDS = {c.name: c for c in (
     Command("exec", "Run a command in a running detached sandbox, as its workload runs.",
             "[OPTIONS] NAME|ID CMD [ARG...]",
             (Opt(("-i", "--interactive"), "interactive", FLAG, "keep stdin open"),
-             Opt(("-t", "--tty"), "tty", FLAG, "(not supported yet)"),
+             Opt(("-t", "--tty"), "tty", FLAG, "give the command a pseudo-terminal"),
              Opt(("-e", "--env"), "env", MULTI, "set an environment variable", "K=V"),
              Opt(("-w", "--workdir"), "workdir", VALUE, "working directory inside", "DIR"),
-             Opt(("-u", "--user"), "user", VALUE, "run as UID[:GID]", "UID[:GID]"), _DEBUG),
+             Opt(("-u", "--user"), "user", VALUE, "run as a user (names from the sandbox's /etc/passwd)",
+                 "USER[:GROUP]"), _DEBUG),
             cmd_exec, stop_at_positional=True),
+    Command("top", "List the processes of a running detached sandbox (UID as inside; host PIDs; NSPID inside).",
+            "NAME|ID", (_DEBUG,), cmd_top),
+    Command("cp", "Copy files and directories between the host and a running sandbox.",
+            "SRC NAME|ID:DST  |  cp NAME|ID:SRC DST", (_DEBUG,), cmd_cp),
     Command("rm", "Remove exited detached sandboxes (-f: running ones too).", "[-f] NAME|ID...",
             (Opt(("-f", "--force"), "force", FLAG, "stop it first if it runs"), _DEBUG), cmd_rm),
     Command("port", "Show where a running sandbox's published ports are on the host.",
@@ -967,6 +1094,8 @@ COMMANDS = {c.name: c for c in (
             cmd_delete),
     Command("features", "OCI: what this runtime implements, as JSON (runtime-spec features.md).", "",
             (_DEBUG,), cmd_features),
+    Command("system", "system prune: remove exited sandboxes (records, logs), what crashed ones left, and "
+                      "image data no image uses.", "prune", (_DEBUG,), cmd_system),
     Command("gc", "Remove what crashed sandboxes left behind.", "",
             (Opt(("--debug",), "debug", FLAG, "tracebacks on errors"),), cmd_gc),
     Command("version", "Print the version.", "", (), cmd_version),

@@ -186,7 +186,7 @@ class _HostAccounts:
             return None
 
 
-def _resolve_user(spec_user: str | None, idmap: IdMap, accounts: Any) -> tuple[int, int, str]:
+def resolve_user(spec_user: str | None, idmap: IdMap, accounts: Any) -> tuple[int, int, str]:
     """``-u UID[:GID]`` or names from ``accounts`` (the host's or the image's); returns (uid, gid, home)."""
     if not spec_user:
         return 0, 0, "/root"
@@ -301,21 +301,24 @@ def _image_root(opts: SandboxOptions, store: Any) -> _Root:
                  image.run_config.get("ExposedPorts") or {})
 
 
-def prepare(opts: SandboxOptions) -> Plan:
-    """Check the options against the host and plan a sandbox (host root, or an image)."""
+def prepare(opts: SandboxOptions, sandbox_id: str | None = None) -> Plan:
+    """Check the options against the host and plan a sandbox (host root, or an image).
+
+    ``sandbox_id``: reuse an id (``sandboxer restart``); default a new one.
+    """
     from . import storage
 
     if opts.name is not None:
         validate_name(opts.name)
     collect_garbage()
     if opts.image is None:
-        return _plan(opts, _host_root(opts), None)
+        return _plan(opts, _host_root(opts), None, sandbox_id)
     from .images.store import Store
 
     store = Store()
     with store.lock():  # an image pruned meanwhile must not lose layers this sandbox is about to use
         root = _image_root(opts, store)
-        return _plan(opts, root, storage.choose(storage.RootfsKind.LAYERS, opts.storage_driver))
+        return _plan(opts, root, storage.choose(storage.RootfsKind.LAYERS, opts.storage_driver), sandbox_id)
 
 
 def _network(opts: SandboxOptions, root: _Root) -> NetworkSpec:
@@ -349,13 +352,14 @@ def _unprivileged_port_start() -> int:
         return 1024
 
 
-def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None) -> Plan:
+def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None,
+          sandbox_id: str | None = None) -> Plan:
     from . import storage
     from .plugins import call
 
     image = root.rootfs.kind == "layers"
     idmap = default_idmap()
-    uid, gid, home = _resolve_user(root.user, idmap, root.accounts)
+    uid, gid, home = resolve_user(root.user, idmap, root.accounts)
     network = _network(opts, root)
     namespaces = _namespaces(network.mode)
     mounts = _host_mounts(opts, idmap, image=image)
@@ -365,7 +369,7 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None) ->
         # read-only needs no writable layer: the host root is bound as it is (no FUSE, native speed)
         snapshotter = (None if opts.read_only and opts.storage_driver is None and opts.upper_dir is None
                        else storage.choose(storage.RootfsKind.HOST, opts.storage_driver))
-    sandbox_id = new_id()
+    sandbox_id = sandbox_id or new_id()
     hostname = opts.hostname or sandbox_id[:12]
     env = [*root.env, f"HOSTNAME={hostname}", f"HOME={home}"]
     if opts.tty:

@@ -89,7 +89,7 @@ def validate_name(name: str) -> str:
 IMAGE_LAYERS = "image-layers"
 #: prefix of state directories still being created (see :func:`create_locked_dir`)
 _BUILDING = ".building-"
-#: how long an unlocked directory being created is left alone by the garbage collector
+#: how long a directory being created that has no lock yet is left alone by the garbage collector
 _BUILDING_GRACE_S = 60.0
 
 
@@ -200,9 +200,14 @@ def create_locked_dir(path: str, subdirs: tuple[str, ...] = ()) -> int:
 
 
 def _lock_dir(path: str) -> int:
-    """Hold ``path/lock`` for as long as the returned fd stays open (see :func:`collect_garbage`)."""
-    fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """Hold ``path/lock`` for as long as the returned fd stays open (see :func:`collect_garbage`).
+
+    The file is locked under another name and renamed into place, so a ``lock`` that exists is
+    either held or abandoned — never one about to be taken."""
+    pending = os.path.join(path, ".lock-new")
+    fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(pending, os.path.join(path, "lock"))
     return fd
 
 
@@ -274,7 +279,8 @@ def collect_garbage(root: str | None = None) -> list[str]:
         path = os.path.join(root, entry)
         ours = len(entry) == 64 or entry.startswith("handle-")  # sandboxes, pytest fixture handles
         if entry.startswith(_BUILDING):  # a creator that died between mkdir and rename
-            ours = _older_than(path, _BUILDING_GRACE_S)
+            # its lock is free (a held one keeps it below); with no lock yet it may be an instant old
+            ours = os.path.lexists(os.path.join(path, "lock")) or _older_than(path, _BUILDING_GRACE_S)
         if not ours or not os.path.isdir(path) or _is_alive(path):
             continue
         _remove_names_of(root, entry)

@@ -3,11 +3,14 @@
 ``run -d`` forks twice: the supervisor (a new session, reparented to init,
 so SIGKILLing the CLI does not touch it) runs the sandbox exactly as
 ``run`` does — the same launcher, so it forwards SIGTERM/SIGINT/SIGHUP to
-PID 1 and takes the whole sandbox down with it if it dies — with stdout
-and stderr going to a log file, and writes the outcome into the sandbox's
-record.  Records live in ``<state root>/records/<id>.json`` and outlive the
-sandbox until ``rm``; a record that says "running" while no process of the
-sandbox holds its state lock is reported as exited (supervisor lost).
+PID 1 and takes the whole sandbox down with it if it dies — relaying its
+stdout and stderr into a log (:mod:`.logfile`), and writes the outcome into
+the sandbox's record.  Records live in ``<state root>/records/<id>.json``
+and outlive the sandbox until ``rm``; they keep the run options, so that
+``restart`` can plan the sandbox again under the same id.  A record that
+says "running" while no process of the sandbox holds its state lock (and
+its supervisor, known by PID and start time, is gone) is marked exited
+("supervisor lost") and its leftovers are collected.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import time
 from collections.abc import Callable
 
 from .errors import UsageError
+from .logfile import DEFAULT_MAX_SIZE, LogWriter, pump
+from .procfs import same_process, start_time
+from .procfs import status as procfs_status
 from .state import state_root
 
 TYPE_CHECKING = False
@@ -26,8 +32,10 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .runtime.plan import Plan
+    from .sandbox import SandboxOptions
 
-__all__ = ["detach", "spawn", "Answer", "records", "find", "refresh", "stop", "remove", "wait", "inspect", "log_path"]
+__all__ = ["detach", "spawn", "Answer", "records", "find", "refresh", "stop", "restart", "remove", "wait",
+           "inspect", "log_path", "claim_name_check", "prune", "signal_process"]
 
 
 def _records_dir() -> str:
@@ -55,8 +63,21 @@ def _read(sandbox_id: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     if record.get("status") == "running" and not _alive(record):
-        record.update(status="exited", reason="supervisor lost", finished_at=record.get("finished_at") or time.time())
+        _lost(record)
     return record
+
+
+def _lost(record: dict[str, Any]) -> None:
+    """A record says running but no process of its sandbox is left: say it exited, for good, and
+    remove what the crash left behind (its state directory; its processes died with the supervisor)."""
+    from .state import collect_garbage
+
+    record.update(status="exited", reason="supervisor lost", finished_at=record.get("finished_at") or time.time())
+    try:
+        _write(record)
+        collect_garbage()
+    except OSError:
+        pass  # reported as exited all the same
 
 
 def _alive(record: dict[str, Any]) -> bool:
@@ -66,13 +87,8 @@ def _alive(record: dict[str, Any]) -> bool:
 
     if _is_alive(os.path.join(state_root(), record["id"])):
         return True
-    supervisor = record.get("supervisor_pid")
-    try:
-        with open(f"/proc/{int(supervisor or 0)}/stat") as f:
-            state = f.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"  # a zombie has written nothing more (its parent may be slow to reap it)
+    # a zombie has written nothing more (its parent may be slow to reap it)
+    return same_process(int(record.get("supervisor_pid") or 0), record.get("supervisor_start"))
 
 
 def records(all_: bool = False) -> list[dict[str, Any]]:
@@ -87,12 +103,13 @@ def records(all_: bool = False) -> list[dict[str, Any]]:
 
 
 def find(name_or_id: str) -> dict[str, Any]:
-    """A record by name (a running one first) or by an unambiguous id prefix."""
+    """A record by name (a running one first) or by an id prefix, as short as is unambiguous."""
     candidates = records(all_=True)
     named = [r for r in candidates if r.get("name") == name_or_id]
     if named:
         return next((r for r in named if r["status"] == "running"), named[0])
-    matches = [r for r in candidates if r["id"].startswith(name_or_id)] if len(name_or_id) >= 4 else []
+    hex_digits = bool(name_or_id) and all(c in "0123456789abcdef" for c in name_or_id)
+    matches = [r for r in candidates if r["id"].startswith(name_or_id)] if hex_digits else []
     if len(matches) == 1:
         return matches[0]
     if matches:
@@ -100,18 +117,34 @@ def find(name_or_id: str) -> dict[str, Any]:
     raise UsageError(f"no such sandbox: {name_or_id}", hint="see 'sandboxer ps -a'")
 
 
-def detach(plan: Plan, argv: list[str], image: str | None) -> str:
-    """Start the sandbox of ``plan`` under a supervisor of its own; returns once PID 1 runs (or failed)."""
-    from .runtime.init import Workload
+def claim_name_check(name: str) -> None:
+    """Names are unique per user among detached sandboxes, exited ones included (``logs NAME`` must
+    mean one sandbox); a running one is refused again, atomically, when its state claims the name."""
+    for record in records(all_=True):
+        if record.get("name") == name:
+            raise UsageError(f"the name {name!r} is in use by sandbox {record['id'][:12]} ({record['status']})",
+                             hint=f"remove it first: sandboxer rm {'-f ' if record['status'] == 'running' else ''}"
+                                  f"{name}")
 
+
+def detach(plan: Plan, opts: SandboxOptions, log_max_size: int = DEFAULT_MAX_SIZE, restarts: int = 0) -> str:
+    """Start the sandbox of ``plan`` (made from ``opts``) under a supervisor of its own; returns once
+    PID 1 runs (or failed).  The record keeps ``opts``, so that ``restart`` can plan it again."""
+    image = opts.image if isinstance(opts.image, str) else None
+    argv = plan.args
     record = {"id": plan.id, "name": plan.name, "command": argv, "image": image, "status": "running",
-              "started_at": time.time(), "exit_code": None, "signal": None, "log": log_path(plan.id)}
+              "started_at": time.time(), "exit_code": None, "signal": None, "log": log_path(plan.id),
+              "log_max_size": log_max_size, "restarts": restarts,
+              "options": {**opts._asdict(), "volumes": [list(v) for v in opts.volumes], "image": image},
+              "config": {"Cmd": argv, "Env": list(plan.env), "WorkingDir": plan.cwd, "User": opts.user or "",
+                         "Hostname": plan.hostname, "Image": image or ""},
+              "graph": _graph_driver(plan), "mounts": _mounts(plan), "network": _network(plan)}
 
     def body(ready_w: int) -> int:
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):  # the CLI's stdio may be a pipe someone waits on to close
             os.dup2(null, fd)
-        return _supervise(plan, Workload(argv=argv, stdio=_log_stdio(plan.id)), record, ready_w)
+        return _supervise(plan, argv, record, ready_w)
 
     spawn(body, "start the detached sandbox")
     return plan.id
@@ -152,21 +185,90 @@ def spawn(body: Callable[[int], int], step: str, close: tuple[int, ...] = ()) ->
     return answer
 
 
-def _log_stdio(sandbox_id: str) -> tuple[int, int, int]:
-    null = os.open("/dev/null", os.O_RDONLY)
-    log = os.open(log_path(sandbox_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    return null, log, log
+def _graph_driver(plan: Plan) -> dict[str, Any]:
+    """The snapshotter's directories, docker's GraphDriver: the writable ones live in the sandbox's
+    private scratch tmpfs (its mount namespace), so only LowerDir is a host path; MergedDir is the
+    sandbox's root as the host reaches it while it runs (``/proc/PID/root``), filled in by inspect."""
+    lowers = list(plan.rootfs.lowers) or ([plan.rootfs.path] if plan.rootfs.path else [])
+    if plan.snapshotter is None:
+        return {"Name": "none", "Data": {"LowerDir": ":".join(lowers)}}
+    layers = plan.upper_dir or os.path.join(plan.state.path, "scratch", "layers")
+    return {"Name": plan.snapshotter.name,
+            "Data": {"LowerDir": ":".join(lowers), "UpperDir": os.path.join(layers, "upper"),
+                     "WorkDir": os.path.join(layers, "work")}}
 
 
-def _supervise(plan: Plan, workload: Any, record: dict[str, Any], ready_w: int) -> int:
-    """The supervisor: run the sandbox, tell the CLI it started, record how it ended."""
+def _mounts(plan: Plan) -> list[dict[str, Any]]:
+    from .syscalls import MS_BIND, MS_RDONLY
+
+    return [{"Type": "bind" if m.flags & MS_BIND else m.fstype, "Source": m.source, "Destination": m.destination,
+             "RW": not (m.flags & MS_RDONLY or m.recursive_ro), "Options": m.data}
+            for m in plan.mounts]
+
+
+def _network(plan: Plan) -> dict[str, Any]:
+    spec = plan.network
+    if spec is None or spec.mode != "slirp4netns":
+        return {"Mode": spec.mode if spec is not None else "none", "IPAddress": "", "Gateway": "", "Dns": [],
+                "ExtraHosts": []}
+    from .network import DNS_ADDRESS, GUEST_ADDRESS, HOST_GATEWAY
+
+    return {"Mode": spec.mode, "IPAddress": GUEST_ADDRESS, "Gateway": HOST_GATEWAY,
+            "Dns": list(spec.dns) or [DNS_ADDRESS], "ExtraHosts": [f"{n}:{ip}" for n, ip in spec.add_hosts],
+            "AllowHostLoopback": spec.allow_host_loopback}
+
+
+class _Output:
+    """The workload's stdout and stderr: pipes the supervisor relays into the log (see :mod:`.logfile`)."""
+
+    def __init__(self, path: str, max_size: int) -> None:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        self.sources = {out_r: 1, err_r: 2}
+        self.ends = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC), out_w, err_w]
+        self.writer = LogWriter(path, max_size)
+
+    @property
+    def stdio(self) -> tuple[int, int, int]:
+        null, out_w, err_w = self.ends
+        return null, out_w, err_w
+
+    def pump(self, status_fd: int, deadline: float | None) -> None:
+        pump(self.writer, self.sources, until=status_fd, deadline=deadline)
+
+    def close_ends(self) -> None:
+        """Our copies of the workload's ends: once closed, end of file means every writer is gone."""
+        for fd in self.ends:
+            os.close(fd)
+        self.ends = []
+
+    def drain(self) -> None:
+        """Everything still in the pipes, up to end of file (or a generous deadline), then close."""
+        if self.ends:
+            self.close_ends()
+        pump(self.writer, self.sources, deadline=time.monotonic() + _DRAIN_S)
+        for fd in self.sources:
+            os.close(fd)
+        self.writer.close()
+
+
+#: how long the supervisor waits for the last output after PID 1 ended (its namespace is dead by then)
+_DRAIN_S = 10.0
+
+
+def _supervise(plan: Plan, argv: list[str], record: dict[str, Any], ready_w: int) -> int:
+    """The supervisor: run the sandbox, relay its output, tell the CLI it started, record how it ended."""
     from . import plugins
     from .errors import SandboxerError
+    from .runtime.init import Workload
     from .sandbox import execute
 
+    _shed_memory()
     record["supervisor_pid"] = os.getpid()
+    record["supervisor_start"] = start_time(os.getpid())
     _write(record)
     ready = Answer(ready_w)
+    output = _Output(record["log"], int(record["log_max_size"]))
 
     class _Started:
         """Tells the waiting CLI as soon as the workload has started (the ``sandboxer_started`` hook)."""
@@ -175,22 +277,36 @@ def _supervise(plan: Plan, workload: Any, record: dict[str, Any], ready_w: int) 
         def sandboxer_started(self, plan: Plan, pid: int) -> None:
             from .runtime.enter import identity_of
 
+            output.close_ends()
             record["pid"] = pid
+            record["pid_start"] = start_time(pid)
             record["exec"] = identity_of(plan)  # what 'sandboxer exec' needs to run a command as the workload
             _write(record)
             ready.send("ok")
 
     plugins.register(_Started(), name="supervisor")
     try:
-        status = execute(plan, workload)
+        status = execute(plan, Workload(argv=argv, stdio=output.stdio, pump=output.pump))
         record.update(status="exited", exit_code=status.code, signal=status.signal)
     except SandboxerError as e:
         record.update(status="exited", exit_code=e.exit_code, reason=str(e))
         ready.send(f"error\t{e}\t{e.hint or ''}")
+    output.drain()  # before the record says "exited": 'wait' then 'logs' shows all of it
     record["finished_at"] = time.time()
     _write(record)
     ready.send("ok")
     return 0
+
+
+def _shed_memory() -> None:
+    """The supervisor lives as long as its sandbox: drop what the CLI's start left behind (garbage
+    from reading images and options) and return the freed heap to the kernel."""
+    import gc
+
+    from .syscalls import malloc_trim
+
+    gc.collect()
+    malloc_trim()
 
 
 class Answer:
@@ -214,18 +330,16 @@ def stop(record: dict[str, Any], timeout: float = 10.0) -> None:
     """SIGTERM (the supervisor forwards it to PID 1), then SIGKILL to PID 1 after ``timeout`` (the
     sandbox's PID namespace dies with it; the supervisor records 137); the supervisor itself only
     if that did not end it."""
+    record = refresh(record)  # PID 1 may have started since it was read
     if record["status"] != "running":
         return
-    supervisor = int(record["supervisor_pid"])
     if timeout > 0:
-        _signal(supervisor, signal.SIGTERM)
+        signal_process(record, "supervisor", signal.SIGTERM)
         if _ended(record, timeout):
             return
-    if record.get("pid"):
-        _signal(int(record["pid"]), signal.SIGKILL)
-        if _ended(record, 5.0):
-            return
-    _signal(supervisor, signal.SIGKILL)  # its death takes the whole sandbox down (PDEATHSIG)
+    if signal_process(record, "pid", signal.SIGKILL) and _ended(record, 5.0):
+        return
+    signal_process(refresh(record), "supervisor", signal.SIGKILL)  # it takes the sandbox along (PDEATHSIG)
     _ended(record, 30.0)
 
 
@@ -240,37 +354,61 @@ def _ended(record: dict[str, Any], seconds: float) -> bool:
         time.sleep(0.01)
 
 
-def _signal(pid: int, sig: int) -> None:
+def signal_process(record: dict[str, Any], which: str, sig: int) -> bool:
+    """Send ``sig`` to the sandbox's ``"supervisor"`` or PID 1 (``"pid"``) — only if that PID is still
+    the process the record knows (its start time), never to one that reused the number."""
+    pid = int(record.get(f"{which}_pid" if which == "supervisor" else which) or 0)
+    started = record.get("supervisor_start" if which == "supervisor" else "pid_start")
+    if not pid or not same_process(pid, started):
+        return False
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
-        pass
+        return False
+    return True
 
 
 def inspect(record: dict[str, Any]) -> dict[str, Any]:
     """Docker-style facts about a detached sandbox, read from its record and, while it runs, from /proc."""
     running = record["status"] == "running"
     pid = int(record.get("pid") or 0) if running else 0
+    if pid and not same_process(pid, record.get("pid_start")):
+        pid = 0  # it is ending: what /proc would say belongs to no one, or to a stranger
     state = {"Status": record["status"], "Running": running, "Pid": pid, "ExitCode": record.get("exit_code"),
-             "Signal": record.get("signal"), "Error": record.get("reason", ""),
+             "Signal": record.get("signal"), "OOMKilled": bool(record.get("oom_killed", False)),
+             "Error": record.get("reason", ""),
              "StartedAt": _iso(record.get("started_at")), "FinishedAt": _iso(record.get("finished_at")),
              "SupervisorPid": record.get("supervisor_pid") if running else 0}
+    graph = dict(record.get("graph") or {})
+    if pid and graph:
+        graph["Data"] = {**graph["Data"], "MergedDir": f"/proc/{pid}/root"}
+    network = dict(record.get("network") or {})
     out: dict[str, Any] = {"Id": record["id"], "Name": record.get("name"), "Image": record.get("image"),
-                           "Args": record.get("command"), "State": state, "LogPath": record.get("log")}
+                           "Args": record.get("command"), "State": state, "LogPath": record.get("log"),
+                           "RestartCount": record.get("restarts", 0), "Config": record.get("config", {}),
+                           "GraphDriver": graph, "Mounts": record.get("mounts", []),
+                           "CgroupPath": record.get("cgroup", ""), "NetworkSettings": network}
     if pid:
         from .runtime.enter import NAMESPACES
 
-        out["Namespaces"] = {ns: os.readlink(f"/proc/{pid}/ns/{ns}") for ns in NAMESPACES}
-        status = {}
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                status[key] = value.strip()
+        try:
+            out["Namespaces"] = {ns: os.readlink(f"/proc/{pid}/ns/{ns}") for ns in NAMESPACES}
+        except OSError:
+            out["Namespaces"] = {}
+        out["NamespacePaths"] = {ns: f"/proc/{pid}/ns/{ns}" for ns in out["Namespaces"]}
+        status = procfs_status(pid)
         out["Security"] = {k: status.get(k) for k in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp")}
         from .state import running_record
 
-        ports = running_record(record["id"], "ports")
+        try:
+            ports = running_record(record["id"], "ports")
+        except UsageError:  # it ended meanwhile
+            ports = None
         out["Ports"] = json.loads(ports) if ports else []
+        network["SandboxKey"] = f"/proc/{pid}/ns/net"
+        network["Ports"] = {f"{p['container_port']}/{p['proto']}": [{"HostIp": p["host_ip"],
+                                                                      "HostPort": str(p["host_port"])}]
+                            for p in out["Ports"]}
     return out
 
 
@@ -292,13 +430,54 @@ def wait(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def restart(record: dict[str, Any], timeout: float = 10.0) -> str:
+    """Stop the sandbox (if it runs) and start it again from the options it was started with: the same
+    id, name and log."""
+    from .sandbox import SandboxOptions, Volume, prepare
+
+    if "options" not in record:
+        raise UsageError(f"sandbox {record.get('name') or record['id'][:12]} cannot be restarted",
+                         hint="it was started by an older sandboxer; run it again")
+    saved = dict(record["options"])
+    saved["volumes"] = [Volume(*v) for v in saved["volumes"]]
+    opts = SandboxOptions(**{k: v for k, v in saved.items() if k in SandboxOptions._fields})
+    stop(record, timeout)
+    plan = prepare(opts, sandbox_id=record["id"])
+    return detach(plan, opts, int(record.get("log_max_size") or DEFAULT_MAX_SIZE), int(record.get("restarts", 0)) + 1)
+
+
+def prune() -> tuple[list[str], list[str]]:
+    """``system prune``'s part: remove exited sandboxes' records and logs (and files no record owns),
+    and the state crashed sandboxes left; returns (record ids, leftover state dirs)."""
+    from .state import collect_garbage
+
+    removed = []
+    for record in records(all_=True):
+        if record["status"] != "running":
+            remove(record)
+            removed.append(record["id"])
+    directory = _records_dir()
+    known = {e[:-5] for e in os.listdir(directory) if e.endswith(".json")}
+    for entry in os.listdir(directory):
+        path = os.path.join(directory, entry)
+        if entry.split(".", 1)[0] in known:
+            continue
+        try:  # a record being written for the first time is a fresh .tmp: only stale ones are debris
+            if entry.endswith((".log", ".log.1")) or (entry.endswith(".tmp") and
+                                                      os.lstat(path).st_mtime < time.time() - 60):
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return removed, collect_garbage()
+
+
 def remove(record: dict[str, Any], force: bool = False) -> None:
     if record["status"] == "running":
         if not force:
             raise UsageError(f"sandbox {record.get('name') or record['id'][:12]} is running",
                              hint="stop it first, or use rm -f")
         stop(record, timeout=0)
-    for suffix in (".json", ".log"):
+    for suffix in (".json", ".log", ".log.1"):
         try:
             os.unlink(os.path.join(_records_dir(), record["id"] + suffix))
         except FileNotFoundError:

@@ -13,45 +13,102 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 from .. import syscalls as sc
 from ..errors import SetupError
+from ..procfs import start_time
 from . import sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
-from .init import env_dict
+from .init import attach_terminal, env_dict
 from .launcher import ExitStatus
 from .reaper import exec_workload
+from .userns import read_idmap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-__all__ = ["enter", "NAMESPACES"]
+__all__ = ["enter", "ExecOptions", "NAMESPACES", "identity_of"]
 
 #: join order: user first, mount last
 NAMESPACES = ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt")
+_SOL_SOCKET, _SCM_RIGHTS = 1, 1  # the socket module's names, without importing it in the child
+
+
+class ExecOptions:
+    """How to run the extra command: its stdio, terminal and user (see ``sandboxer exec``).
+
+    ``call`` runs a function in place of ``argv`` (``sandboxer cp``: it must import nothing, and
+    report its own errors); ``alongside`` runs in the caller meanwhile (the other end of a pipe).
+    """
+
+    __slots__ = ("stdin_null", "tty", "user", "env", "call", "alongside", "pass_fds")
+
+    def __init__(self, stdin_null: bool = True, tty: bool = False, user: str | None = None,
+                 env: tuple[str, ...] = (), call: Callable[[], int] | None = None,
+                 alongside: Callable[[], None] | None = None, pass_fds: tuple[int, ...] = ()) -> None:
+        self.stdin_null = stdin_null  #: stdin from /dev/null (no -i)
+        self.tty = tty                #: a pseudo-terminal of the sandbox's own /dev/pts (-t)
+        self.user = user              #: NAME|UID[:GROUP|GID], resolved in the sandbox's /etc files
+        self.env = env                #: ``-e K=V``: over the workload's environment and the user's HOME
+        self.call = call
+        self.alongside = alongside
+        self.pass_fds = pass_fds      #: only the command keeps these (a pipe's end of file depends on it)
 
 
 def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], cwd: str,
-          stdin_null: bool = True) -> int:
-    """Run ``argv`` in the namespaces of ``pid`` with ``identity`` (see the supervisor's record); its status."""
+          opts: ExecOptions | None = None, started: int | None = None) -> int:
+    """Run ``argv`` in the namespaces of ``pid`` with ``identity`` (see the supervisor's record); its status.
+
+    ``started``: the start time of the sandbox's PID 1 (:func:`sandboxer.procfs.start_time`), so that a
+    PID reused after the sandbox ended is never joined.
+    """
+    opts = opts or ExecOptions()
+    gone = SetupError("join the sandbox", "it is not running any more", hint="see 'sandboxer ps -a'")
+    if started is not None and start_time(pid) != started:
+        raise gone
     try:
         fds = [os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES]
-    except OSError as e:
-        raise SetupError("join the sandbox", f"{e.strerror}: {e.filename}",
-                         hint="is it still running? see 'sandboxer ps'") from None
+        idmap = read_idmap(pid)
+    except OSError:
+        raise gone from None
+    if started is not None and start_time(pid) != started:  # the fds may be another process's
+        for fd in fds:
+            os.close(fd)
+        raise gone
+    resolve = _user_resolver(opts.user, idmap) if opts.user else None
+    if identity.get("seccomp"):
+        import base64
+
+        # decoded here: once the child has joined the mount namespace, the host's Python library
+        # (base64 included) may not exist — an image's root has none
+        identity = {**identity, "seccomp_bpf": base64.b64decode(identity["seccomp"])}
+    sock = ours = None
+    if opts.tty:
+        import socket
+
+        from . import tty  # noqa: F401 - imported now, used in the child after the mount namespace moved
+
+        ours, sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     msg_r, msg_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child
         code = 125
         try:
             sc.set_pdeathsig(signal.SIGKILL)
+            if ours is not None:
+                ours.close()
             for fd, ns in zip(fds, NAMESPACES, strict=True):
                 try:
                     sc.setns(fd, 0)
                 except OSError as e:
                     raise SetupError(f"join the {ns} namespace", e.strerror or str(e)) from e
-            code = _run_in_namespace(identity, argv, env, cwd, stdin_null, msg_w)
+            who = dict(identity)
+            if resolve is not None:
+                who.update(resolve())
+            code = _run_in_namespace(who, argv, env, cwd, opts, sock, msg_w)
         except BaseException as e:
             sync.send_error(msg_w, e, "exec")
         finally:
@@ -59,35 +116,103 @@ def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], c
     for fd in fds:
         os.close(fd)
     os.close(msg_w)
+    master = -1
+    if ours is not None and sock is not None:
+        import socket
+
+        sock.close()
+        try:
+            _, received, _, _ = socket.recv_fds(ours, 1, 1)
+        except OSError:
+            received = []
+        ours.close()
+        master = received[0] if received else -1
     reader = sync.Reader(msg_r)
     try:
         msg = reader.recv()  # end of file: the command has exec'ed
     finally:
         reader.close()
+    if master >= 0:
+        from .tty import relay
+
+        if msg is None:
+            relay(master, forward_input=not opts.stdin_null)
+        os.close(master)
+    if opts.alongside is not None and msg is None:
+        try:
+            opts.alongside()
+        except BaseException:
+            os.kill(child, signal.SIGKILL)  # its command dies with it (death signal)
+            os.waitpid(child, 0)
+            raise
     _, status = os.waitpid(child, 0)
     if msg is not None and msg[0] == "error":
         raise sync.error_from_fields(msg)
     return ExitStatus.from_wait_status(status).code
 
 
-def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str], cwd: str, stdin_null: bool,
-                      msg_w: int) -> int:
+def _user_resolver(user: str, idmap: Any) -> Any:
+    """``-u NAME[:GROUP]``: resolved after joining, from the sandbox's own /etc/passwd and /etc/group.
+
+    Everything it needs is imported now: after the mount namespace is joined, the host's
+    Python library may not be there.
+    """
+    from ..images.runconfig import ImageAccounts
+    from ..sandbox import resolve_user
+
+    def resolve() -> dict[str, Any]:
+        uid, gid, home = resolve_user(user, idmap, ImageAccounts(("/",)))
+        return {"uid": uid, "gid": gid, "groups": [], "home": home}
+
+    return resolve
+
+
+def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str], cwd: str, opts: ExecOptions,
+                      sock: Any, msg_w: int) -> int:
     """In the joined namespaces: fork the command into the PID namespace and wait for it."""
-    grandchild = os.fork()
+    if "home" in identity:  # another user: its HOME, as docker exec -u gives it
+        env = [*env, f"HOME={identity['home']}"]
+    env = [*env, *opts.env]
+    if identity["uid"] != 0:  # Docker: a non-root user starts without effective/permitted capabilities
+        bounding, _, _, inheritable, ambient = identity["caps"]
+        identity["caps"] = [bounding, 0, 0, inheritable, ambient]
+    slave = -1
+    if sock is not None:
+        from .tty import size_like_ours
+
+        master, slave = os.openpty()  # the sandbox's /dev/ptmx: the terminal is one of its own
+        size_like_ours(master)  # before the command can ask
+        sock.sendmsg([b"t"], [(_SOL_SOCKET, _SCM_RIGHTS, master.to_bytes(4, sys.byteorder))])
+        os.close(master)
+        sock.close()
+    try:
+        grandchild = os.fork()
+    except OSError as e:  # its PID 1 is gone: the namespace takes no more processes
+        raise SetupError("start the command", e.strerror or str(e), hint="the sandbox is stopping") from e
     if grandchild == 0:
         code = 125
         try:
-            if stdin_null:
+            if slave >= 0:
+                attach_terminal(slave)
+            elif opts.stdin_null:
                 null = os.open("/dev/null", os.O_RDONLY)
                 os.dup2(null, 0)
                 os.close(null)
             _become(identity, cwd)
-            exec_workload(argv, env_dict(env), msg_w)
+            if opts.call is not None:
+                sc.set_pdeathsig(signal.SIGKILL)
+                os.close(msg_w)  # started
+                code = opts.call()
+            else:
+                exec_workload(argv, env_dict(env), msg_w)
         except BaseException as e:
             sync.send_error(msg_w, e, "exec")
         finally:
             os._exit(code)
     os.close(msg_w)
+    for fd in (slave, *opts.pass_fds):
+        if fd >= 0:
+            os.close(fd)
     while True:
         try:
             _, status = os.waitpid(grandchild, 0)
@@ -98,10 +223,10 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
 
 
 def _become(identity: dict[str, Any], cwd: str) -> None:
-    """The workload's identity, in init's order: seccomp last, or before the drop without no_new_privs."""
-    import base64
+    """The workload's identity, in init's order: seccomp last, or before the drop without no_new_privs.
 
-    bpf = base64.b64decode(identity["seccomp"]) if identity.get("seccomp") else None
+    Runs after the mount namespace is joined: it may import nothing."""
+    bpf = identity.get("seccomp_bpf")
     if identity["no_new_privileges"]:
         sc.set_no_new_privs()
     elif bpf is not None:

@@ -34,7 +34,7 @@ from .capabilities import drop_bounding, switch_user_and_set_caps
 from .plan import Plan
 from .reaper import exec_workload, run_as_init
 
-__all__ = ["Pipes", "Workload", "setup_main", "HANDED_OFF"]
+__all__ = ["Pipes", "Workload", "setup_main", "attach_terminal", "env_dict", "HANDED_OFF"]
 
 #: the set-up process's report, instead of a wait status, when PID 1 was left to the caller's reaper
 HANDED_OFF = "handed-off"
@@ -68,13 +68,17 @@ class Workload:
     the sandbox; its return value is the exit status.
     """
 
-    __slots__ = ("argv", "call", "stdio")
+    __slots__ = ("argv", "call", "stdio", "pump")
 
     def __init__(self, argv: list[str] | None = None, call: Callable[[], int] | None = None,
-                 stdio: tuple[int, int, int] | None = None) -> None:
+                 stdio: tuple[int, int, int] | None = None,
+                 pump: Callable[[int, float | None], None] | None = None) -> None:
         self.argv = argv
         self.call = call
         self.stdio = stdio  #: file descriptors to become the workload's 0, 1 and 2
+        #: the caller's work while the sandbox runs (a supervisor relays output to its log):
+        #: ``pump(status_fd, deadline)`` returns once ``status_fd`` is readable or at the deadline
+        self.pump = pump
 
 
 def setup_main(plan: Plan, pipes: Pipes, workload: Workload, caller: int) -> None:
@@ -222,7 +226,7 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
         for target, fd in enumerate(workload.stdio):
             os.dup2(fd, target)
     if pipes.pty_slave >= 0:
-        _attach_terminal(pipes.pty_slave)
+        attach_terminal(pipes.pty_slave)
     elif plan.stdin_null and workload.stdio is None:
         _step("open /dev/null", _stdin_devnull)
 
@@ -306,7 +310,7 @@ def _stdin_devnull() -> None:
     os.close(fd)
 
 
-def _attach_terminal(slave: int) -> None:
+def attach_terminal(slave: int) -> None:
     """Make the pty the controlling terminal of a new session, on fds 0-2."""
     os.setsid()
     sc.ioctl_int(slave, TIOCSCTTY, 0)

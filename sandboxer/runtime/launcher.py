@@ -25,6 +25,10 @@ from .init import Pipes, Workload, flush_std, setup_main
 from .plan import Plan
 from .userns import write_idmap
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = ["ExitStatus", "run", "HANDED_OFF"]
 
 _PROXIED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT)
@@ -153,7 +157,7 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
         except BaseException:
             _kill_and_reap(pid)
             raise
-        status = _wait(pid, status_r, master, proxy.pid, deadline)
+        status = _wait(pid, status_r, master, proxy.pid, deadline, workload.pump)
         if status is None:  # OCI create: PID 1 has exec'ed and is its caller's reaper's to wait for
             return HANDED_OFF
     finally:
@@ -237,14 +241,16 @@ def _kill_and_reap(pid: int) -> None:
         pass
 
 
-def _wait(pid: int, status_r: int, master: int, pid1: int | None,
-          deadline: float | None) -> ExitStatus | None:
-    """Relay the terminal (with -t) until the sandbox ends; return PID 1's status (None: PID 1 was
-    handed off at exec, see :data:`sandboxer.runtime.init.HANDED_OFF`)."""
+def _wait(pid: int, status_r: int, master: int, pid1: int | None, deadline: float | None,
+          pump: Callable[[int, float | None], None] | None = None) -> ExitStatus | None:
+    """Relay the terminal (with -t) or run the workload's pump until the sandbox ends; return PID 1's
+    status (None: PID 1 was handed off at exec, see :data:`sandboxer.runtime.init.HANDED_OFF`)."""
     if master >= 0:
         from .tty import relay
 
         relay(master)
+    elif pump is not None:
+        pump(status_r, deadline)
     timed_out = deadline is not None and not _readable_before(status_r, deadline)
     if timed_out and pid1 is not None:
         try:

@@ -83,7 +83,7 @@ def exec_workload(argv: list[str], env: dict[str, str], msg_w: int, also: int = 
     ``start`` reads).
     """
     try:
-        os.execvpe(argv[0], argv, env)
+        _execvpe(argv, env)
     except FileNotFoundError:
         message, code = "executable file not found in $PATH", 127
     except PermissionError:
@@ -94,3 +94,22 @@ def exec_workload(argv: list[str], env: dict[str, str], msg_w: int, also: int = 
         if fd >= 0:
             sync.send(fd, "error", f"exec {argv[0]}", message, "", code)
     os._exit(code)
+
+
+def _execvpe(argv: list[str], env: dict[str, str]) -> None:
+    """``os.execvpe`` without its ``import warnings``: this runs after the root moved, where the
+    host's Python library may not exist (an image has none).  Searches ``env``'s PATH, keeping the
+    first error that is not "no such file" (as execvp does)."""
+    name = argv[0]
+    if "/" in name:
+        os.execve(name, argv, env)
+    found: OSError | None = None
+    for directory in env.get("PATH", "/usr/bin:/bin").split(":"):
+        try:
+            os.execve(os.path.join(directory or ".", name), argv, env)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            found = found or e
+        except OSError as e:
+            if found is None or isinstance(found, (FileNotFoundError, NotADirectoryError)):
+                found = e
+    raise found or FileNotFoundError(2, "No such file or directory", name)

@@ -18,7 +18,7 @@ import sys
 import termios
 import tty as _tty
 
-__all__ = ["open_pty", "relay", "send_console"]
+__all__ = ["open_pty", "relay", "send_console", "size_like_ours"]
 
 
 def _copy_winsize(src: int, dst: int) -> None:
@@ -32,11 +32,16 @@ def _copy_winsize(src: int, dst: int) -> None:
 def open_pty() -> tuple[int, int]:
     """A (master, slave) pair sized like our terminal (80x24 without one)."""
     master, slave = os.openpty()
+    size_like_ours(master)
+    return master, slave
+
+
+def size_like_ours(master: int) -> None:
+    """Give a pty our terminal's window size (80x24 without one)."""
     if os.isatty(sys.stdout.fileno()):
         _copy_winsize(sys.stdout.fileno(), master)
     else:
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    return master, slave
 
 
 def send_console(path: str, master: int) -> None:
@@ -62,15 +67,18 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data):]
 
 
-def relay(master: int) -> None:
-    """Copy stdin → master and master → stdout until the workload closes the pty."""
+def relay(master: int, forward_input: bool = True) -> None:
+    """Copy stdin → master and master → stdout until the workload closes the pty.
+
+    Without ``forward_input`` (``exec -t`` without ``-i``) our stdin is left alone.
+    """
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     saved = None
-    if os.isatty(stdin):
+    if forward_input and os.isatty(stdin):
         saved = termios.tcgetattr(stdin)
         _tty.setraw(stdin)
     old_winch = signal.signal(signal.SIGWINCH, lambda *_: _copy_winsize(stdout, master))
-    inputs = [master, stdin]
+    inputs = [master, stdin] if forward_input else [master]
     try:
         while True:
             try:

@@ -19,7 +19,7 @@ from ..errors import SetupError
 from ..programs import require
 
 __all__ = [
-    "IdMap", "IdMapping", "read_id_ranges", "default_idmap", "write_idmap",
+    "IdMap", "IdMapping", "read_id_ranges", "read_idmap", "default_idmap", "write_idmap",
     "run_as_mapped_root",
 ]
 
@@ -95,6 +95,15 @@ def _with_ranges(own: int, ranges: list[tuple[int, int]]) -> tuple[IdMapping, ..
         maps.append(IdMapping(next_id, start, count))
         next_id += count
     return tuple(maps)
+
+
+def read_idmap(pid: int) -> IdMap:
+    """The id maps of the user namespace of ``pid``, as ``/proc`` shows them to us."""
+    def read(kind: str) -> tuple[IdMapping, ...]:
+        with open(f"/proc/{pid}/{kind}_map") as f:
+            return tuple(IdMapping(*map(int, line.split())) for line in f if line.strip())
+
+    return IdMap(read("uid"), read("gid"))
 
 
 def default_idmap(root: str = "/") -> IdMap:
