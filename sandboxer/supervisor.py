@@ -95,11 +95,23 @@ def records(all_: bool = False) -> list[dict[str, Any]]:
     """Records of this user's detached sandboxes, newest first (running ones only unless ``all_``)."""
     out = []
     for entry in os.listdir(_records_dir()):
-        if entry.endswith(".json"):
+        if entry.endswith(".tmp"):
+            _remove_stale_tmp(entry)
+        elif entry.endswith(".json"):
             record = _read(entry[:-5])
             if record is not None and (all_ or record["status"] == "running"):
                 out.append(record)
     return sorted(out, key=lambda r: -float(r.get("started_at", 0)))
+
+
+def _remove_stale_tmp(entry: str) -> None:
+    """A record write (``ID.json.PID.tmp``) whose writer was killed before its rename."""
+    writer = entry[:-4].rpartition(".")[2]
+    if writer.isdigit() and not os.path.exists(f"/proc/{writer}"):
+        try:
+            os.unlink(os.path.join(_records_dir(), entry))
+        except FileNotFoundError:
+            pass
 
 
 def find(name_or_id: str) -> dict[str, Any]:

@@ -546,7 +546,8 @@ def test_as_root_of_another_user_namespace_joining_its_network(bundle: str, cid:
                              "options": ["ro", "nosuid", "noexec", "nodev"]})
     write_config(bundle, config)
     runtime = " ".join(SANDBOXER)
-    script = (f"readlink /proc/self/ns/net > {bundle}/netns; "
+    # our own state root: the fallback /tmp/sandboxer-0 may belong to the real root of this host
+    script = (f"export SANDBOXER_STATE_DIR={bundle}/state; readlink /proc/self/ns/net > {bundle}/netns; "
               f"{runtime} create --bundle {bundle} {cid} > {bundle}/out 2> {bundle}/err < /dev/null || exit 1; "
               f"{runtime} start {cid} || exit 2; "
               f"while {runtime} state {cid} | grep -q running; do sleep 0.02; done; "

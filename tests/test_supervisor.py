@@ -644,3 +644,25 @@ def test_a_state_dir_abandoned_mid_creation_is_collected_at_once() -> None:
         assert not os.path.exists(building) and os.path.exists(fresh)
     finally:
         os.rmdir(fresh)
+
+
+def test_a_record_write_cut_short_by_sigkill_is_cleaned_up() -> None:
+    """A supervisor killed between writing ``ID.json.PID.tmp`` and its rename leaves the temporary file;
+    the next listing removes it once its writer is gone (and leaves a live writer's alone)."""
+    from sandboxer.state import state_root
+
+    records = Path(state_root(), "records")
+    records.mkdir(exist_ok=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = records / f"{'ab' * 32}.json.{dead.pid}.tmp"
+    live = records / f"{'cd' * 32}.json.{os.getpid()}.tmp"
+    stale.write_text("{")
+    live.write_text("{")
+    try:
+        sandboxer("ps", "-a", check=True)
+        assert not stale.exists()
+        assert live.exists()
+    finally:
+        for path in (stale, live):
+            path.unlink(missing_ok=True)
