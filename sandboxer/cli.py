@@ -616,15 +616,20 @@ def cmd_logs(values: dict[str, Any], rest: list[str]) -> int:
     return 0
 
 
+def _stop_timeout(values: dict[str, Any]) -> float:
+    """``-t SECS`` of stop and restart: how long SIGTERM has before SIGKILL."""
+    try:
+        return float(values["time"] or 10)
+    except ValueError:
+        raise CliUsageError("-t takes a number of seconds") from None
+
+
 def cmd_stop(values: dict[str, Any], rest: list[str]) -> int:
     from .supervisor import find, stop
 
     if not rest:
         raise CliUsageError("usage: sandboxer stop [-t SECS] NAME|ID...")
-    try:
-        timeout = float(values["time"] or 10)
-    except ValueError:
-        raise CliUsageError("-t takes a number of seconds") from None
+    timeout = _stop_timeout(values)
     for name in rest:
         stop(find(name), timeout)
         print(name)
@@ -636,10 +641,7 @@ def cmd_restart(values: dict[str, Any], rest: list[str]) -> int:
 
     if not rest:
         raise CliUsageError("usage: sandboxer restart [-t SECS] NAME|ID...")
-    try:
-        timeout = float(values["time"] or 10)
-    except ValueError:
-        raise CliUsageError("-t takes a number of seconds") from None
+    timeout = _stop_timeout(values)
     for name in rest:
         restart(find(name), timeout)
         print(name)
