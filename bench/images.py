@@ -40,11 +40,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(HERE))
 from local_registry import start_registry  # noqa: E402  (tools/, not a package)
-from startup import PODMAN_GLOBAL, podman_env  # noqa: E402
+from startup import PODMAN_GLOBAL, podman_env, sandboxer_argv  # noqa: E402
 
-SANDBOXER = [str(Path(sys.executable).with_name("sandboxer"))]
-if not os.path.exists(SANDBOXER[0]):
-    SANDBOXER = [sys.executable, "-m", "sandboxer"]
+SANDBOXER = sandboxer_argv()
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:

@@ -43,11 +43,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from startup import PODMAN_GLOBAL, podman_env, python_env  # noqa: E402
+from startup import PODMAN_GLOBAL, podman_env, python_env, sandboxer_argv  # noqa: E402
 
-SANDBOXER = [str(Path(sys.executable).with_name("sandboxer"))]
-if not os.path.exists(SANDBOXER[0]):
-    SANDBOXER = [sys.executable, "-m", "sandboxer"]
+SANDBOXER = sandboxer_argv()
 SANDBOXER_IMAGE = "bench/lifecycle-busybox"
 PODMAN_IMAGE = "localhost/sandboxer-bench-lifecycle:latest"
 OPS = ("run -d", "exec true", "rm -f")

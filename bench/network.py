@@ -40,11 +40,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from startup import PODMAN_GLOBAL, podman_env  # noqa: E402
+from startup import PODMAN_GLOBAL, podman_env, sandboxer_argv  # noqa: E402
 
-SANDBOXER = [str(Path(sys.executable).with_name("sandboxer"))]
-if not os.path.exists(SANDBOXER[0]):
-    SANDBOXER = [sys.executable, "-m", "sandboxer"]
+SANDBOXER = sandboxer_argv()
 PODMAN_IMAGE = "localhost/sandboxer-bench-python:latest"
 
 # 'T': count bytes until EOF, answer the count; 'L': answer each 64-byte request; 'Q': quit

@@ -148,6 +148,12 @@ def find_sandboxer(explicit: str | None) -> str | None:
     return str(candidate) if os.access(candidate, os.X_OK) else None
 
 
+def sandboxer_argv() -> list[str]:
+    """How the other benchmarks run this environment's sandboxer: its console script, else ``-m``."""
+    exe = find_sandboxer(None)
+    return [exe] if exe else [sys.executable, "-m", "sandboxer"]
+
+
 def make_tool(name: str, exe: str | None, args: list[str], env: dict[str, str]) -> Tool:
     if exe is None:
         return Tool(name, args, env, problem="not installed")

@@ -616,36 +616,34 @@ def cmd_logs(values: dict[str, Any], rest: list[str]) -> int:
     return 0
 
 
-def _stop_timeout(values: dict[str, Any]) -> float:
-    """``-t SECS`` of stop and restart: how long SIGTERM has before SIGKILL."""
+def _each_stopped(verb: str, action: Callable[[dict[str, Any], float], object], values: dict[str, Any],
+                  rest: list[str]) -> int:
+    """stop and restart: ``action(record, timeout)`` on each named sandbox, printing its name as docker
+    does; ``-t SECS`` is how long SIGTERM has before SIGKILL."""
+    from .supervisor import find
+
+    if not rest:
+        raise CliUsageError(f"usage: sandboxer {verb} [-t SECS] NAME|ID...")
     try:
-        return float(values["time"] or 10)
+        timeout = float(values["time"] or 10)
     except ValueError:
         raise CliUsageError("-t takes a number of seconds") from None
+    for name in rest:
+        action(find(name), timeout)
+        print(name)
+    return 0
 
 
 def cmd_stop(values: dict[str, Any], rest: list[str]) -> int:
-    from .supervisor import find, stop
+    from .supervisor import stop
 
-    if not rest:
-        raise CliUsageError("usage: sandboxer stop [-t SECS] NAME|ID...")
-    timeout = _stop_timeout(values)
-    for name in rest:
-        stop(find(name), timeout)
-        print(name)
-    return 0
+    return _each_stopped("stop", stop, values, rest)
 
 
 def cmd_restart(values: dict[str, Any], rest: list[str]) -> int:
-    from .supervisor import find, restart
+    from .supervisor import restart
 
-    if not rest:
-        raise CliUsageError("usage: sandboxer restart [-t SECS] NAME|ID...")
-    timeout = _stop_timeout(values)
-    for name in rest:
-        restart(find(name), timeout)
-        print(name)
-    return 0
+    return _each_stopped("restart", restart, values, rest)
 
 
 def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:

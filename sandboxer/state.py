@@ -135,7 +135,7 @@ class StateDir:
                 if _is_alive(os.path.join(root, owner)):
                     raise UsageError(f"the name {name!r} is in use by sandbox {owner[:12]}",
                                      hint="choose another --name or remove that sandbox") from None
-                _unlink_quiet(link)
+                unlink_quiet(link)
         raise UsageError(f"could not claim the name {name!r}")
 
     def record(self, name: str, text: str) -> None:
@@ -157,7 +157,7 @@ class StateDir:
         os.close(self.lock_fd)
 
 
-def _unlink_quiet(path: str) -> None:
+def unlink_quiet(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -174,7 +174,7 @@ def _remove_names_of(root: str, sandbox_id: str) -> None:
         link = os.path.join(names, entry)
         try:
             if os.readlink(link) == sandbox_id:
-                _unlink_quiet(link)
+                unlink_quiet(link)
         except OSError:
             pass
 
@@ -186,7 +186,7 @@ def create_locked_dir(path: str, subdirs: tuple[str, ...] = ()) -> int:
     another process's :func:`collect_garbage` never sees it unlocked.
     """
     parent, name = os.path.split(path)
-    building = os.path.join(parent, f"{_BUILDING}{name}")
+    building = os.path.join(parent, f"{_BUILDING}{name}.{os.getpid()}")  # the creator, for gc
     os.mkdir(building, 0o700)
     try:
         fd = _lock_dir(building)
@@ -279,14 +279,37 @@ def collect_garbage(root: str | None = None) -> list[str]:
         path = os.path.join(root, entry)
         ours = len(entry) == 64 or entry.startswith("handle-")  # sandboxes, pytest fixture handles
         if entry.startswith(_BUILDING):  # a creator that died between mkdir and rename
-            # its lock is free (a held one keeps it below); with no lock yet it may be an instant old
-            ours = os.path.lexists(os.path.join(path, "lock")) or _older_than(path, _BUILDING_GRACE_S)
+            # its lock is free (a held one keeps it below); with no lock yet it may be an instant old,
+            # unless the creator named in it is gone
+            ours = (os.path.lexists(os.path.join(path, "lock")) or _writer_gone(entry)
+                    or _older_than(path, _BUILDING_GRACE_S))
         if not ours or not os.path.isdir(path) or _is_alive(path):
             continue
         _remove_names_of(root, entry)
         _rmtree_any_owner(path)
         removed.append(entry)
     return removed
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through ``PATH.PID.tmp`` and a rename: readers see the old file or
+    the new, never half of one."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def stale_temporary(path: str) -> bool:
+    """``path`` is a :func:`write_atomically` temporary whose writer was killed before its rename: the
+    writer is gone, or the file is over a minute old (a write takes milliseconds)."""
+    return _writer_gone(path[:-4]) or _older_than(path, 60)
+
+
+def _writer_gone(name: str) -> bool:
+    """``NAME.PID``: the process PID that is writing it no longer exists."""
+    writer = name.rpartition(".")[2]
+    return writer.isdigit() and not os.path.exists(f"/proc/{writer}")
 
 
 def _older_than(path: str, seconds: float) -> bool:

@@ -25,7 +25,7 @@ from .errors import UsageError
 from .logfile import DEFAULT_MAX_SIZE, LogWriter, pump
 from .procfs import same_process, start_time
 from .procfs import status as procfs_status
-from .state import state_root
+from .state import stale_temporary, state_root, unlink_quiet, write_atomically
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,10 +50,7 @@ def log_path(sandbox_id: str) -> str:
 
 def _write(record: dict[str, Any]) -> None:
     path = os.path.join(_records_dir(), f"{record['id']}.json")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(record))
 
 
 def _read(sandbox_id: str) -> dict[str, Any] | None:
@@ -96,22 +93,14 @@ def records(all_: bool = False) -> list[dict[str, Any]]:
     out = []
     for entry in os.listdir(_records_dir()):
         if entry.endswith(".tmp"):
-            _remove_stale_tmp(entry)
+            path = os.path.join(_records_dir(), entry)
+            if stale_temporary(path):
+                unlink_quiet(path)
         elif entry.endswith(".json"):
             record = _read(entry[:-5])
             if record is not None and (all_ or record["status"] == "running"):
                 out.append(record)
     return sorted(out, key=lambda r: -float(r.get("started_at", 0)))
-
-
-def _remove_stale_tmp(entry: str) -> None:
-    """A record write (``ID.json.PID.tmp``) whose writer was killed before its rename."""
-    writer = entry[:-4].rpartition(".")[2]
-    if writer.isdigit() and not os.path.exists(f"/proc/{writer}"):
-        try:
-            os.unlink(os.path.join(_records_dir(), entry))
-        except FileNotFoundError:
-            pass
 
 
 def find(name_or_id: str) -> dict[str, Any]:
@@ -475,8 +464,7 @@ def prune() -> tuple[list[str], list[str]]:
         if entry.split(".", 1)[0] in known:
             continue
         try:  # a record being written for the first time is a fresh .tmp: only stale ones are debris
-            if entry.endswith((".log", ".log.1")) or (entry.endswith(".tmp") and
-                                                      os.lstat(path).st_mtime < time.time() - 60):
+            if entry.endswith((".log", ".log.1")) or (entry.endswith(".tmp") and stale_temporary(path)):
                 os.unlink(path)
         except FileNotFoundError:
             pass

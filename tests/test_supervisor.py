@@ -639,9 +639,14 @@ def test_a_state_dir_abandoned_mid_creation_is_collected_at_once() -> None:
     open(os.path.join(building, "lock"), "w").close()
     fresh = os.path.join(state_root(), ".building-" + os.urandom(32).hex())
     os.mkdir(fresh)  # no lock yet: a creator may be an instant from taking it
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = os.path.join(state_root(), f".building-{os.urandom(32).hex()}.{dead.pid}")
+    os.mkdir(orphan)  # no lock yet, but the creator it names is gone: killed before locking
     try:
         collect_garbage()
         assert not os.path.exists(building) and os.path.exists(fresh)
+        assert not os.path.exists(orphan)
     finally:
         os.rmdir(fresh)
 

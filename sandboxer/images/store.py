@@ -25,6 +25,7 @@ import json
 import os
 
 from ..errors import SandboxerError, UsageError
+from ..state import unlink_quiet
 from .reference import Reference, parse_reference
 
 TYPE_CHECKING = False
@@ -93,7 +94,7 @@ class _StagedFile:
         return self.path
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, _tb: object) -> None:
-        _unlink_quiet(self.path)  # gone already if it was committed
+        unlink_quiet(self.path)  # gone already if it was committed
         if isinstance(err, OSError):
             raise _disk_error(err, self.root) from None
 
@@ -221,7 +222,7 @@ class Store:
             raise StoreError(f"blob {digest[:19]}… is missing from the store",
                              hint="pull or load the image again") from None
         if f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
-            _unlink_quiet(path)
+            unlink_quiet(path)
             raise StoreError(f"blob {digest[:19]}… was corrupt and has been removed",
                              hint="pull or load the image again")
         return data
@@ -389,8 +390,8 @@ class Store:
             blob_dir = os.path.join(self.root, "blobs", "sha256")
             removed_blobs = [f"sha256:{h}" for h in os.listdir(blob_dir) if h not in keep_blobs]
             for digest in removed_blobs:
-                _unlink_quiet(self.blob_path(digest))
-                _unlink_quiet(os.path.join(self.root, "sources", _hex(digest)))
+                unlink_quiet(self.blob_path(digest))
+                unlink_quiet(os.path.join(self.root, "sources", _hex(digest)))
             layer_dir = os.path.join(self.root, "layers")
             removed_layers = []
             for h in os.listdir(layer_dir):
@@ -423,7 +424,7 @@ class Store:
             keep_layers |= {_hex(d) for d in layers_in_use()}
             for digest in blobs:
                 if _hex(digest) not in keep_blobs:
-                    _unlink_quiet(self.blob_path(digest))
+                    unlink_quiet(self.blob_path(digest))
             for diff_id in diff_ids:
                 if _hex(diff_id) not in keep_layers:
                     _remove_any_owner(self.layer_path(diff_id))
@@ -591,12 +592,6 @@ def _fsync_dir(path: str) -> None:
     finally:
         os.close(fd)
 
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _remove_any_owner(path: str) -> None:

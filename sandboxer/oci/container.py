@@ -27,7 +27,8 @@ import time
 from typing import Any
 
 from ..errors import SandboxerError, UsageError
-from ..state import _is_alive, create_locked_dir, remove_tree, state_root, validate_name
+from ..procfs import start_time
+from ..state import _is_alive, create_locked_dir, remove_tree, state_root, validate_name, write_atomically
 
 __all__ = ["create", "start", "state", "kill", "delete", "features", "exists", "parse_signal"]
 
@@ -66,13 +67,6 @@ def _read(cid: str) -> dict[str, Any]:
     return record
 
 
-def _write_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 class _Lock:
     """The container's lock, for the verbs that change it (state only reads atomically written files)."""
 
@@ -92,19 +86,11 @@ class _Lock:
         os.close(self.fd)
 
 
-def _start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot), None when gone or a zombie: with the pid,
-    it names one process, whatever reuses the number later."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return None if fields[0] in ("Z", "X") else int(fields[19])
-
-
 def _alive(pid: int, started: int | None) -> bool:
-    return pid > 0 and started is not None and _start_time(pid) == started
+    """``pid`` is still the process recorded with start time ``started`` (see :mod:`sandboxer.procfs`)."""
+    from ..procfs import same_process
+
+    return pid > 0 and started is not None and same_process(pid, started)
 
 
 def _status(cid: str, record: dict[str, Any]) -> str:
@@ -215,9 +201,9 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
             "hooks": {phase: to_json(getattr(spec.hooks, phase)) for phase in ("poststart", "poststop")}
             if spec.hooks else {},
         }
-        _write_atomically(os.path.join(path, _STATE), json.dumps(record))
+        write_atomically(os.path.join(path, _STATE), json.dumps(record))
         if pid_file is not None:
-            _write_atomically(pid_file, str(pid))
+            write_atomically(pid_file, str(pid))
     except BaseException:
         if sandbox is not None:
             sandbox.release()
@@ -250,7 +236,7 @@ def _supervise(plan: Any, lock_fd: int, path: str) -> tuple[int, int, tuple[int,
         class _Created:
             @plugins.hookimpl
             def sandboxer_created(self, plan: Any, pid: int) -> None:
-                ready.send(f"ok\t{pid}\t{_start_time(pid)}\t{me}\t{_start_time(me)}")
+                ready.send(f"ok\t{pid}\t{start_time(pid)}\t{me}\t{start_time(me)}")
 
         plugins.register(_Created(), name="oci-create")
         try:
@@ -258,7 +244,7 @@ def _supervise(plan: Any, lock_fd: int, path: str) -> tuple[int, int, tuple[int,
         except SandboxerError as e:
             ready.send(f"error\t{e}\t{e.hint or ''}")
             try:
-                _write_atomically(os.path.join(path, _ERROR), str(e))
+                write_atomically(os.path.join(path, _ERROR), str(e))
             except OSError:
                 pass  # deleted meanwhile
         ready.send("error\tthe container process exited during set-up\t")
