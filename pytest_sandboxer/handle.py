@@ -80,7 +80,8 @@ class SandboxHandle:
         data: bytes = self.run(["cat", path], check=True, text=False).stdout
         return data
 
-    def start(self, cmd: Sequence[str], *, ports: Sequence[int | str] = (), timeout: float = 30.0) -> str:
+    def start(self, cmd: Sequence[str], *, ports: Sequence[int | str] = (), timeout: float = 30.0,
+              name: str | None = None) -> str:
         """Start ``cmd`` in the background — a server — in a sandbox of its own; returns its name.
 
         It gets this handle's image, environment and network (unless the
@@ -88,17 +89,20 @@ class SandboxHandle:
         ``ports`` can be published) but not its writable layer.  ``ports``
         (container ports, ``"5353/udp"`` for UDP) are published on free ports
         of 127.0.0.1 (UDP through pasta keeps its number): see :meth:`port`.
+        On a user-defined network, ``name`` (default: a unique one) is what
+        the network's other sandboxes reach it by; :attr:`ip` is its address.
         It is stopped when the handle closes.
         """
         import sys
         import time
 
         from sandboxer.errors import UsageError
-        from sandboxer.network import preferred_stack
+        from sandboxer.network import MODES, preferred_stack
         from sandboxer.state import running_record
 
-        name = f"handle-server-{os.urandom(6).hex()}"
+        name = name or f"handle-server-{os.urandom(6).hex()}"
         network = self._options.get("network") or preferred_stack()
+        ready = "ports" if ports else "network" if network.partition(":")[0] not in MODES else None
         argv = [sys.executable, "-m", "sandboxer", "run", "--name", name, "--network", network]
         for port in ports:
             argv += ["-p", f"127.0.0.1::{port}"]
@@ -109,9 +113,12 @@ class SandboxHandle:
                                 stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
         self._servers.append((name, proc))
         deadline = time.monotonic() + timeout
-        while True:  # running once its state dir names it and its ports are published
+        while True:  # running once its state dir names it, its ports are published and it has its address
             try:
-                if running_record(name, "ports") is not None or not ports:
+                if ready is None:
+                    running_record(name, "lock")
+                    return name
+                if running_record(name, ready) is not None:
                     return name
             except UsageError:
                 pass
@@ -136,6 +143,25 @@ class SandboxHandle:
             if str(mapping["container_port"]) == wanted and mapping["proto"] == (proto or "tcp"):
                 return int(mapping["host_port"])
         raise KeyError(f"{server} publishes no port {container_port}")
+
+    @property
+    def ip(self) -> str:
+        """The address of the latest server (:meth:`start`) on its user-defined network."""
+        return self.ip_of()
+
+    def ip_of(self, name: str | None = None) -> str:
+        """The address of the latest (or named) server on its user-defined network."""
+        import json
+
+        from sandboxer.state import running_record
+
+        if not self._servers:
+            raise RuntimeError("no server started: use sandbox.start(cmd) on a user-defined network first")
+        server = name or self._servers[-1][0]
+        record = running_record(server, "network")
+        if record is None:
+            raise RuntimeError(f"{server} is not on a user-defined network (network={self._options.get('network')!r})")
+        return str(json.loads(record)["address"])
 
     def close(self) -> None:
         """Stop background servers; remove the writable layer and /tmp (files of any of the sandbox's users)."""

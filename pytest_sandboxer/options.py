@@ -102,7 +102,8 @@ _image = _accepted_by("sandboxer.images.reference", "parse_reference")
 
 #: keyword -> (check, what a valid value looks like)
 KEYWORDS: dict[str, tuple[Any, str]] = {
-    "network": (_network, '"none", "host", "pasta" or "slirp4netns" (either with ":allow_host_loopback=true")'),
+    "network": (_network, '"none", "host", "pasta" or "slirp4netns" (either with ":allow_host_loopback=true"), '
+                          "or the name of a network made with 'sandboxer network create'"),
     "volumes": (_volumes, 'a list of "SRC:DST[:ro|rw]" strings or (src, dst[, "ro"]) tuples'),
     "writable": (_strings, "a list of host paths"),
     "env": (_env, "a dict of str to str"),

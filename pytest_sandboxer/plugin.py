@@ -39,7 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--sandbox-timeout", type=float, metavar="SECONDS",
                     help="kill a sandboxed test (and everything it started) after SECONDS")
     group.addoption("--sandbox-network", metavar="MODE",
-                    help="the network of sandboxed tests: none (default, loopback only), host, pasta, slirp4netns")
+                    help="the network of sandboxed tests: none (default, loopback only), host, pasta, slirp4netns, "
+                         "or a user-defined network's name")
     group.addoption("--sandbox-keep-failed", action="store_true",
                     help="keep the writable layer of a failed sandboxed test and print its path")
     group.addoption("--sandbox-report", action="store_true",
@@ -47,7 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("sandbox_unavailable", "fail or skip sandboxed tests when this host can't set up a sandbox",
                   default="fail")
     parser.addini("sandbox_timeout", "default timeout of sandboxed tests, in seconds", default="")
-    parser.addini("sandbox_network", "default network of sandboxed tests (none, host, pasta or slirp4netns)",
+    parser.addini("sandbox_network", "default network of sandboxed tests (none, host, pasta, slirp4netns or a "
+                  "user-defined network)",
                   default="")
 
 
@@ -76,7 +78,8 @@ def _defaults(config: pytest.Config) -> dict[str, object]:
         from .options import KEYWORDS
 
         if not KEYWORDS["network"][0](network):
-            raise pytest.UsageError(f"sandbox network: unknown mode {network!r} (use none, host, pasta or slirp4netns)")
+            raise pytest.UsageError(f"sandbox network: unknown mode or network {network!r} (use none, host, pasta, "
+                                    "slirp4netns, or a network made with 'sandboxer network create')")
         out["network"] = network
     return out
 

@@ -28,10 +28,13 @@ def sandboxer_attach(plan: Plan, pid: int) -> None:
 
     stack = import_module(f".network.{plan.network.stack}", __package__).start(pid, plan.network, plan.state.path)
     plan.attached.append(stack)
-    if stack.ports:  # for 'sandboxer port'
+    if stack.ports or hasattr(stack, "describe"):
         import json
 
-        plan.state.record("ports", json.dumps([m._asdict() for m in stack.ports]))
+        if stack.ports:  # for 'sandboxer port'
+            plan.state.record("ports", json.dumps([m._asdict() for m in stack.ports]))
+        if hasattr(stack, "describe"):  # a user-defined network's address, for inspect and the pytest handle
+            plan.state.record("network", json.dumps(stack.describe()))
         if plan.debug:
             for mapping in stack.ports:
                 plan.notices.append(f"published {mapping}")

@@ -138,12 +138,15 @@ _RUN_OPTS = (
         "seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false]", "OPT"),
     Opt(("--init",), "init", FLAG, "run a small init as PID 1 that reaps zombies and forwards signals"),
     Opt(("--network", "--net"), "network", VALUE,
-        "none (default: loopback only), host, pasta or slirp4netns[:allow_host_loopback=true]", "MODE"),
+        "none (default: loopback only), host, pasta, slirp4netns[:allow_host_loopback=true], or a "
+        "network made with 'sandboxer network create'", "MODE"),
     Opt(("-p", "--publish"), "publish", MULTI,
         "publish a port (with pasta or slirp4netns): [HOSTIP:][HOSTPORT:]CPORT[/udp]", "PORT"),
     Opt(("-P", "--publish-all"), "publish_all", FLAG, "publish every port the image exposes on a free host port"),
     Opt(("--dns",), "dns", MULTI, "a DNS server for /etc/resolv.conf (pasta, slirp4netns; default 10.0.2.3)", "IP"),
-    Opt(("--add-host",), "add_host", MULTI, "an /etc/hosts entry (pasta, slirp4netns)", "NAME:IP"),
+    Opt(("--add-host",), "add_host", MULTI, "an /etc/hosts entry", "NAME:IP"),
+    Opt(("--network-alias",), "network_alias", MULTI, "another name peers on a user-defined network know it by",
+        "NAME"),
     Opt(("--storage-driver",), "storage_driver", VALUE, "overlay, fuse-overlayfs or copy", "NAME"),
     Opt(("--pull",), "pull", VALUE, "missing (default): pull an image not in the store; never; always", "WHEN"),
     Opt(("--platform",), "platform", VALUE, "the platform to pull", "PLATFORM"),
@@ -256,6 +259,7 @@ def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
         interactive=bool(values["interactive"]), tty=bool(values["tty"]),
         network=str(values["network"] or "none"), publish=values["publish"], dns=values["dns"],
         add_host=values["add_host"], publish_all=bool(values["publish_all"]),
+        network_aliases=values["network_alias"],
         storage_driver=values["storage_driver"], debug=debug)
     if values["detach"]:
         return _run_detached(opts, _log_max_size(values["log_opt"]))
@@ -458,6 +462,60 @@ def cmd_image(values: dict[str, Any], rest: list[str]) -> int:
     cmd = _IMAGE_ONLY.get(name) or COMMANDS[name]  # 'image inspect' is not the sandboxes' 'inspect'
     sub_values, sub_rest = parse(cmd, rest[1:])
     return cmd.handler(sub_values, sub_rest)
+
+
+def cmd_network(values: dict[str, Any], rest: list[str]) -> int:
+    """``sandboxer network create|ls|inspect|rm``, as docker groups them."""
+    aliases = {"list": "ls", "remove": "rm"}
+    name = aliases.get(rest[0], rest[0]) if rest else ""
+    if name not in _NETWORK:
+        raise CliUsageError("usage: sandboxer network create|ls|inspect|rm ...")
+    cmd = _NETWORK[name]
+    sub_values, sub_rest = parse(cmd, rest[1:])
+    return cmd.handler(sub_values, sub_rest)
+
+
+def cmd_network_create(values: dict[str, Any], rest: list[str]) -> int:
+    from .network.networks import create
+
+    if len(rest) != 1:
+        raise CliUsageError("usage: sandboxer network create [--subnet CIDR] NAME")
+    print(create(rest[0], values["subnet"]).id)
+    return 0
+
+
+def cmd_network_ls(values: dict[str, Any], rest: list[str]) -> int:
+    from .network.networks import all_networks
+
+    found = all_networks()
+    if values["quiet"]:
+        print("\n".join(n.name for n in found) if found else "", end="\n" if found else "")
+        return 0
+    print(f"{'NETWORK ID':<13} {'NAME':<20} {'SUBNET':<18} BRIDGE")
+    for n in found:
+        print(f"{n.id[:12]:<13} {n.name:<20} {n.subnet:<18} {n.bridge}")
+    return 0
+
+
+def cmd_network_inspect(values: dict[str, Any], rest: list[str]) -> int:
+    import json
+
+    from .network.networks import describe, load
+
+    if not rest:
+        raise CliUsageError("usage: sandboxer network inspect NAME...")
+    print(json.dumps([describe(load(name)) for name in rest], indent=4))
+    return 0
+
+
+def cmd_network_rm(values: dict[str, Any], rest: list[str]) -> int:
+    from .network.networks import remove
+
+    if not rest:
+        raise CliUsageError("usage: sandboxer network rm NAME...")
+    for name in rest:
+        print(remove(name).name)
+    return 0
 
 
 def cmd_load(values: dict[str, Any], rest: list[str]) -> int:
@@ -1083,6 +1141,8 @@ COMMANDS = {c.name: c for c in (
             "SRC NAME|ID:DST  |  cp NAME|ID:SRC DST", (_DEBUG,), cmd_cp),
     Command("rm", "Remove exited detached sandboxes (-f: running ones too).", "[-f] NAME|ID...",
             (Opt(("-f", "--force"), "force", FLAG, "stop it first if it runs"), _DEBUG), cmd_rm),
+    Command("network", "Manage user-defined networks: create, ls, inspect, rm.", "SUBCOMMAND ...", (_DEBUG,),
+            cmd_network, stop_at_positional=True),
     Command("port", "Show where a running sandbox's published ports are on the host.",
             "NAME [CONTAINERPORT[/PROTO]]", (_DEBUG,), cmd_port),
     Command("create", "OCI: set up a container from a bundle; it waits for 'start'.",
@@ -1106,6 +1166,19 @@ _IMAGE_ONLY = {
     "inspect": Command("image inspect", "Show images as JSON.", "IMAGE...", (_DEBUG,), cmd_image_inspect),
     "prune": Command("image prune", "Remove blobs and layers no image or running sandbox uses.", "",
                      (_DEBUG,), cmd_image_prune),
+}
+
+
+_NETWORK = {
+    "create": Command("network create", "Define a network: a bridge its sandboxes share (rootless).",
+                      "[--subnet CIDR] NAME",
+                      (Opt(("--subnet",), "subnet", VALUE, "its IPv4 subnet (default: a free 10.89.N.0/24)", "CIDR"),
+                       _DEBUG), cmd_network_create),
+    "ls": Command("network ls", "List the networks.", "[-q]",
+                  (Opt(("-q", "--quiet"), "quiet", FLAG, "only names"), _DEBUG), cmd_network_ls),
+    "inspect": Command("network inspect", "Show networks as JSON, with their sandboxes.", "NAME...", (_DEBUG,),
+                       cmd_network_inspect),
+    "rm": Command("network rm", "Remove networks no running sandbox uses.", "NAME...", (_DEBUG,), cmd_network_rm),
 }
 
 

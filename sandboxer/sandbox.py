@@ -23,6 +23,7 @@ from .runtime.mounts import MASKED_PATHS, READONLY_PATHS, MountSpec, parse_optio
 from .runtime.plan import NAMESPACE_FLAGS, Caps, Identity, Plan, Rootfs
 from .runtime.userns import IdMap, default_idmap
 from .state import IMAGE_LAYERS, StateDir, collect_garbage, new_id, validate_name
+from .syscalls import CLONE_NEWUSER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -89,9 +90,10 @@ class SandboxOptions(namedtuple(
         "SandboxOptions",
         ("command", "name", "hostname", "env", "workdir", "user", "volumes", "tmpfs", "read_only",
          "cap_add", "cap_drop", "seccomp", "no_new_privileges", "init", "interactive", "tty", "network",
-         "storage_driver", "debug", "upper_dir", "image", "publish", "dns", "add_host", "publish_all"),
+         "storage_driver", "debug", "upper_dir", "image", "publish", "dns", "add_host", "publish_all",
+         "network_aliases"),
         defaults=((), None, None, (), None, None, (), (), False, (), (), "default", True, False, False,
-                  False, "none", None, False, None, None, (), (), (), False))):
+                  False, "none", None, False, None, None, (), (), (), False, ()))):
     """Everything ``sandboxer run`` can be told, with Docker's defaults.
 
     ``command`` (argv), ``name``, ``hostname`` (default: the short id),
@@ -101,7 +103,8 @@ class SandboxOptions(namedtuple(
     ``cap_add``/``cap_drop`` (names, ``ALL``), ``seccomp`` (``"default"``,
     ``"unconfined"`` or a profile path), ``no_new_privileges``, ``init``,
     ``interactive`` (keep stdin), ``tty``, ``network`` (``"none"``,
-    ``"host"``, ``"pasta"`` or ``"slirp4netns[:allow_host_loopback=true]"``), ``publish``
+    ``"host"``, ``"pasta"``, ``"slirp4netns[:allow_host_loopback=true]"`` or the name of a
+    user-defined network), ``network_aliases`` (more names for peers on that network), ``publish``
     (``-p`` mappings), ``publish_all`` (``-P``: the image's exposed ports, each on a free host port),
     ``dns``, ``add_host`` (``NAME:IP``), ``storage_driver`` (None: automatic), ``debug``,
     ``upper_dir`` (a host directory that keeps the writable layer after the
@@ -136,6 +139,7 @@ class SandboxOptions(namedtuple(
     dns: Sequence[str]
     add_host: Sequence[str]
     publish_all: bool
+    network_aliases: Sequence[str]
     __slots__ = ()
 
 
@@ -371,6 +375,15 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None,
                        else storage.choose(storage.RootfsKind.HOST, opts.storage_driver))
     sandbox_id = sandbox_id or new_id()
     hostname = opts.hostname or sandbox_id[:12]
+    joins: tuple[tuple[int, str], ...] = ()
+    if network.stack == "bridge":
+        joins = _join_network_holder()
+        namespaces &= ~CLONE_NEWUSER
+        names = (*([opts.name] if opts.name else []), *opts.network_aliases, hostname)
+        network = network._replace(aliases=tuple(dict.fromkeys(names)))
+    elif opts.network_aliases:
+        raise UsageError("--network-alias names a sandbox on a user-defined network",
+                         hint="create one with 'sandboxer network create NAME' and run with --network NAME")
     env = [*root.env, f"HOSTNAME={hostname}", f"HOME={home}"]
     if opts.tty:
         env.append("TERM=" + os.environ.get("TERM", "xterm"))
@@ -396,6 +409,7 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None,
             no_new_privileges=opts.no_new_privileges, seccomp_bpf=bpf, seccomp_flags=flags,
             terminal=opts.tty, init=opts.init, stdin_null=not opts.interactive, debug=opts.debug,
             upper_dir=opts.upper_dir, network=network)
+        plan.joins = joins
         if idmap.single and os.getuid() != 0:
             plan.notices.append("no subuid/subgid range for this user: the sandbox maps only "
                                 "uid/gid 0 (sudo usermod --add-subuids 100000-165535 "
@@ -405,6 +419,17 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None,
         state.release()
         raise
     return plan
+
+
+def _join_network_holder() -> tuple[tuple[int, str], ...]:
+    """A sandbox on a user-defined network lives in the user namespace of the network holder (started
+    now if need be), as rootless podman's containers live in its pause process's: so that namespace
+    owns the sandbox's network namespace, and the bridge's helper may plug a veth into it."""
+    from .network import rootlessns
+
+    with rootlessns.lock():
+        holder = rootlessns.ensure()
+    return ((CLONE_NEWUSER, holder.user_ns),)
 
 
 def _print_notice(message: str) -> None:

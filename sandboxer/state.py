@@ -17,7 +17,7 @@ import stat
 from .errors import HostError, UsageError
 
 __all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name", "remove_tree",
-           "create_locked_dir", "live_records", "running_record", "use_state_root"]
+           "create_locked_dir", "live_records", "running_record", "use_state_root", "Lock", "is_alive"]
 
 #: set by the OCI runtime's global ``--root DIR`` (see :func:`use_state_root`)
 _ROOT_OVERRIDE: str | None = None
@@ -132,7 +132,7 @@ class StateDir:
                 return
             except FileExistsError:
                 owner = os.readlink(link)
-                if _is_alive(os.path.join(root, owner)):
+                if is_alive(os.path.join(root, owner)):
                     raise UsageError(f"the name {name!r} is in use by sandbox {owner[:12]}",
                                      hint="choose another --name or remove that sandbox") from None
                 unlink_quiet(link)
@@ -155,6 +155,27 @@ class StateDir:
         except OSError:
             _rmtree_any_owner(self.path)
         os.close(self.lock_fd)
+
+
+class Lock:
+    """An exclusive ``flock`` on ``path`` (created if missing) for the length of a ``with`` block."""
+
+    __slots__ = ("path", "fd")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        os.close(self.fd)  # closing the last descriptor releases the lock
 
 
 def unlink_quiet(path: str) -> None:
@@ -222,7 +243,7 @@ def live_records(name: str) -> list[str]:
                 text = f.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             continue
-        if _is_alive(path):
+        if is_alive(path):
             out.append(text)
     return out
 
@@ -241,7 +262,7 @@ def running_record(name_or_id: str, record: str) -> str | None:
             matches = [e for e in os.listdir(root) if len(e) == 64 and e.startswith(name_or_id)]
             target = matches[0] if len(matches) == 1 else None
     path = os.path.join(root, target) if target else None
-    if path is None or not _is_alive(path):
+    if path is None or not is_alive(path):
         raise UsageError(f"no running sandbox {name_or_id!r}", hint="give the --name it was started with")
     try:
         with open(os.path.join(path, record)) as f:
@@ -250,7 +271,7 @@ def running_record(name_or_id: str, record: str) -> str | None:
         return None
 
 
-def _is_alive(path: str) -> bool:
+def is_alive(path: str) -> bool:
     """True while some process of that sandbox still holds its lock."""
     try:
         fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
@@ -283,7 +304,7 @@ def collect_garbage(root: str | None = None) -> list[str]:
             # unless the creator named in it is gone
             ours = (os.path.lexists(os.path.join(path, "lock")) or _writer_gone(entry)
                     or _older_than(path, _BUILDING_GRACE_S))
-        if not ours or not os.path.isdir(path) or _is_alive(path):
+        if not ours or not os.path.isdir(path) or is_alive(path):
             continue
         _remove_names_of(root, entry)
         _rmtree_any_owner(path)

@@ -80,9 +80,9 @@ def _lost(record: dict[str, Any]) -> None:
 def _alive(record: dict[str, Any]) -> bool:
     """Some process of the sandbox holds its state lock — or the supervisor is still writing the
     outcome, between releasing the sandbox's state and its last record."""
-    from .state import _is_alive
+    from .state import is_alive
 
-    if _is_alive(os.path.join(state_root(), record["id"])):
+    if is_alive(os.path.join(state_root(), record["id"])):
         return True
     # a zombie has written nothing more (its parent may be slow to reap it)
     return same_process(int(record.get("supervisor_pid") or 0), record.get("supervisor_start"))

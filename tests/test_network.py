@@ -270,7 +270,8 @@ def test_publish_all_publishes_what_the_image_exposes(exposing_image: str) -> No
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
-        while (p := sandboxer("port", name)).returncode != 0:
+        # its name exists from the start of set-up, its ports once published, before the workload runs
+        while (p := sandboxer("port", name)).returncode != 0 or not p.stdout.strip():
             assert proc.poll() is None and time.monotonic() < deadline, p.stderr
             time.sleep(0.05)
         lines = p.stdout.splitlines()

@@ -581,7 +581,7 @@ def test_killed_pytest_leaves_nothing_behind(pytester: pytest.Pytester) -> None:
     import sys
     import time
 
-    from sandboxer.state import _is_alive, collect_garbage, state_root
+    from sandboxer.state import collect_garbage, is_alive, state_root
 
     root = state_root()
     before = set(os.listdir(root))
@@ -606,7 +606,7 @@ def test_killed_pytest_leaves_nothing_behind(pytester: pytest.Pytester) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 10
-    while any(_is_alive(os.path.join(root, e)) for e in new):  # every process of the sandbox holds it
+    while any(is_alive(os.path.join(root, e)) for e in new):  # every process of the sandbox holds it
         assert time.monotonic() < deadline, "sandbox processes outlived a SIGKILLed pytest"
         time.sleep(0.05)
     collect_garbage()  # what the next run does first

@@ -25,7 +25,7 @@ import json
 import os
 
 from ..errors import SandboxerError, UsageError
-from ..state import unlink_quiet
+from ..state import Lock, unlink_quiet
 from .reference import Reference, parse_reference
 
 TYPE_CHECKING = False
@@ -58,27 +58,6 @@ def store_root() -> str:
         return override
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(data, "sandboxer")
-
-
-class _Lock:
-    __slots__ = ("path", "fd")
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd = -1
-
-    def __enter__(self) -> None:
-        import fcntl
-
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(self.fd)
-            raise
-
-    def __exit__(self, *_exc: object) -> None:
-        os.close(self.fd)  # closing the last descriptor releases the lock
 
 
 class _StagedFile:
@@ -143,7 +122,7 @@ class Store:
 
     # -- locks and atomic writes ------------------------------------------
 
-    def lock(self, name: str = "index") -> _Lock:
+    def lock(self, name: str = "index") -> Lock:
         """An exclusive ``flock`` on ``locks/<name>.lock`` while in a ``with`` block.
 
         flock is what filelock does on Linux; importing filelock costs ~50 ms,
@@ -151,7 +130,7 @@ class Store:
         its own file description, so threads of one process exclude each
         other too, and a crashed holder's lock goes with its process.
         """
-        return _Lock(os.path.join(self.root, "locks", f"{name}.lock"))
+        return Lock(os.path.join(self.root, "locks", f"{name}.lock"))
 
     def _staging(self, prefix: str) -> str:
         return os.path.join(self.root, "tmp", f"{prefix}-{os.getpid()}-{os.urandom(6).hex()}")

@@ -6,8 +6,11 @@ was not given), ``host`` (the caller's namespace, explicitly), and the
 user-mode stacks ``slirp4netns[:OPT=V,…]`` and ``pasta[:OPT=V,…]``
 (attached while the sandbox waits; see :mod:`sandboxer.network.slirp` and
 :mod:`sandboxer.network.pasta`).  Both stacks give the sandbox the same
-view: 10.0.2.100 on ``tap0``, the gateway 10.0.2.2, DNS at 10.0.2.3.  The
-set-up order lives in the ``sandboxer_attach`` hook of :mod:`sandboxer.builtins`.
+view: 10.0.2.100 on ``tap0``, the gateway 10.0.2.2, DNS at 10.0.2.3.  Any
+other name is a user-defined network (:mod:`sandboxer.network.networks`):
+``eth0`` on a bridge shared with the network's other sandboxes
+(:mod:`sandboxer.network.bridge`).  The set-up order lives in the
+``sandboxer_attach`` hook of :mod:`sandboxer.builtins`.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from collections import namedtuple
 
 from ..errors import HostError, UsageError
 
-__all__ = ["NetworkSpec", "PortMapping", "Mode", "MODES", "parse_network", "parse_publish", "exposed_ports",
+__all__ = ["NetworkSpec", "PortMapping", "Mode", "MODES", "USER_DEFINED", "mode_of", "parse_network",
+           "parse_publish", "exposed_ports",
            "preferred_stack", "require_host", "GUEST_ADDRESS", "DNS_ADDRESS", "HOST_GATEWAY", "PORT_IN_USE",
-           "etc_files"]
+           "etc_files", "host_lines"]
 
 #: the sandbox's addresses under either stack (slirp4netns' fixed 10.0.2.0/24; pasta is told the same)
 GUEST_ADDRESS = "10.0.2.100"
@@ -59,6 +63,13 @@ MODES = {
     # pasta 2023 (Debian 12) loses the replies of UDP forwarded to another port number
     "pasta": Mode("pasta", "pasta", ("allow_host_loopback",), udp_same_port=True),
 }
+#: the mode of every other name: a user-defined network (``sandboxer network create``)
+USER_DEFINED = Mode("bridge")
+
+
+def mode_of(name: str) -> Mode:
+    """The :class:`Mode` of a ``--network`` name (a built-in mode, else a user-defined network)."""
+    return MODES.get(name, USER_DEFINED)
 
 
 class PortMapping(namedtuple("PortMapping", "host_ip host_port container_port proto")):
@@ -74,19 +85,23 @@ class PortMapping(namedtuple("PortMapping", "host_ip host_port container_port pr
         return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.proto}"
 
 
-class NetworkSpec(namedtuple("NetworkSpec", "mode allow_host_loopback ports dns add_hosts",
-                             defaults=(False, (), (), ()))):
+class NetworkSpec(namedtuple("NetworkSpec", "mode allow_host_loopback ports dns add_hosts aliases",
+                             defaults=(False, (), (), (), ()))):
+    """``mode``: a :data:`MODES` name or a user-defined network's; ``aliases``: on a user-defined
+    network, the names its peers resolve this sandbox by (its name, ``--network-alias``es, hostname)."""
+
     mode: str
     allow_host_loopback: bool
     ports: tuple[PortMapping, ...]
     dns: tuple[str, ...]
     add_hosts: tuple[tuple[str, str], ...]
+    aliases: tuple[str, ...]
     __slots__ = ()
 
     @property
     def stack(self) -> str | None:
         """The module of this package that attaches the mode (see :class:`Mode`), or None."""
-        return MODES[self.mode].stack
+        return mode_of(self.mode).stack
 
 
 def preferred_stack() -> str:
@@ -101,8 +116,17 @@ def parse_network(text: str, ports: tuple[PortMapping, ...] = (), dns: tuple[str
     name, _, options = text.partition(":")
     mode = MODES.get(name)
     if mode is None:
-        raise UsageError(f"unknown network mode {text!r}",
-                         hint="use none (the default), host, pasta or slirp4netns[:allow_host_loopback=true]")
+        from .networks import exists
+
+        if not exists(name):
+            raise UsageError(f"unknown network mode or network {text!r}",
+                             hint="use none (the default), host, pasta, slirp4netns[:allow_host_loopback=true], "
+                                  f"or a network made with 'sandboxer network create {name}'")
+        mode = USER_DEFINED
+        if ports:
+            raise UsageError(f"publishing ports from the user-defined network {name!r} is not supported",
+                             hint="publish from a sandbox with --network pasta or slirp4netns, and reach the "
+                                  "network's sandboxes from there by name")
     allow = False
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")
@@ -111,7 +135,7 @@ def parse_network(text: str, ports: tuple[PortMapping, ...] = (), dns: tuple[str
                 else f"{name} takes no options"
             raise UsageError(f"unsupported network option {option!r} for {name}", hint=takes)
         allow = value == "true"
-    if ports and mode.stack is None:
+    if ports and mode.stack is None:  # (before any user-defined network check: none and host)
         raise UsageError(f"publishing ports needs a network that can carry them, not {name!r}",
                          hint=f"add --network {preferred_stack()}")
     if mode.udp_needs_loopback and any(p.proto == "udp" for p in ports) and not allow:
@@ -175,7 +199,7 @@ def exposed_ports(exposed: object) -> tuple[PortMapping, ...]:
 
 def require_host(spec: NetworkSpec) -> None:
     """The mode's program and /dev/net/tun (where each stack creates tap0), before anything is created."""
-    program = MODES[spec.mode].program
+    program = mode_of(spec.mode).program
     if program is None:
         return
     from ..programs import require
@@ -192,16 +216,32 @@ def _is_ipv4(text: str) -> bool:
 
 
 def etc_files(state_dir: str, hostname: str, spec: NetworkSpec) -> list[tuple[str, str]]:
-    """(host file, path inside) pairs for /etc/resolv.conf and /etc/hosts of a sandbox with a user-mode stack."""
-    resolv = os.path.join(state_dir, "resolv.conf")
-    with open(resolv, "w") as f:
-        f.writelines(f"nameserver {server}\n" for server in (spec.dns or (DNS_ADDRESS,)))
+    """(host file, path inside) pairs for /etc/resolv.conf and /etc/hosts of a sandbox with a user-mode
+    stack or on a user-defined network (whose hosts file is filled as it attaches, and kept up to date
+    as peers come and go: see :func:`sandboxer.network.networks.sync_hosts`)."""
+    user_defined = spec.mode not in MODES
+    out = []
+    if spec.dns or not user_defined:  # on a user-defined network, the root's own resolv.conf unless told
+        resolv = os.path.join(state_dir, "resolv.conf")
+        with open(resolv, "w") as f:
+            f.writelines(f"nameserver {server}\n" for server in (spec.dns or (DNS_ADDRESS,)))
+        os.chmod(resolv, 0o644)
+        out.append((resolv, "/etc/resolv.conf"))
     hosts = os.path.join(state_dir, "hosts")
     with open(hosts, "w") as f:
-        f.write(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{GUEST_ADDRESS}\t{hostname}\n")
-        if spec.allow_host_loopback:
-            f.write(f"{HOST_GATEWAY}\thost.containers.internal\n")
-        f.writelines(f"{address}\t{name}\n" for name, address in spec.add_hosts)
-    os.chmod(resolv, 0o644)
+        if not user_defined:
+            f.write(host_lines(GUEST_ADDRESS, (hostname,), spec.add_hosts))
+            if spec.allow_host_loopback:
+                f.write(f"{HOST_GATEWAY}\thost.containers.internal\n")
     os.chmod(hosts, 0o644)
-    return [(resolv, "/etc/resolv.conf"), (hosts, "/etc/hosts")]
+    out.append((hosts, "/etc/hosts"))
+    return out
+
+
+def host_lines(address: str, names: tuple[str, ...], extra: tuple[tuple[str, str], ...] = (),
+               peers: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> str:
+    """An /etc/hosts: localhost, this sandbox, its peers, then ``--add-host`` entries."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", f"{address}\t{' '.join(names)}"]
+    lines += [f"{peer}\t{' '.join(peer_names)}" for peer, peer_names in peers]
+    lines += [f"{ip}\t{name}" for name, ip in extra]
+    return "\n".join(lines) + "\n"

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import SandboxerError, UsageError
 from ..procfs import start_time
-from ..state import _is_alive, create_locked_dir, remove_tree, state_root, validate_name, write_atomically
+from ..state import create_locked_dir, is_alive, remove_tree, state_root, validate_name, write_atomically
 
 __all__ = ["create", "start", "state", "kill", "delete", "features", "exists", "parse_signal"]
 
@@ -386,7 +386,7 @@ def delete(cid: str, force: bool = False) -> None:
     except UsageError:
         if not force:
             raise
-        if os.path.isdir(path) and not _is_alive(path):  # a create still at work holds the lock
+        if os.path.isdir(path) and not is_alive(path):  # a create still at work holds the lock
             remove_tree(path)
         return
     with _Lock(path):

@@ -76,7 +76,7 @@ def read_id_ranges(path: str, user: str, uid: int) -> list[tuple[int, int]]:
             start, count = int(parts[1]), int(parts[2])
         except ValueError:
             continue
-        if count > 0:
+        if count > 0 and (start, count) not in ranges:  # a line given twice (useradd's and an admin's)
             ranges.append((start, count))
     return ranges
 

@@ -1,0 +1,85 @@
+"""Attaching a sandbox to a user-defined network: a lease, a veth pair into its bridge, peers' /etc/hosts.
+
+The sandbox has joined the holder's user namespace (see
+:mod:`sandboxer.network.rootlessns`) and made its own network namespace,
+and waits.  Under the holder's lock we make sure the network's bridge
+exists, lease an address, and — in a helper inside the holder's
+namespaces — create the pair: one end enslaved to the bridge, the other
+moved into the sandbox as ``eth0``, addressed, up, routed through the
+gateway.  The veth pair vanishes with the sandbox's network namespace;
+:meth:`Attachment.close` returns the lease and rewrites the peers' hosts.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .. import syscalls as sc
+from ..errors import SetupError
+from . import NetworkSpec, PortMapping, netlink, networks, rootlessns
+
+__all__ = ["Attachment", "start", "GUEST_INTERFACE"]
+
+GUEST_INTERFACE = "eth0"
+
+
+class Attachment:
+    """One sandbox's place on a user-defined network."""
+
+    def __init__(self, network: networks.Network, lease: networks.Lease) -> None:
+        self.network = network
+        self.lease = lease
+        self.ports: list[PortMapping] = []
+
+    @property
+    def address(self) -> str:
+        return self.lease.address
+
+    def describe(self) -> dict[str, object]:
+        """For ``inspect`` and the pytest handle's ``ip``."""
+        return {"network": self.network.name, "address": self.lease.address,
+                "prefixlen": self.network.prefixlen, "gateway": self.network.gateway,
+                "aliases": list(self.lease.names)}
+
+    def close(self) -> None:
+        if self.lease is None:
+            return
+        with rootlessns.lock():
+            networks.release(self.network, self.lease)
+            networks.sync_hosts(self.network)
+        self.lease = None  # type: ignore[assignment]
+
+
+def start(pid: int, spec: NetworkSpec, state_dir: str) -> Attachment:
+    """Attach the waiting sandbox whose set-up process is ``pid`` to the network ``spec.mode``."""
+    network = networks.load(spec.mode)
+    netlink.load()
+    sandbox_id = os.path.basename(state_dir)
+    guest = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with rootlessns.lock():
+            holder = rootlessns.current()
+            if holder is None or os.stat(holder.user_ns).st_ino != os.stat(f"/proc/{pid}/ns/user").st_ino:
+                raise SetupError(f"attach to network {network.name}",
+                                 "the network namespace holder was restarted while the sandbox started",
+                                 hint="run the command again")
+            rootlessns.run_inside(holder, netlink.ensure_bridge, network.bridge, network.gateway,
+                                  network.prefixlen, networks.MTU)
+            lease = networks.allocate(network, sandbox_id, spec.aliases, os.path.join(state_dir, "hosts"),
+                                      spec.add_hosts)
+            try:
+                rootlessns.run_inside(holder, _plug, network, f"sbxv{sandbox_id[:8]}", guest, lease.address)
+            except BaseException:
+                networks.release(network, lease)
+                raise
+            networks.sync_hosts(network)
+    finally:
+        os.close(guest)
+    return Attachment(network, lease)
+
+
+def _plug(network: networks.Network, host_side: str, guest: int, address: str) -> None:
+    """In the holder's namespaces: the veth pair, then — inside the sandbox's — its address and route."""
+    netlink.add_veth(network.bridge, host_side, guest, GUEST_INTERFACE, networks.MTU)
+    sc.setns(guest, sc.CLONE_NEWNET)
+    netlink.configure_guest(GUEST_INTERFACE, address, network.prefixlen, network.gateway)

@@ -1,0 +1,87 @@
+"""The netlink work of user-defined networks, through pyroute2: bridges, veth pairs, addresses, routes.
+
+Each function acts on the network namespace the calling process is in
+(see :func:`sandboxer.network.rootlessns.run_inside` for getting there) and
+raises :class:`SetupError` naming what it was doing.  pyroute2 is imported
+by the caller of ``run_inside`` before it forks (its import takes ~170 ms:
+paid once per command, and only by commands that attach to a user-defined
+network).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import SetupError
+
+__all__ = ["load", "ensure_bridge", "delete_link", "add_veth", "configure_guest", "link_names"]
+
+
+def load() -> None:
+    """Import pyroute2 now, in the caller, so forked helpers do not each pay for it."""
+    import pyroute2  # noqa: F401
+
+
+def _ip() -> Any:
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def _step(what: str, fn: Callable[[], object]) -> Any:
+    try:
+        return fn()
+    except Exception as e:  # pyroute2's NetlinkError carries an errno as its first argument
+        code = e.args[0] if e.args and isinstance(e.args[0], int) else None
+        raise SetupError(what, os.strerror(code) if code else str(e)) from None
+
+
+def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int) -> None:
+    """The bridge ``name`` with ``gateway/prefixlen``, up; created if missing (after a holder restart)."""
+    with _ip() as ip:
+        if ip.link_lookup(ifname=name):
+            return
+        _step(f"create bridge {name}", lambda: ip.link("add", ifname=name, kind="bridge", mtu=mtu))
+        index = ip.link_lookup(ifname=name)[0]
+        _step(f"address bridge {name}", lambda: ip.addr("add", index=index, address=gateway, prefixlen=prefixlen))
+        _step(f"bring up bridge {name}", lambda: ip.link("set", index=index, state="up"))
+
+
+def delete_link(name: str) -> None:
+    """Remove the interface ``name`` if it exists."""
+    with _ip() as ip:
+        found = ip.link_lookup(ifname=name)
+        if found:
+            _step(f"delete interface {name}", lambda: ip.link("del", index=found[0]))
+
+
+def add_veth(bridge: str, host_side: str, guest_netns_fd: int, guest_side: str, mtu: int) -> None:
+    """A veth pair: ``host_side`` enslaved to ``bridge`` and up here, ``guest_side`` moved into the
+    network namespace open at ``guest_netns_fd``."""
+    with _ip() as ip:
+        found = ip.link_lookup(ifname=bridge)
+        if not found:
+            raise SetupError(f"attach to bridge {bridge}", "the bridge does not exist")
+        _step(f"create veth pair {host_side}", lambda: ip.link(
+            "add", ifname=host_side, kind="veth", mtu=mtu,
+            peer={"ifname": guest_side, "net_ns_fd": guest_netns_fd, "mtu": mtu}))
+        index = ip.link_lookup(ifname=host_side)[0]
+        _step(f"enslave {host_side} to {bridge}", lambda: ip.link("set", index=index, master=found[0],
+                                                                   state="up"))
+
+
+def configure_guest(ifname: str, address: str, prefixlen: int, gateway: str) -> None:
+    """Address ``ifname``, bring it up and route everything through ``gateway``."""
+    with _ip() as ip:
+        index = ip.link_lookup(ifname=ifname)[0]
+        _step(f"address {ifname}", lambda: ip.addr("add", index=index, address=address, prefixlen=prefixlen))
+        _step(f"bring up {ifname}", lambda: ip.link("set", index=index, state="up"))
+        _step("add the default route", lambda: ip.route("add", dst="0.0.0.0/0", gateway=gateway))
+
+
+def link_names() -> list[str]:
+    """The interfaces of this network namespace."""
+    with _ip() as ip:
+        return [str(link.get("ifname")) for link in ip.get_links()]

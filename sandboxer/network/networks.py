@@ -1,0 +1,262 @@
+"""User-defined networks: their definitions, their address leases, and their members' ``/etc/hosts``.
+
+A network is a definition — name, subnet, gateway, bridge name — kept in
+``<data dir>/networks/NAME.json`` (it outlives reboots, as podman's do);
+its bridge lives in the per-user namespace of
+:mod:`sandboxer.network.rootlessns` and is made when a sandbox first needs
+it.  Each attached sandbox holds a lease ``<state root>/netns/leases/NAME/IP``
+naming it; a lease whose sandbox no longer runs (its state directory's
+lock is free, see :mod:`sandboxer.state`) is stale and is dropped by the
+next change, so a SIGKILLed sandbox never keeps its address.  Every
+member's ``/etc/hosts`` (a file in its state directory, bound read-only)
+is rewritten in place whenever a member comes or goes, so peers resolve
+each other by name, aliases and hostname.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+from ..errors import HostError, UsageError
+from ..state import Lock, state_root, unlink_quiet, validate_name, write_atomically
+
+__all__ = ["Network", "Lease", "definitions_dir", "create", "load", "exists", "all_networks", "remove",
+           "allocate", "release", "leases", "sync_hosts", "describe", "RESERVED", "MTU"]
+
+#: the user-mode stacks' own network (slirp4netns, pasta): never a bridge's
+RESERVED = ipaddress.ip_network("10.0.2.0/24")
+#: where automatic subnets are taken from, as podman's 10.89.N.0/24
+_AUTO = "10.89.{}.0/24"
+#: bridges and veth pairs: large frames keep sandbox-to-sandbox traffic cheap
+MTU = 65520
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    id: str
+    subnet: str
+    gateway: str
+    bridge: str
+    created: float
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.ip_network(self.subnet).prefixlen
+
+
+@dataclass(frozen=True)
+class Lease:
+    """An address of a network held by a sandbox."""
+
+    address: str
+    sandbox: str            #: its id
+    names: tuple[str, ...]  #: what peers call it: its --name, its aliases, its hostname
+    hosts: str              #: its /etc/hosts file on the host
+    extra: tuple[tuple[str, str], ...] = ()  #: its --add-host entries (name, address)
+
+
+def definitions_dir() -> str:
+    from ..images.store import store_root
+
+    path = os.path.join(store_root(), "networks")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _path(name: str) -> str:
+    return os.path.join(definitions_dir(), f"{name}.json")
+
+
+def exists(name: str) -> bool:
+    return bool(name) and "/" not in name and os.path.exists(_path(name))
+
+
+def load(name: str) -> Network:
+    try:
+        with open(_path(name)) as f:
+            return Network(**json.load(f))
+    except FileNotFoundError:
+        raise UsageError(f"no network {name!r}", hint=f"create it: sandboxer network create {name}") from None
+    except (ValueError, TypeError) as e:
+        raise HostError(f"the definition of network {name!r} is unreadable ({e})",
+                        hint=f"remove {_path(name)} and create the network again") from None
+
+
+def all_networks() -> list[Network]:
+    names = sorted(e[:-5] for e in os.listdir(definitions_dir()) if e.endswith(".json"))
+    return [load(n) for n in names]
+
+
+def create(name: str, subnet: str | None = None) -> Network:
+    """Define a network; its subnet must not overlap another's (nor 10.0.2.0/24)."""
+    from . import MODES
+
+    try:
+        validate_name(name)
+    except UsageError:
+        raise UsageError(f"invalid network name {name!r}",
+                         hint="use letters, digits, '_', '.', '-', starting with a letter or digit") from None
+    if name in MODES:
+        raise UsageError(f"{name!r} is a network mode, not a name a network can have", hint="choose another name")
+    with Lock(os.path.join(definitions_dir(), ".lock")):
+        if exists(name):
+            raise UsageError(f"network {name!r} already exists", hint="choose another name, or remove it first")
+        others = all_networks()
+        net = _subnet(subnet, others) if subnet else _free_subnet(others)
+        used = {n.bridge for n in others}
+        bridge = next(f"sbx{i}" for i in range(len(others) + 1) if f"sbx{i}" not in used)
+        network = Network(name, os.urandom(32).hex(), str(net), str(next(net.hosts())), bridge, time.time())
+        write_atomically(_path(name), json.dumps(asdict(network), indent=2) + "\n")
+    return network
+
+
+def _subnet(text: str, others: list[Network]) -> ipaddress.IPv4Network:
+    hint = "give an IPv4 network in CIDR form with at least 4 addresses, e.g. --subnet 10.90.0.0/24"
+    try:
+        net = ipaddress.ip_network(text)
+    except ValueError as e:
+        raise UsageError(f"invalid subnet {text!r}: {e}", hint=hint) from None
+    if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen > 30:
+        raise UsageError(f"invalid subnet {text!r}", hint=hint)
+    if net.overlaps(RESERVED):
+        raise UsageError(f"subnet {net} overlaps {RESERVED}, the network of pasta and slirp4netns",
+                         hint="choose another subnet")
+    for other in others:
+        if net.overlaps(ipaddress.ip_network(other.subnet)):
+            raise UsageError(f"subnet {net} overlaps {other.subnet} of network {other.name!r}",
+                             hint="choose another subnet (sandboxer network ls shows those in use)")
+    return net
+
+
+def _free_subnet(others: list[Network]) -> ipaddress.IPv4Network:
+    taken = [ipaddress.ip_network(o.subnet) for o in others]
+    for i in range(256):
+        net = ipaddress.IPv4Network(_AUTO.format(i))
+        if not any(net.overlaps(t) for t in taken):
+            return net
+    raise UsageError("no free subnet left in 10.89.0.0/16", hint="give one with --subnet")
+
+
+def remove(name: str) -> Network:
+    """Forget a network nobody uses, and its bridge; the holder goes with the last network."""
+    from . import rootlessns
+
+    network = load(name)
+    with rootlessns.lock():
+        users = leases(network)
+        if users:
+            who = ", ".join(lease.names[0] if lease.names else lease.sandbox[:12] for lease in users)
+            raise UsageError(f"network {name!r} is in use by {who}", hint="stop those sandboxes first")
+        unlink_quiet(_path(name))
+        _remove_lease_dir(network)
+        holder = rootlessns.current()
+        if holder is not None:
+            if all_networks():
+                from . import netlink
+
+                netlink.load()
+                rootlessns.run_inside(holder, netlink.delete_link, network.bridge)
+            else:
+                rootlessns.stop()
+    return network
+
+
+def describe(network: Network) -> dict[str, object]:
+    """``network inspect``: the definition, as docker shows one, with the sandboxes on it now."""
+    from . import rootlessns
+
+    with rootlessns.lock():
+        members = leases(network)
+    return {"Name": network.name, "Id": network.id,
+            "Created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(network.created)),
+            "Driver": "bridge", "NetworkInterface": network.bridge,
+            "Subnets": [{"Subnet": network.subnet, "Gateway": network.gateway}],
+            "Containers": {m.sandbox: {"Names": list(m.names), "IPv4Address": f"{m.address}/{network.prefixlen}"}
+                           for m in members}}
+
+
+# -- leases (call these under rootlessns.lock()) --------------------------------------------------
+
+def _lease_dir(network: Network) -> str:
+    from . import rootlessns
+
+    path = os.path.join(rootlessns.directory(), "leases", network.name)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _remove_lease_dir(network: Network) -> None:
+    path = _lease_dir(network)
+    for entry in os.listdir(path):
+        unlink_quiet(os.path.join(path, entry))
+    os.rmdir(path)
+
+
+def leases(network: Network) -> list[Lease]:
+    """The live leases of ``network``, in address order; stale ones are removed."""
+    from ..state import is_alive
+
+    path = _lease_dir(network)
+    out = []
+    for entry in os.listdir(path):
+        file = os.path.join(path, entry)
+        try:
+            with open(file) as f:
+                data = json.load(f)
+            lease = Lease(**{**data, "names": tuple(data["names"]),
+                             "extra": tuple(tuple(e) for e in data.get("extra", ()))})
+        except (OSError, ValueError, TypeError):
+            unlink_quiet(file)  # a write cut short: its writer held the lock and is gone
+            continue
+        if is_alive(os.path.join(state_root(), lease.sandbox)):
+            out.append(lease)
+        else:
+            unlink_quiet(file)
+    return sorted(out, key=lambda lease: ipaddress.ip_address(lease.address))
+
+
+def allocate(network: Network, sandbox: str, names: tuple[str, ...], hosts: str,
+             extra: tuple[tuple[str, str], ...] = ()) -> Lease:
+    """The lowest free address of ``network`` (the gateway excepted), leased to ``sandbox``."""
+    used = {lease.address for lease in leases(network)} | {network.gateway}
+    for address in ipaddress.ip_network(network.subnet).hosts():
+        if str(address) not in used:
+            lease = Lease(str(address), sandbox, names, hosts, extra)
+            write_atomically(os.path.join(_lease_dir(network), lease.address), json.dumps(asdict(lease)))
+            return lease
+    raise HostError(f"network {network.name!r} has no free address ({network.subnet})",
+                    hint="remove some of its sandboxes, or use a network with a larger --subnet")
+
+
+def release(network: Network, lease: Lease) -> None:
+    unlink_quiet(os.path.join(_lease_dir(network), lease.address))
+
+
+def sync_hosts(network: Network) -> None:
+    """Rewrite each member's /etc/hosts: itself first, then every peer, by name, aliases and hostname."""
+    from . import host_lines
+
+    members = leases(network)
+    for member in members:
+        peers = tuple((peer.address, peer.names) for peer in members if peer is not member)
+        _rewrite_in_place(member.hosts, host_lines(member.address, member.names, member.extra, peers))
+
+
+def _rewrite_in_place(path: str, text: str) -> None:
+    """Same inode (the sandbox has it bound), new contents: written first and cut to length after,
+    so a reader sees the old lines or the new, never an empty file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # its sandbox is being removed
+    try:
+        data = text.encode()
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)

@@ -1,0 +1,253 @@
+"""User-defined networks, run as a user runs them: create/ls/inspect/rm, peers by name, IPAM, clean-up.
+
+Each test runs with a private state root and image store (so a private
+network namespace holder); traffic stays between the sandboxes they start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import SANDBOXER, sandboxer, sh
+
+pytest_plugins = ["pytester"]
+
+#: a one-shot TCP server on port 8000 answering "hi from NAME", restarted forever
+SERVE = "while true; do busybox nc -l -p 8000 -e echo hi from $(hostname); done"
+
+
+def _connect(target: str) -> str:
+    """A shell loop that reads port 8000 of ``target``, retrying while the server comes up."""
+    return (f"(for i in $(seq 100); do out=$(busybox nc -w 2 {target} 8000 </dev/null) && [ -n \"$out\" ] "
+            "&& echo \"$out\" && exit 0; sleep 0.05; done; exit 1)")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Path]:
+    """A private state root and store; every network removed at the end (the holder goes with the last)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SANDBOXER_STATE_DIR", str(tmp_path / "state"))
+        mp.setenv("SANDBOXER_DATA_DIR", str(tmp_path / "data"))
+        yield tmp_path
+        for record in json.loads(sandboxer("ps", "-a", "--format", "json").stdout or "[]"):
+            sandboxer("rm", "-f", record["Id"] if "Id" in record else record["id"])
+        for name in sandboxer("network", "ls", "-q").stdout.split():
+            sandboxer("network", "rm", name)
+        assert _holder(tmp_path) is None
+
+
+@pytest.fixture
+def net(env: Path) -> str:
+    name = f"net-{os.urandom(3).hex()}"
+    sandboxer("network", "create", name, check=True)
+    return name
+
+
+def _holder(root: Path) -> int | None:
+    """The holder's pid if it runs (a zombie left to a non-reaping init counts as gone)."""
+    from sandboxer.procfs import same_process
+
+    try:
+        pid, started = map(int, (root / "state" / "netns" / "holder").read_text().split())
+    except FileNotFoundError:
+        return None
+    return pid if same_process(pid, started) else None
+
+
+def _holder_links(root: Path) -> list[str]:
+    pid = _holder(root)
+    assert pid is not None
+    out = subprocess.run(["nsenter", "--preserve-credentials", "-U", "-n", "-t", str(pid), "ip", "-o", "link"],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+
+
+def _leases(root: Path) -> list[str]:
+    base = root / "state" / "netns" / "leases"
+    return [str(p) for p in base.rglob("*") if p.is_file()] if base.exists() else []
+
+
+def _our_processes() -> set[int]:
+    from sandboxer.procfs import same_process
+
+    out = subprocess.run(["pgrep", "-u", str(os.getuid())], capture_output=True, text=True).stdout.split()
+    return {int(p) for p in out if same_process(int(p), None)}
+
+
+def _inspect(name: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(sandboxer("network", "inspect", name, check=True).stdout)[0]  # type: ignore[no-any-return]
+
+
+def test_create_ls_inspect_rm(env: Path) -> None:
+    first = sandboxer("network", "create", "front", check=True).stdout.strip()
+    assert len(first) == 64
+    sandboxer("network", "create", "--subnet", "10.77.0.0/16", "back", check=True)
+    listing = sandboxer("network", "ls", check=True).stdout
+    assert "front" in listing and "10.89.0.0/24" in listing and "10.77.0.0/16" in listing
+    assert sandboxer("network", "ls", "-q", check=True).stdout.split() == ["back", "front"]
+    info = _inspect("back")
+    assert info["Subnets"] == [{"Subnet": "10.77.0.0/16", "Gateway": "10.77.0.1"}]
+    assert info["Containers"] == {} and info["Name"] == "back"
+    assert _holder(env) is None, "defining a network starts nothing"
+    assert sandboxer("network", "rm", "front", "back", check=True).stdout.split() == ["front", "back"]
+    assert sandboxer("network", "ls", "-q").stdout == ""
+
+
+def test_two_sandboxes_talk_by_name_and_alias(net: str) -> None:
+    sandboxer("run", "-d", "--name", "srv", "--network-alias", "web", "--network", net, "--",
+              "sh", "-c", SERVE, check=True)
+    p = sh(f"{_connect('srv')} && {_connect('web')} && getent hosts srv", "--network", net, "--hostname", "cli",
+           check=True)
+    lines = p.stdout.splitlines()
+    server_hostname = lines[0].split()[-1]
+    assert lines[:2] == [f"hi from {server_hostname}"] * 2
+    server_ip = lines[2].split()[0]
+    assert server_ip.startswith("10.89.") and "srv" in lines[2] and "web" in lines[2]
+    members = _inspect(net)["Containers"]
+    assert [m["IPv4Address"] for m in members.values()] == [f"{server_ip}/24"]
+
+
+def test_peers_hosts_follow_members(net: str) -> None:
+    sandboxer("run", "-d", "--name", "one", "--network", net, "--", "sleep", "60", check=True)
+    sandboxer("run", "-d", "--name", "two", "--network", net, "--", "sleep", "60", check=True)
+    hosts = sandboxer("exec", "one", "cat", "/etc/hosts", check=True).stdout
+    assert "\tone " in hosts and "\ttwo " in hosts
+    sandboxer("rm", "-f", "two", check=True)
+    hosts = sandboxer("exec", "one", "cat", "/etc/hosts", check=True).stdout
+    assert "two" not in hosts and "\tone " in hosts
+    assert len(_inspect(net)["Containers"]) == 1
+
+
+def test_networks_are_isolated_from_each_other(env: Path, net: str) -> None:
+    sandboxer("network", "create", "other", check=True)
+    sandboxer("run", "-d", "--name", "srv", "--network", net, "--", "sh", "-c", SERVE, check=True)
+    address = _inspect(net)["Containers"].popitem()[1]["IPv4Address"].split("/")[0]
+    assert "hi from" in sh(_connect(address), "--network", net, check=True).stdout
+    p = sh(f"busybox nc -w 1 {address} 8000 </dev/null; getent hosts srv || echo unresolved", "--network", "other")
+    assert "hi from" not in p.stdout and "unresolved" in p.stdout
+
+
+def test_a_hundred_sandboxes_leave_nothing_behind(env: Path, net: str) -> None:
+    """Four concurrent loops of 25 short sandboxes each, through the library (pyroute2 imported once)."""
+    sh("true", "--network", net, check=True)  # the holder and the bridge exist from here on
+    before = _our_processes()
+    loop = ("import sys\nfrom sandboxer import SandboxOptions, run\n"
+            "for i in range(25):\n"
+            "    s = run(SandboxOptions(command=['sh', '-c', 'ip -4 -o addr show eth0 | grep -q 10.89.'],"
+            f" network={net!r}), on_notice=lambda m: None)\n"
+            "    assert s.code == 0, s\n")
+    procs = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(4)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0, 0]
+    assert _leases(env) == []
+    assert _inspect(net)["Containers"] == {}
+    assert _holder_links(env) == ["lo", "sbx0"], "a veth pair outlived its sandbox"
+    assert _our_processes() - before == set(), "a process outlived its sandbox"
+    assert [e for e in os.listdir(env / "state") if len(e) == 64] == []
+
+
+def test_a_killed_sandbox_gives_its_address_back(env: Path, net: str) -> None:
+    proc = subprocess.Popen([*SANDBOXER, "run", "--network", net, "--", "sleep", "60"])
+    deadline = time.monotonic() + 20
+    while not _inspect(net)["Containers"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _inspect(net)["Containers"]:  # its set-up process dies with the CLI (PDEATHSIG), freeing its lock
+        assert time.monotonic() < deadline, "the lease of a dead sandbox was kept"
+        time.sleep(0.05)
+    assert _leases(env) == []
+    assert sh("ip -4 -o addr show eth0", "--network", net, check=True).stdout.count("10.89.0.2/24") == 1
+
+
+def test_a_killed_holder_is_replaced(env: Path, net: str) -> None:
+    sh("true", "--network", net, check=True)
+    old = _holder(env)
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    p = sh("ip -4 -o addr show eth0", "--network", net, check=True)
+    assert "10.89.0.2/24" in p.stdout
+    new = _holder(env)
+    assert new is not None and new != old
+    assert _holder_links(env) == ["lo", "sbx0"]
+
+
+def test_the_holder_goes_with_the_last_network(env: Path, net: str) -> None:
+    sandboxer("network", "create", "second", check=True)
+    sh("true", "--network", net, check=True)
+    sh("true", "--network", "second", check=True)
+    assert _holder_links(env) == ["lo", "sbx0", "sbx1"]
+    sandboxer("network", "rm", net, check=True)
+    assert _holder_links(env) == ["lo", "sbx1"]
+    sandboxer("network", "rm", "second", check=True)
+    assert _holder(env) is None
+    assert not (env / "state" / "netns" / "holder").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("network", "create", "--subnet", "10.89.0.128/25", "x"), "overlaps 10.89.0.0/24 of network"),
+    (("network", "create", "--subnet", "10.0.0.0/8", "x"), "overlaps"),
+    (("network", "create", "--subnet", "10.0.2.0/24", "x"), "the network of pasta and slirp4netns"),
+    (("network", "create", "--subnet", "10.1.2.0/33", "x"), "invalid subnet"),
+    (("network", "create", "--subnet", "fd00::/64", "x"), "invalid subnet"),
+    (("network", "create", "--subnet", "10.1.2.3/24", "x"), "invalid subnet"),
+    (("network", "create", "NET"), "already exists"),
+    (("network", "create", "none"), "network mode"),
+    (("network", "create", "../x"), "invalid network name"),
+    (("network", "rm", "nosuch"), "no network 'nosuch'"),
+    (("network", "inspect", "nosuch"), "no network 'nosuch'"),
+    (("network", "frobnicate"), "usage: sandboxer network"),
+    (("run", "--network", "nosuch", "--", "true"), "unknown network mode or network 'nosuch'"),
+    (("run", "--network", "NET", "-p", "8080:80", "--", "true"), "publishing ports from the user-defined network"),
+    (("run", "--network-alias", "x", "--", "true"), "--network-alias names a sandbox on a user-defined network"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(net: str, args: tuple[str, ...], message: str) -> None:
+    before = sandboxer("network", "ls", check=True).stdout
+    p = sandboxer(*(net if a == "NET" else a for a in args))
+    assert p.returncode in (2, 125), p.stderr
+    assert message in p.stderr
+    assert p.stderr.count("error:") == 1
+    assert sandboxer("network", "ls", check=True).stdout == before
+
+
+def test_a_network_in_use_is_not_removed(env: Path, net: str) -> None:
+    sandboxer("run", "-d", "--name", "busy", "--network", net, "--", "sleep", "60", check=True)
+    p = sandboxer("network", "rm", net)
+    assert p.returncode == 125 and f"network {net!r} is in use by busy" in p.stderr
+    assert net in sandboxer("network", "ls", "-q").stdout
+    assert sandboxer("exec", "busy", "ip", "-4", "-o", "addr", "show", "eth0", check=True).returncode == 0
+
+
+def test_pytest_fixture_and_marker_on_a_network(pytester: pytest.Pytester, net: str) -> None:
+    pytester.makepyfile(f"""
+        import subprocess
+        import pytest
+
+        SERVE = {SERVE!r}
+
+        def test_server_and_client_by_name(sandbox_factory):
+            server = sandbox_factory(network={net!r})
+            server.start(["sh", "-c", SERVE], name="api")
+            client = sandbox_factory(network={net!r})
+            out = client.run(["sh", "-c", {_connect('api')!r} + " && getent hosts api"], check=True, text=True)
+            assert out.stdout.startswith("hi from ")
+            assert out.stdout.splitlines()[1].split()[0] == server.ip
+
+        @pytest.mark.sandbox(network={net!r})
+        def test_marked_test_is_on_the_network():
+            out = subprocess.run(["ip", "-4", "-o", "addr", "show", "eth0"], capture_output=True, text=True,
+                                 check=True).stdout
+            assert " 10.89.0." in out
+            assert open("/etc/hosts").read().count("10.89.0.") == 1
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
