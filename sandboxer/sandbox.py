@@ -376,11 +376,16 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None,
     sandbox_id = sandbox_id or new_id()
     hostname = opts.hostname or sandbox_id[:12]
     joins: tuple[tuple[int, str], ...] = ()
+    outbound_missing = ""
     if network.stack == "bridge":
-        joins = _join_network_holder()
+        joins, outbound_missing = _join_network_holder()
         namespaces &= ~CLONE_NEWUSER
         names = (*([opts.name] if opts.name else []), *opts.network_aliases, hostname)
         network = network._replace(aliases=tuple(dict.fromkeys(names)))
+        if not outbound_missing and not network.dns:
+            from .network import DNS_ADDRESS
+
+            network = network._replace(dns=(DNS_ADDRESS,))  # slirp4netns's, on the holder
     elif opts.network_aliases:
         raise UsageError("--network-alias names a sandbox on a user-defined network",
                          hint="create one with 'sandboxer network create NAME' and run with --network NAME")
@@ -410,6 +415,8 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None,
             terminal=opts.tty, init=opts.init, stdin_null=not opts.interactive, debug=opts.debug,
             upper_dir=opts.upper_dir, network=network)
         plan.joins = joins
+        if outbound_missing:
+            plan.notices.append(outbound_missing)
         if idmap.single and os.getuid() != 0:
             plan.notices.append("no subuid/subgid range for this user: the sandbox maps only "
                                 "uid/gid 0 (sudo usermod --add-subuids 100000-165535 "
@@ -421,15 +428,18 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None,
     return plan
 
 
-def _join_network_holder() -> tuple[tuple[int, str], ...]:
+def _join_network_holder() -> tuple[tuple[tuple[int, str], ...], str]:
     """A sandbox on a user-defined network lives in the user namespace of the network holder (started
     now if need be), as rootless podman's containers live in its pause process's: so that namespace
-    owns the sandbox's network namespace, and the bridge's helper may plug a veth into it."""
+    owns the sandbox's network namespace, and the bridge's helper may plug a veth into it.
+
+    Returns the namespace to join, and why there is no outbound access ("" if there is)."""
     from .network import rootlessns
 
     with rootlessns.lock():
         holder = rootlessns.ensure()
-    return ((CLONE_NEWUSER, holder.user_ns),)
+        missing = rootlessns.outbound_missing()
+    return ((CLONE_NEWUSER, holder.user_ns),), missing
 
 
 def _print_notice(message: str) -> None:

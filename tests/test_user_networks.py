@@ -148,13 +148,57 @@ def test_a_hundred_sandboxes_leave_nothing_behind(env: Path, net: str) -> None:
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0, 0]
     assert _leases(env) == []
     assert _inspect(net)["Containers"] == {}
-    assert _holder_links(env) == ["lo", "sbx0"], "a veth pair outlived its sandbox"
+    assert _holder_links(env) == ["lo", "sbx0", "tap0"], "a veth pair outlived its sandbox"
     assert _our_processes() - before == set(), "a process outlived its sandbox"
     assert [e for e in os.listdir(env / "state") if len(e) == 64] == []
 
 
+def _dnat_rules(root: Path) -> list[str]:
+    pid = _holder(root)
+    assert pid is not None
+    out = subprocess.run(["nsenter", "--preserve-credentials", "-U", "-n", "-t", str(pid), "nft", "list", "chain",
+                          "ip", "sandboxer", "prerouting"], capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines() if "dnat to" in line]
+
+
+def _get(port: int) -> str:
+    import urllib.request
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=2) as response:
+                return str(response.read().decode())
+        except OSError:
+            assert time.monotonic() < deadline, "the server never answered"
+            time.sleep(0.05)
+
+
+def test_published_ports_and_the_way_out(env: Path, net: str) -> None:
+    """-p through the holder's slirp4netns and a DNAT rule; gone with the sandbox.  The sandbox's DNS is
+    slirp4netns's, behind the holder's NAT (not exercised: tests stay off the real network)."""
+    p = sh("cat /etc/resolv.conf; ip route", "--network", net, check=True)
+    assert "nameserver 10.0.2.3" in p.stdout and "default via 10.89.0.1 dev eth0" in p.stdout
+    for name, publish in (("web", "127.0.0.1::8000"), ("web2", "127.0.0.1::8000")):  # the same container port
+        sandboxer("run", "-d", "--name", name, "--network", net, "-p", publish, "--",
+                  "python3", "-m", "http.server", "8000", "--directory", "/etc", check=True)
+    ports = [int(sandboxer("port", n, "8000", check=True).stdout.strip().rsplit(":", 1)[1]) for n in ("web", "web2")]
+    assert ports[0] != ports[1]
+    assert _get(ports[0]) == _get(ports[1]) == Path("/etc/hostname").read_text()
+    assert len(_dnat_rules(env)) == 2
+    sandboxer("rm", "-f", "web", check=True)
+    assert len(_dnat_rules(env)) == 1
+    with pytest.raises(OSError):
+        import urllib.request
+
+        urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/hostname", timeout=2)
+    taken = sandboxer("run", "--network", net, "-p", f"127.0.0.1:{ports[1]}:80", "--", "true")
+    assert taken.returncode == 125 and "publish port" in taken.stderr and taken.stderr.count("error:") == 1
+    assert len(_dnat_rules(env)) == 1 and len(_inspect(net)["Containers"]) == 1
+
+
 def test_a_killed_sandbox_gives_its_address_back(env: Path, net: str) -> None:
-    proc = subprocess.Popen([*SANDBOXER, "run", "--network", net, "--", "sleep", "60"])
+    proc = subprocess.Popen([*SANDBOXER, "run", "--network", net, "-p", "127.0.0.1::8000", "--", "sleep", "60"])
     deadline = time.monotonic() + 20
     while not _inspect(net)["Containers"]:
         assert time.monotonic() < deadline
@@ -165,7 +209,7 @@ def test_a_killed_sandbox_gives_its_address_back(env: Path, net: str) -> None:
     while _inspect(net)["Containers"]:  # its set-up process dies with the CLI (PDEATHSIG), freeing its lock
         assert time.monotonic() < deadline, "the lease of a dead sandbox was kept"
         time.sleep(0.05)
-    assert _leases(env) == []
+    assert _leases(env) == [] and _dnat_rules(env) == []
     assert sh("ip -4 -o addr show eth0", "--network", net, check=True).stdout.count("10.89.0.2/24") == 1
 
 
@@ -178,16 +222,16 @@ def test_a_killed_holder_is_replaced(env: Path, net: str) -> None:
     assert "10.89.0.2/24" in p.stdout
     new = _holder(env)
     assert new is not None and new != old
-    assert _holder_links(env) == ["lo", "sbx0"]
+    assert _holder_links(env) == ["lo", "sbx0", "tap0"]
 
 
 def test_the_holder_goes_with_the_last_network(env: Path, net: str) -> None:
     sandboxer("network", "create", "second", check=True)
     sh("true", "--network", net, check=True)
     sh("true", "--network", "second", check=True)
-    assert _holder_links(env) == ["lo", "sbx0", "sbx1"]
+    assert _holder_links(env) == ["lo", "sbx0", "sbx1", "tap0"]
     sandboxer("network", "rm", net, check=True)
-    assert _holder_links(env) == ["lo", "sbx1"]
+    assert _holder_links(env) == ["lo", "sbx1", "tap0"]
     sandboxer("network", "rm", "second", check=True)
     assert _holder(env) is None
     assert not (env / "state" / "netns" / "holder").exists()
@@ -207,7 +251,7 @@ def test_the_holder_goes_with_the_last_network(env: Path, net: str) -> None:
     (("network", "inspect", "nosuch"), "no network 'nosuch'"),
     (("network", "frobnicate"), "usage: sandboxer network"),
     (("run", "--network", "nosuch", "--", "true"), "unknown network mode or network 'nosuch'"),
-    (("run", "--network", "NET", "-p", "8080:80", "--", "true"), "publishing ports from the user-defined network"),
+    (("run", "--network", "NET", "-p", "8080:80/udp", "--", "true"), "publishing UDP ports from the user-defined"),
     (("run", "--network-alias", "x", "--", "true"), "--network-alias names a sandbox on a user-defined network"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(net: str, args: tuple[str, ...], message: str) -> None:

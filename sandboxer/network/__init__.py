@@ -123,10 +123,9 @@ def parse_network(text: str, ports: tuple[PortMapping, ...] = (), dns: tuple[str
                              hint="use none (the default), host, pasta, slirp4netns[:allow_host_loopback=true], "
                                   f"or a network made with 'sandboxer network create {name}'")
         mode = USER_DEFINED
-        if ports:
-            raise UsageError(f"publishing ports from the user-defined network {name!r} is not supported",
-                             hint="publish from a sandbox with --network pasta or slirp4netns, and reach the "
-                                  "network's sandboxes from there by name")
+        if any(p.proto == "udp" for p in ports):  # the holder's slirp4netns drops replies (as with slirp4netns)
+            raise UsageError(f"publishing UDP ports from the user-defined network {name!r} is not supported",
+                             hint="publish TCP ports, or run the UDP server with --network pasta")
     allow = False
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")

@@ -12,6 +12,7 @@ gateway.  The veth pair vanishes with the sandbox's network namespace;
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from .. import syscalls as sc
@@ -41,10 +42,24 @@ class Attachment:
                 "prefixlen": self.network.prefixlen, "gateway": self.network.gateway,
                 "aliases": list(self.lease.names)}
 
+    def publish(self, holder: rootlessns.Holder, mapping: PortMapping) -> None:
+        """Publish a port (see :func:`rootlessns.publish`), noting the forward in the lease first."""
+        if mapping.host_port == 0:
+            from .helper import free_port
+
+            mapping = mapping._replace(host_port=free_port(mapping.host_ip, mapping.proto))
+        forward = rootlessns.publish(holder, mapping, self.lease.address, self.lease.sandbox)
+        self.lease = dataclasses.replace(self.lease, forwards=(*self.lease.forwards, forward))
+        networks.record(self.network, self.lease)
+        self.ports.append(mapping)
+
     def close(self) -> None:
         if self.lease is None:
             return
         with rootlessns.lock():
+            holder = rootlessns.current()
+            if self.lease.forwards and holder is not None:
+                rootlessns.unpublish(holder, self.lease.sandbox, self.lease.forwards)
             networks.release(self.network, self.lease)
             networks.sync_hosts(self.network)
         self.lease = None  # type: ignore[assignment]
@@ -63,19 +78,29 @@ def start(pid: int, spec: NetworkSpec, state_dir: str) -> Attachment:
                 raise SetupError(f"attach to network {network.name}",
                                  "the network namespace holder was restarted while the sandbox started",
                                  hint="run the command again")
-            rootlessns.run_inside(holder, netlink.ensure_bridge, network.bridge, network.gateway,
-                                  network.prefixlen, networks.MTU)
+            rootlessns.run_inside(holder, _ensure_bridge, network)
             lease = networks.allocate(network, sandbox_id, spec.aliases, os.path.join(state_dir, "hosts"),
                                       spec.add_hosts)
+            attachment = Attachment(network, lease)
             try:
                 rootlessns.run_inside(holder, _plug, network, f"sbxv{sandbox_id[:8]}", guest, lease.address)
+                for mapping in spec.ports:
+                    attachment.publish(holder, mapping)
             except BaseException:
-                networks.release(network, lease)
+                if attachment.lease.forwards:
+                    rootlessns.unpublish(holder, sandbox_id, attachment.lease.forwards)
+                networks.release(network, attachment.lease)
                 raise
             networks.sync_hosts(network)
     finally:
         os.close(guest)
-    return Attachment(network, lease)
+    return attachment
+
+
+def _ensure_bridge(network: networks.Network) -> None:
+    """In the holder's namespaces: the network's bridge, kept apart from the others when new."""
+    if netlink.ensure_bridge(network.bridge, network.gateway, network.prefixlen, networks.MTU):
+        rootlessns.isolate_bridge(network.bridge)
 
 
 def _plug(network: networks.Network, host_side: str, guest: int, address: str) -> None:

@@ -22,12 +22,14 @@ READY_TIMEOUT_S = 10.0
 _DYING: list[int] = []
 
 
-def spawn(argv: list[str], keep: tuple[int, ...], log: str, *, die_with_parent: bool = False) -> int:
+def spawn(argv: list[str], keep: tuple[int, ...], log: str, *, die_with_parent: bool = False,
+          new_session: bool = False) -> int:
     """Start ``argv`` with stdin /dev/null, stdout+stderr to ``log`` and only ``keep`` inherited.
 
     ``die_with_parent``: the child gets SIGKILL when this thread dies
     (PR_SET_PDEATHSIG, as the sandbox's own set-up process has), which takes
-    a fork instead of posix_spawn.
+    a fork instead of posix_spawn.  ``new_session``: for a helper that
+    outlives us, out of reach of the terminal's Ctrl-C.
     """
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
@@ -36,7 +38,7 @@ def spawn(argv: list[str], keep: tuple[int, ...], log: str, *, die_with_parent: 
             actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, out, 1),
                        (os.POSIX_SPAWN_DUP2, out, 2)]
             actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in keep]  # dup2 onto itself clears close-on-exec
-            return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
+            return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsid=new_session)
         return _fork_exec(argv, keep, null, out)
     finally:
         os.close(out)

@@ -38,15 +38,17 @@ def _step(what: str, fn: Callable[[], object]) -> Any:
         raise SetupError(what, os.strerror(code) if code else str(e)) from None
 
 
-def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int) -> None:
-    """The bridge ``name`` with ``gateway/prefixlen``, up; created if missing (after a holder restart)."""
+def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int) -> bool:
+    """The bridge ``name`` with ``gateway/prefixlen``, up; created if missing (after a holder restart).
+    True if it was created now."""
     with _ip() as ip:
         if ip.link_lookup(ifname=name):
-            return
+            return False
         _step(f"create bridge {name}", lambda: ip.link("add", ifname=name, kind="bridge", mtu=mtu))
         index = ip.link_lookup(ifname=name)[0]
         _step(f"address bridge {name}", lambda: ip.addr("add", index=index, address=gateway, prefixlen=prefixlen))
         _step(f"bring up bridge {name}", lambda: ip.link("set", index=index, state="up"))
+        return True
 
 
 def delete_link(name: str) -> None:

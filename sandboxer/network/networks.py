@@ -25,7 +25,7 @@ from ..errors import HostError, UsageError
 from ..state import Lock, state_root, unlink_quiet, validate_name, write_atomically
 
 __all__ = ["Network", "Lease", "definitions_dir", "create", "load", "exists", "all_networks", "remove",
-           "allocate", "release", "leases", "sync_hosts", "describe", "RESERVED", "MTU"]
+           "allocate", "record", "release", "leases", "sync_hosts", "describe", "RESERVED", "MTU"]
 
 #: the user-mode stacks' own network (slirp4netns, pasta): never a bridge's
 RESERVED = ipaddress.ip_network("10.0.2.0/24")
@@ -58,6 +58,7 @@ class Lease:
     names: tuple[str, ...]  #: what peers call it: its --name, its aliases, its hostname
     hosts: str              #: its /etc/hosts file on the host
     extra: tuple[tuple[str, str], ...] = ()  #: its --add-host entries (name, address)
+    forwards: tuple[int, ...] = ()  #: the holder's slirp4netns forwards of its published ports
 
 
 def definitions_dir() -> str:
@@ -208,15 +209,21 @@ def leases(network: Network) -> list[Lease]:
         try:
             with open(file) as f:
                 data = json.load(f)
-            lease = Lease(**{**data, "names": tuple(data["names"]),
+            lease = Lease(**{**data, "names": tuple(data["names"]), "forwards": tuple(data.get("forwards", ())),
                              "extra": tuple(tuple(e) for e in data.get("extra", ()))})
         except (OSError, ValueError, TypeError):
             unlink_quiet(file)  # a write cut short: its writer held the lock and is gone
             continue
         if is_alive(os.path.join(state_root(), lease.sandbox)):
             out.append(lease)
-        else:
-            unlink_quiet(file)
+            continue
+        if lease.forwards:  # a sandbox killed before it could unpublish its ports
+            from . import rootlessns
+
+            holder = rootlessns.current()
+            if holder is not None:
+                rootlessns.unpublish(holder, lease.sandbox, lease.forwards)
+        unlink_quiet(file)
     return sorted(out, key=lambda lease: ipaddress.ip_address(lease.address))
 
 
@@ -227,10 +234,15 @@ def allocate(network: Network, sandbox: str, names: tuple[str, ...], hosts: str,
     for address in ipaddress.ip_network(network.subnet).hosts():
         if str(address) not in used:
             lease = Lease(str(address), sandbox, names, hosts, extra)
-            write_atomically(os.path.join(_lease_dir(network), lease.address), json.dumps(asdict(lease)))
+            record(network, lease)
             return lease
     raise HostError(f"network {network.name!r} has no free address ({network.subnet})",
                     hint="remove some of its sandboxes, or use a network with a larger --subnet")
+
+
+def record(network: Network, lease: Lease) -> None:
+    """Write (or update) a lease."""
+    write_atomically(os.path.join(_lease_dir(network), lease.address), json.dumps(asdict(lease)))
 
 
 def release(network: Network, lease: Lease) -> None:

@@ -17,7 +17,7 @@ from ..errors import SetupError
 from ..programs import require
 from . import GUEST_ADDRESS, PORT_IN_USE, NetworkSpec, PortMapping, helper
 
-__all__ = ["Slirp", "start"]
+__all__ = ["Slirp", "start", "add_hostfwd", "remove_hostfwd"]
 
 MTU = 65520
 
@@ -36,35 +36,9 @@ class Slirp:
         """Forward a host port to the sandbox; a host port of 0 becomes a free one."""
         if mapping.host_port == 0:
             mapping = mapping._replace(host_port=helper.free_port(mapping.host_ip, mapping.proto))
-        reply = self._call("add_hostfwd", {"proto": mapping.proto, "host_addr": mapping.host_ip,
-                                           "host_port": mapping.host_port, "guest_addr": GUEST_ADDRESS,
-                                           "guest_port": mapping.container_port})
-        if "error" in reply:
-            desc = str(reply["error"].get("desc", reply["error"])) if isinstance(reply["error"], dict) else ""
-            raise SetupError(f"publish port {mapping}", desc or "slirp4netns refused it", hint=PORT_IN_USE)
+        add_hostfwd(self.api_socket, mapping, mapping.container_port)
         self.ports.append(mapping)
         return mapping
-
-    def _call(self, command: str, arguments: dict[str, object]) -> dict[str, object]:
-        import json
-        import socket
-
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5.0)
-            try:
-                s.connect(self.api_socket)
-                s.sendall(json.dumps({"execute": command, "arguments": arguments}).encode())
-                s.shutdown(socket.SHUT_WR)
-                data = b""
-                while chunk := s.recv(4096):
-                    data += chunk
-            except OSError as e:
-                raise SetupError(f"slirp4netns API ({command})", e.strerror or str(e)) from None
-        try:
-            reply = json.loads(data)
-        except ValueError:
-            raise SetupError(f"slirp4netns API ({command})", f"unreadable reply {data[:80]!r}") from None
-        return reply if isinstance(reply, dict) else {}
 
     def close(self, *, wait: bool = False) -> None:
         """Stop it at once: the sandbox has ended, and slirp4netns takes ~20 ms to notice its exit fd.
@@ -76,6 +50,49 @@ class Slirp:
         helper.kill(self.pid, wait=wait or bool(self.ports))
         os.close(self._exit_w)
         self._exit_w = -1
+
+
+def add_hostfwd(api_socket: str, mapping: PortMapping, guest_port: int) -> int:
+    """Forward ``mapping``'s host port to ``guest_port`` of 10.0.2.100; returns the forward's id."""
+    reply = _call(api_socket, "add_hostfwd", {"proto": mapping.proto, "host_addr": mapping.host_ip,
+                                              "host_port": mapping.host_port, "guest_addr": GUEST_ADDRESS,
+                                              "guest_port": guest_port})
+    if "error" in reply:
+        desc = str(reply["error"].get("desc", reply["error"])) if isinstance(reply["error"], dict) else ""
+        raise SetupError(f"publish port {mapping}", desc or "slirp4netns refused it", hint=PORT_IN_USE)
+    result = reply.get("return")
+    return int(result.get("id", -1)) if isinstance(result, dict) else -1
+
+
+def remove_hostfwd(api_socket: str, forward_id: int) -> None:
+    """Stop a forward :func:`add_hostfwd` made (gone already is fine)."""
+    try:
+        _call(api_socket, "remove_hostfwd", {"id": forward_id})
+    except SetupError:
+        pass  # slirp4netns is gone, and its forwards with it
+
+
+def _call(api_socket: str, command: str, arguments: dict[str, object]) -> dict[str, object]:
+    """One request on slirp4netns's JSON API socket (one per connection)."""
+    import json
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5.0)
+        try:
+            s.connect(api_socket)
+            s.sendall(json.dumps({"execute": command, "arguments": arguments}).encode())
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        except OSError as e:
+            raise SetupError(f"slirp4netns API ({command})", e.strerror or str(e)) from None
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise SetupError(f"slirp4netns API ({command})", f"unreadable reply {data[:80]!r}") from None
+    return reply if isinstance(reply, dict) else {}
 
 
 def start(pid: int, spec: NetworkSpec, state_dir: str) -> Slirp:
