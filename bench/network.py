@@ -6,7 +6,9 @@ Run as an unprivileged user, with the Python of sandboxer's environment::
     python bench/network.py [--rounds 20] [--gib 1] [--requests 1000] [--json]
 
 Every measurement is made for each installed user-mode stack (slirp4netns,
-pasta), for sandboxer and for podman.
+pasta) and for a user-defined network (``sbxbench``, created for the run by
+each runtime: a bridge in the per-user network namespace), for sandboxer
+and for podman.
 
 * start: ``sandboxer run --read-only [--network STACK] -- true``
   interleaved; the networking overhead is the difference of the medians
@@ -157,6 +159,8 @@ def ensure_podman_image(pod: list[str], env: dict[str, str], work: Path) -> str:
 
 
 STACKS = ("slirp4netns", "pasta")
+#: the user-defined network both runtimes get for the run
+USER_NETWORK = "sbxbench"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +176,26 @@ def main(argv: list[str] | None = None) -> int:
     pod = [podman, *PODMAN_GLOBAL] if podman else []
     pod_env = podman_env(dict(os.environ))
     stacks = [s for s in STACKS if shutil.which(s)]
+    # a user-defined network of each runtime, under the same name (a bridge in the rootless namespace)
+    made = subprocess.run([*SANDBOXER, "network", "create", USER_NETWORK], env=env, capture_output=True, text=True)
+    if made.returncode == 0:
+        stacks.append(USER_NETWORK)
+        if pod:
+            subprocess.run([*pod, "network", "create", USER_NETWORK], env=pod_env, capture_output=True)
     results: dict[str, object] = {"stacks": stacks}
+    try:
+        _measure(opts, env, pod, pod_env, stacks, results)
+    finally:
+        if made.returncode == 0:
+            subprocess.run([*SANDBOXER, "network", "rm", USER_NETWORK], env=env, capture_output=True)
+            if pod:
+                subprocess.run([*pod, "network", "rm", "-f", USER_NETWORK], env=pod_env, capture_output=True)
+    print(json.dumps(results, indent=2) if opts.json else table(results))
+    return 0
+
+
+def _measure(opts: argparse.Namespace, env: dict[str, str], pod: list[str], pod_env: dict[str, str],
+             stacks: list[str], results: dict[str, object]) -> None:
     with tempfile.TemporaryDirectory(prefix="sandboxer-bench-net-") as tmp:
         variants = {"none": [*SANDBOXER, "run", "--read-only", "--", "true"]}
         variants.update({s: [*SANDBOXER, "run", "--read-only", "--network", s, "--", "true"] for s in stacks})
@@ -204,8 +227,6 @@ def main(argv: list[str] | None = None) -> int:
                         [*pod, "run", "--rm", f"--network={stack}", "-p", f"127.0.0.1:{port}:5000", PODMAN_IMAGE,
                          "python3", "-c", SERVER], port, pod_env, opts.gib, opts.requests)
                 results["podman_start_ms"] = podman_starts
-    print(json.dumps(results, indent=2) if opts.json else table(results))
-    return 0
 
 
 def table(r: dict[str, object]) -> str:

@@ -38,7 +38,10 @@ pytestmark = [
 
 
 def _skopeo(*args: str) -> str:
-    return subprocess.run(["skopeo", *args], capture_output=True, text=True, check=True).stdout
+    # an auth file of its own: without XDG_RUNTIME_DIR skopeo reads /run/containers/UID/, which a root
+    # podman run leaves unreadable to users (then every copy fails on "permission denied")
+    env = {**os.environ, "REGISTRY_AUTH_FILE": os.path.join(os.path.expanduser("~"), ".sandboxer-test-auth.json")}
+    return subprocess.run(["skopeo", *args], capture_output=True, text=True, check=True, env=env).stdout
 
 
 @pytest.fixture(scope="module")
