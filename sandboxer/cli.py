@@ -894,6 +894,10 @@ def cmd_system(values: dict[str, Any], rest: list[str]) -> int:
         print(f"removed sandbox {sid[:12]}")
     for sid in leftovers:
         print(f"removed leftovers of crashed sandbox {sid[:12]}")
+    from .network.networks import prune_leases
+
+    for network, address in prune_leases():
+        print(f"freed address {address} of network {network}")
     blobs, layers = _store().prune()
     for layer in layers:
         print(f"removed image layer {layer}")

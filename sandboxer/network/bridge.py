@@ -3,7 +3,7 @@
 The sandbox has joined the holder's user namespace (see
 :mod:`sandboxer.network.rootlessns`) and made its own network namespace,
 and waits.  Under the holder's lock we make sure the network's bridge
-exists, lease an address, and — in a helper inside the holder's
+exists, lease an address, and — in one helper inside the holder's
 namespaces — create the pair: one end enslaved to the bridge, the other
 moved into the sandbox as ``eth0``, addressed, up, routed through the
 gateway.  The veth pair vanishes with the sandbox's network namespace;
@@ -68,7 +68,6 @@ class Attachment:
 def start(pid: int, spec: NetworkSpec, state_dir: str) -> Attachment:
     """Attach the waiting sandbox whose set-up process is ``pid`` to the network ``spec.mode``."""
     network = networks.load(spec.mode)
-    netlink.load()
     sandbox_id = os.path.basename(state_dir)
     guest = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -78,7 +77,6 @@ def start(pid: int, spec: NetworkSpec, state_dir: str) -> Attachment:
                 raise SetupError(f"attach to network {network.name}",
                                  "the network namespace holder was restarted while the sandbox started",
                                  hint="run the command again")
-            rootlessns.run_inside(holder, _ensure_bridge, network)
             lease = networks.allocate(network, sandbox_id, spec.aliases, os.path.join(state_dir, "hosts"),
                                       spec.add_hosts)
             attachment = Attachment(network, lease)
@@ -97,14 +95,11 @@ def start(pid: int, spec: NetworkSpec, state_dir: str) -> Attachment:
     return attachment
 
 
-def _ensure_bridge(network: networks.Network) -> None:
-    """In the holder's namespaces: the network's bridge, kept apart from the others when new."""
+def _plug(network: networks.Network, host_side: str, guest: int, address: str) -> None:
+    """In the holder's namespaces: the network's bridge (made if missing, and then kept apart from the
+    others), the veth pair, then — inside the sandbox's namespace — its address and route."""
     if netlink.ensure_bridge(network.bridge, network.gateway, network.prefixlen, networks.MTU):
         rootlessns.isolate_bridge(network.bridge)
-
-
-def _plug(network: networks.Network, host_side: str, guest: int, address: str) -> None:
-    """In the holder's namespaces: the veth pair, then — inside the sandbox's — its address and route."""
     netlink.add_veth(network.bridge, host_side, guest, GUEST_INTERFACE, networks.MTU)
     sc.setns(guest, sc.CLONE_NEWNET)
     netlink.configure_guest(GUEST_INTERFACE, address, network.prefixlen, network.gateway)

@@ -25,7 +25,7 @@ from ..errors import HostError, UsageError
 from ..state import Lock, state_root, unlink_quiet, validate_name, write_atomically
 
 __all__ = ["Network", "Lease", "definitions_dir", "create", "load", "exists", "all_networks", "remove",
-           "allocate", "record", "release", "leases", "sync_hosts", "describe", "RESERVED", "MTU"]
+           "allocate", "record", "release", "leases", "sync_hosts", "describe", "prune_leases", "RESERVED", "MTU"]
 
 #: the user-mode stacks' own network (slirp4netns, pasta): never a bridge's
 RESERVED = ipaddress.ip_network("10.0.2.0/24")
@@ -160,7 +160,6 @@ def remove(name: str) -> Network:
             if all_networks():
                 from . import netlink
 
-                netlink.load()
                 rootlessns.run_inside(holder, netlink.delete_link, network.bridge)
             else:
                 rootlessns.stop()
@@ -179,6 +178,22 @@ def describe(network: Network) -> dict[str, object]:
             "Subnets": [{"Subnet": network.subnet, "Gateway": network.gateway}],
             "Containers": {m.sandbox: {"Names": list(m.names), "IPv4Address": f"{m.address}/{network.prefixlen}"}
                            for m in members}}
+
+
+def prune_leases() -> list[tuple[str, str]]:
+    """``system prune``: drop the leases of sandboxes that are gone (their ports too), and rewrite the
+    peers' hosts; returns (network, address) of each one freed."""
+    from . import rootlessns
+
+    freed = []
+    with rootlessns.lock():
+        for network in all_networks():
+            held = {e for e in os.listdir(_lease_dir(network)) if not e.endswith(".tmp")}
+            gone = sorted(held - {lease.address for lease in leases(network)})
+            if gone:
+                sync_hosts(network)
+                freed += [(network.name, address) for address in gone]
+    return freed
 
 
 # -- leases (call these under rootlessns.lock()) --------------------------------------------------
