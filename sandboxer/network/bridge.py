@@ -12,7 +12,6 @@ gateway.  The veth pair vanishes with the sandbox's network namespace;
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from .. import syscalls as sc
@@ -49,7 +48,7 @@ class Attachment:
 
             mapping = mapping._replace(host_port=free_port(mapping.host_ip, mapping.proto))
         forward = rootlessns.publish(holder, mapping, self.lease.address, self.lease.sandbox)
-        self.lease = dataclasses.replace(self.lease, forwards=(*self.lease.forwards, forward))
+        self.lease = self.lease._replace(forwards=(*self.lease.forwards, forward))
         networks.record(self.network, self.lease)
         self.ports.append(mapping)
 

@@ -19,7 +19,7 @@ import ipaddress
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from collections import namedtuple
 
 from ..errors import HostError, UsageError
 from ..state import Lock, state_root, unlink_quiet, validate_name, write_atomically
@@ -35,30 +35,32 @@ _AUTO = "10.89.{}.0/24"
 MTU = 65520
 
 
-@dataclass(frozen=True)
-class Network:
+class Network(namedtuple("Network", "name id subnet gateway bridge created")):
+    """A network's definition (its JSON file)."""
+
     name: str
     id: str
     subnet: str
     gateway: str
     bridge: str
     created: float
+    __slots__ = ()
 
     @property
     def prefixlen(self) -> int:
-        return ipaddress.ip_network(self.subnet).prefixlen
+        return int(self.subnet.rpartition("/")[2])
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(namedtuple("Lease", "address sandbox names hosts extra forwards", defaults=((), ()))):
     """An address of a network held by a sandbox."""
 
     address: str
-    sandbox: str            #: its id
-    names: tuple[str, ...]  #: what peers call it: its --name, its aliases, its hostname
-    hosts: str              #: its /etc/hosts file on the host
-    extra: tuple[tuple[str, str], ...] = ()  #: its --add-host entries (name, address)
-    forwards: tuple[int, ...] = ()  #: the holder's slirp4netns forwards of its published ports
+    sandbox: str                           #: its id
+    names: tuple[str, ...]                 #: what peers call it: its --name, its aliases, its hostname
+    hosts: str                             #: its /etc/hosts file on the host
+    extra: tuple[tuple[str, str], ...]     #: its --add-host entries (name, address)
+    forwards: tuple[int, ...]              #: the holder's slirp4netns forwards of its published ports
+    __slots__ = ()
 
 
 def definitions_dir() -> str:
@@ -112,7 +114,7 @@ def create(name: str, subnet: str | None = None) -> Network:
         used = {n.bridge for n in others}
         bridge = next(f"sbx{i}" for i in range(len(others) + 1) if f"sbx{i}" not in used)
         network = Network(name, os.urandom(32).hex(), str(net), str(next(net.hosts())), bridge, time.time())
-        write_atomically(_path(name), json.dumps(asdict(network), indent=2) + "\n")
+        write_atomically(_path(name), json.dumps(network._asdict(), indent=2) + "\n")
     return network
 
 
@@ -226,6 +228,8 @@ def leases(network: Network) -> list[Lease]:
                 data = json.load(f)
             lease = Lease(**{**data, "names": tuple(data["names"]), "forwards": tuple(data.get("forwards", ())),
                              "extra": tuple(tuple(e) for e in data.get("extra", ()))})
+            if not isinstance(lease.address, str) or not isinstance(lease.sandbox, str):
+                raise TypeError("not a lease")
         except (OSError, ValueError, TypeError):
             unlink_quiet(file)  # a write cut short: its writer held the lock and is gone
             continue
@@ -257,7 +261,7 @@ def allocate(network: Network, sandbox: str, names: tuple[str, ...], hosts: str,
 
 def record(network: Network, lease: Lease) -> None:
     """Write (or update) a lease."""
-    write_atomically(os.path.join(_lease_dir(network), lease.address), json.dumps(asdict(lease)))
+    write_atomically(os.path.join(_lease_dir(network), lease.address), json.dumps(lease._asdict()))
 
 
 def release(network: Network, lease: Lease) -> None:
