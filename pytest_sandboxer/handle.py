@@ -29,10 +29,6 @@ class SandboxHandle:
         env = options.pop("env", None) or {}
         self._env = [f"{k}={v}" for k, v in env.items()] if isinstance(env, dict) else list(env)
         self._options = options
-        if options.get("network"):
-            from sandboxer.network import preload
-
-            preload(str(options["network"]))
         self._dir = os.path.join(state_root(), f"handle-{os.urandom(8).hex()}")
         # locked: a crashed pytest's handles are collected by the next run, live ones never
         self._lock = create_locked_dir(self._dir, ("layers", "tmp"))

@@ -328,7 +328,6 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
              options: dict[str, Any]) -> Outcome:
     """Steps 1-3 for one item."""
     from sandboxer import SandboxOptions, Volume, run
-    from sandboxer.network import preload
 
     try:
         _setup_outside(item)
@@ -354,7 +353,6 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
         network=config.network, volumes=volumes, workdir=os.getcwd(), upper_dir=options.get("upper_dir"),
         image=config.image)
     parent_ns = {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in _NAMESPACES}
-    preload(config.network)
     try:
         if config.image is not None:
             _ensure_image(config.image)

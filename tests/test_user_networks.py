@@ -148,10 +148,10 @@ def test_networks_are_isolated_from_each_other(env: Path, net: str) -> None:
 
 
 def test_a_hundred_sandboxes_leave_nothing_behind(env: Path, net: str) -> None:
-    """Four concurrent loops of 25 short sandboxes each, through the library (pyroute2 preloaded once)."""
+    """Four concurrent loops of 25 short sandboxes each, through the library."""
     sh("true", "--network", net, check=True)  # the holder and the bridge exist from here on
-    loop = ("import sys\nfrom sandboxer import SandboxOptions, run\nfrom sandboxer.network import preload\n"
-            f"preload({net!r})\nfor i in range(25):\n"
+    loop = ("import sys\nfrom sandboxer import SandboxOptions, run\n"
+            "for i in range(25):\n"
             "    s = run(SandboxOptions(command=['sh', '-c', 'ip -4 -o addr show eth0 | grep -q 10.89.'],"
             f" network={net!r}), on_notice=lambda m: None)\n"
             "    assert s.code == 0, s\n")

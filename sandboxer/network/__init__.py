@@ -20,7 +20,7 @@ from collections import namedtuple
 
 from ..errors import HostError, UsageError
 
-__all__ = ["NetworkSpec", "PortMapping", "Mode", "MODES", "USER_DEFINED", "mode_of", "preload", "parse_network",
+__all__ = ["NetworkSpec", "PortMapping", "Mode", "MODES", "USER_DEFINED", "mode_of", "parse_network",
            "parse_publish", "exposed_ports",
            "preferred_stack", "require_host", "GUEST_ADDRESS", "DNS_ADDRESS", "HOST_GATEWAY", "PORT_IN_USE",
            "etc_files", "host_lines"]
@@ -102,15 +102,6 @@ class NetworkSpec(namedtuple("NetworkSpec", "mode allow_host_loopback ports dns 
     def stack(self) -> str | None:
         """The module of this package that attaches the mode (see :class:`Mode`), or None."""
         return mode_of(self.mode).stack
-
-
-def preload(network: str) -> None:
-    """For a process that attaches many sandboxes (the pytest plugin): import now, once, what attaching
-    to ``network`` needs (pyroute2, for a user-defined network), so each attach's helper inherits it."""
-    if mode_of(network.partition(":")[0]) is USER_DEFINED:
-        from .netlink import load
-
-        load()
 
 
 def preferred_stack() -> str:

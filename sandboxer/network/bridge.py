@@ -2,11 +2,11 @@
 
 The sandbox has joined the holder's user namespace (see
 :mod:`sandboxer.network.rootlessns`) and made its own network namespace,
-and waits.  Under the holder's lock we make sure the network's bridge
-exists, lease an address, and — in one helper inside the holder's
-namespaces — create the pair: one end enslaved to the bridge, the other
-moved into the sandbox as ``eth0``, addressed, up, routed through the
-gateway.  The veth pair vanishes with the sandbox's network namespace;
+and waits.  Under the holder's lock we lease an address and have the
+holder, which lives in the namespaces of the bridges, make sure the
+network's bridge exists and create the pair: one end enslaved to the
+bridge, the other moved into the sandbox as ``eth0``, addressed, up,
+routed through the gateway.  The veth pair vanishes with the sandbox's network namespace;
 :meth:`Attachment.close` returns the lease and rewrites the peers' hosts.
 """
 
@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import os
 
-from .. import syscalls as sc
 from ..errors import SetupError
-from . import NetworkSpec, PortMapping, netlink, networks, rootlessns
+from . import NetworkSpec, PortMapping, networks, rootlessns
 
 __all__ = ["Attachment", "start", "GUEST_INTERFACE"]
 
@@ -41,13 +40,13 @@ class Attachment:
                 "prefixlen": self.network.prefixlen, "gateway": self.network.gateway,
                 "aliases": list(self.lease.names)}
 
-    def publish(self, holder: rootlessns.Holder, mapping: PortMapping) -> None:
+    def publish(self, mapping: PortMapping) -> None:
         """Publish a port (see :func:`rootlessns.publish`), noting the forward in the lease first."""
         if mapping.host_port == 0:
             from .helper import free_port
 
             mapping = mapping._replace(host_port=free_port(mapping.host_ip, mapping.proto))
-        forward = rootlessns.publish(holder, mapping, self.lease.address, self.lease.sandbox)
+        forward = rootlessns.publish(mapping, self.lease.address, self.lease.sandbox)
         self.lease = self.lease._replace(forwards=(*self.lease.forwards, forward))
         networks.record(self.network, self.lease)
         self.ports.append(mapping)
@@ -56,9 +55,8 @@ class Attachment:
         if self.lease is None:
             return
         with rootlessns.lock():
-            holder = rootlessns.current()
-            if self.lease.forwards and holder is not None:
-                rootlessns.unpublish(holder, self.lease.sandbox, self.lease.forwards)
+            if self.lease.forwards and rootlessns.current() is not None:
+                rootlessns.unpublish(self.lease.sandbox, self.lease.forwards)
             networks.release(self.network, self.lease)
             networks.sync_hosts(self.network)
         self.lease = None  # type: ignore[assignment]
@@ -80,25 +78,17 @@ def start(pid: int, spec: NetworkSpec, state_dir: str) -> Attachment:
                                       spec.add_hosts)
             attachment = Attachment(network, lease)
             try:
-                rootlessns.run_inside(holder, _plug, network, f"sbxv{sandbox_id[:8]}", guest, lease.address)
+                rootlessns.request("plug", network.bridge, network.gateway, network.prefixlen, networks.MTU,
+                                   rootlessns.nft_if_outbound(), f"sbxv{sandbox_id[:8]}", GUEST_INTERFACE,
+                                   lease.address, fd=guest)
                 for mapping in spec.ports:
-                    attachment.publish(holder, mapping)
+                    attachment.publish(mapping)
             except BaseException:
                 if attachment.lease.forwards:
-                    rootlessns.unpublish(holder, sandbox_id, attachment.lease.forwards)
+                    rootlessns.unpublish(sandbox_id, attachment.lease.forwards)
                 networks.release(network, attachment.lease)
                 raise
             networks.sync_hosts(network)
     finally:
         os.close(guest)
     return attachment
-
-
-def _plug(network: networks.Network, host_side: str, guest: int, address: str) -> None:
-    """In the holder's namespaces: the network's bridge (made if missing, and then kept apart from the
-    others), the veth pair, then — inside the sandbox's namespace — its address and route."""
-    if netlink.ensure_bridge(network.bridge, network.gateway, network.prefixlen, networks.MTU):
-        rootlessns.isolate_bridge(network.bridge)
-    netlink.add_veth(network.bridge, host_side, guest, GUEST_INTERFACE, networks.MTU)
-    sc.setns(guest, sc.CLONE_NEWNET)
-    netlink.configure_guest(GUEST_INTERFACE, address, network.prefixlen, network.gateway)

@@ -1,12 +1,9 @@
 """The netlink work of user-defined networks, through pyroute2: bridges, veth pairs, addresses, routes.
 
-Each function acts on the network namespace the calling process is in
-(see :func:`sandboxer.network.rootlessns.run_inside` for getting there) and
-raises :class:`SetupError` naming what it was doing.  pyroute2 costs
-~170 ms to import and ~19 MB of memory, so by default the forked helper
-imports it, and a supervisor that attaches its sandbox stays small; a
-process that attaches many sandboxes (the pytest plugin) calls
-:func:`load` once, and its helpers inherit the import.
+Each function acts on the network namespace the calling process is in;
+they run in the network namespace holder (:mod:`sandboxer.network.holder`),
+which imports pyroute2 once (~170 ms, ~19 MB) for all the user's
+sandboxes.  Failures raise :class:`SetupError` naming what was being done.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ __all__ = ["load", "ensure_bridge", "delete_link", "add_veth", "configure_guest"
 
 
 def load() -> None:
-    """Import pyroute2 now, in this process, so the helpers it forks do not each pay for it."""
+    """Import pyroute2 now, so the children the holder forks for its requests inherit it."""
     import pyroute2  # noqa: F401
 
 

@@ -157,12 +157,9 @@ def remove(name: str) -> Network:
             raise UsageError(f"network {name!r} is in use by {who}", hint="stop those sandboxes first")
         unlink_quiet(_path(name))
         _remove_lease_dir(network)
-        holder = rootlessns.current()
-        if holder is not None:
+        if rootlessns.current() is not None:
             if all_networks():
-                from . import netlink
-
-                rootlessns.run_inside(holder, netlink.delete_link, network.bridge)
+                rootlessns.request("delete_link", network.bridge)
             else:
                 rootlessns.stop()
     return network
@@ -239,9 +236,8 @@ def leases(network: Network) -> list[Lease]:
         if lease.forwards:  # a sandbox killed before it could unpublish its ports
             from . import rootlessns
 
-            holder = rootlessns.current()
-            if holder is not None:
-                rootlessns.unpublish(holder, lease.sandbox, lease.forwards)
+            if rootlessns.current() is not None:
+                rootlessns.unpublish(lease.sandbox, lease.forwards)
         unlink_quiet(file)
     return sorted(out, key=lambda lease: ipaddress.ip_address(lease.address))
 
