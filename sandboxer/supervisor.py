@@ -369,13 +369,18 @@ def oom_kills(events: str) -> int | None:
 
 
 def _shed_memory() -> None:
-    """The supervisor lives as long as its sandbox: drop what the CLI's start left behind (garbage
-    from reading images and options) and return the freed heap to the kernel."""
+    """The supervisor lives as long as its sandbox: keep the objects inherited from the CLI out of
+    every later collection and return the C heap's free memory to the kernel.
+
+    ``gc.freeze`` rather than ``gc.collect``: a collection walks (and so writes to) every object,
+    10 ms on the way to the sandbox's start that freed a few dozen objects and left the supervisor
+    and its set-up process with ~1 MB more private pages each; frozen objects are never touched
+    again, so their pages stay shared."""
     import gc
 
     from .syscalls import malloc_trim
 
-    gc.collect()
+    gc.freeze()
     malloc_trim()
 
 
