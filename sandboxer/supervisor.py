@@ -592,7 +592,7 @@ def remove(record: dict[str, Any], force: bool = False) -> None:
             raise UsageError(f"sandbox {record.get('name') or record['id'][:12]} is running",
                              hint="stop it first, or use rm -f")
         stop(record, timeout=0)
-    for suffix in (".json", ".log", ".log.1"):
+    for suffix in (".log", ".log.1", ".json"):  # the record last: an rm killed midway leaves it, to be rm'd again
         try:
             os.unlink(os.path.join(_records_dir(), record["id"] + suffix))
         except FileNotFoundError:
