@@ -7,7 +7,7 @@ a stranger that reused the number.
 
 from __future__ import annotations
 
-__all__ = ["start_time", "state", "status", "same_process", "pid_namespace_members", "describe"]
+__all__ = ["start_time", "state", "status", "same_process", "pid_namespace_members", "describe", "cgroup"]
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -48,6 +48,16 @@ def status(pid: int) -> dict[str, str]:
     except OSError:
         return {}
     return out
+
+
+def cgroup(pid: int | str) -> str | None:
+    """The cgroup v2 path of ``pid`` (``self`` works too), as its ``0::`` line names it; None if gone
+    or the host has no unified hierarchy."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return next((line[3:].rstrip("\n") for line in f if line.startswith("0::")), None)
+    except OSError:
+        return None
 
 
 def pid_namespace_members(pid: int) -> list[int]:

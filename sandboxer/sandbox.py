@@ -486,8 +486,8 @@ def load_bundle(bundle: str) -> tuple[Spec, str]:
 
 
 def run_bundle(bundle: str, sandbox_id: str | None = None, *, debug: bool = False,
-               init: bool = False) -> ExitStatus:
-    """Run an OCI bundle (``rootfs/`` + ``config.json``) as runc does."""
+               init: bool = False, timeout: float | None = None) -> ExitStatus:
+    """Run an OCI bundle (``rootfs/`` + ``config.json``) as runc does (``timeout``: as :func:`run`)."""
     from .runtime.specconv import idmap_from_spec, plan_from_spec
 
     bundle = os.path.abspath(bundle)
@@ -505,4 +505,4 @@ def run_bundle(bundle: str, sandbox_id: str | None = None, *, debug: bool = Fals
         raise
     for notice in plan.notices:
         _print_notice(notice)
-    return execute(plan, Workload(argv=plan.args))
+    return execute(plan, Workload(argv=plan.args), timeout)

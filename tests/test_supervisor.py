@@ -32,7 +32,7 @@ def test_detached_lifecycle_with_logs_stop_wait_and_rm() -> None:
     p = sandboxer("run", "-d", "--name", name, "--", "sh", "-c", script, check=True)
     sandbox_id = p.stdout.strip()
     assert len(sandbox_id) == 64
-    assert name in _ps() and "running" in _ps()
+    assert name in _ps() and "Up " in _ps()
     deadline = time.monotonic() + 5
     while "started" not in sandboxer("logs", name).stdout:
         assert time.monotonic() < deadline
@@ -41,7 +41,7 @@ def test_detached_lifecycle_with_logs_stop_wait_and_rm() -> None:
     sandboxer("stop", "-t", "5", name, check=True)
     assert sandboxer("logs", sandbox_id[:12], check=True).stdout == "started\ngot TERM\n"
     assert sandboxer("wait", name, check=True).stdout.strip() == "3"
-    assert "exited (3)" in _ps("-a") and name not in _ps()
+    assert "Exited (3) " in _ps("-a") and name not in _ps()
     sandboxer("rm", name, check=True)
     assert name not in _ps("-a")
 
@@ -69,8 +69,78 @@ def test_a_killed_supervisor_takes_its_sandbox_along() -> None:
     while _pids_running("sleep 3333.5"):
         assert time.monotonic() < deadline, "the sandbox outlived its supervisor"
         time.sleep(0.05)
-    assert "exited" in next(line for line in _ps("-a").splitlines() if name in line)  # ps tells the truth
+    assert "Exited (?)" in next(line for line in _ps("-a").splitlines() if name in line)  # ps tells the truth
     sandboxer("rm", name, check=True)
+
+
+def test_how_a_sandbox_ended_is_recorded_and_shown() -> None:
+    """Exit code, the signal that killed it, --timeout: in inspect's State and in ps -a's STATUS."""
+    import json
+
+    tag = _name("why")
+    names = {f"{tag}-{k}": cmd for k, cmd in (
+        ("exit", ["--", "sh", "-c", "exit 3"]),
+        ("term", ["--init", "--", "sh", "-c", "kill -TERM $$; sleep 5"]),  # not PID 1: TERM kills it
+        ("kill", ["--", "sleep", "3333.25"]),
+        ("timeout", ["--timeout", "0.5", "--", "sleep", "3333.125"]))}
+    try:
+        for name, cmd in names.items():
+            sandboxer("run", "-d", "--name", name, *cmd, check=True)
+        sandboxer("kill", "-s", "KILL", f"{tag}-kill", check=True)
+        codes = {name: sandboxer("wait", name, check=True, timeout=20).stdout.strip() for name in names}
+        assert codes == {f"{tag}-exit": "3", f"{tag}-term": "143", f"{tag}-kill": "137", f"{tag}-timeout": "137"}
+        states = {f["Name"]: f["State"] for f in json.loads(sandboxer("inspect", *names, check=True).stdout)}
+        want = {"exit": (3, None, "exit"), "term": (143, 15, "signal"), "kill": (137, 9, "signal"),
+                "timeout": (137, 9, "timeout")}
+        for kind, (code, sig, reason) in want.items():
+            state = states[f"{tag}-{kind}"]
+            assert (state["ExitCode"], state["Signal"], state["Reason"]) == (code, sig, reason), state
+            assert state["OOMKilled"] is False and state["Error"] == "" and state["Status"] == "exited"
+        assert sandboxer("inspect", "-f", "{{.Config.Timeout}}", f"{tag}-timeout", check=True).stdout == "0.5\n"
+        lines = {name: next(line for line in _ps("-a").splitlines() if name + " " in line) for name in names}
+        assert " Exited (3) " in lines[f"{tag}-exit"] and "ago" in lines[f"{tag}-exit"]
+        assert "Exited (143) " in lines[f"{tag}-term"] and ", SIGTERM" in lines[f"{tag}-term"]
+        assert "Exited (137) " in lines[f"{tag}-kill"] and ", SIGKILL" in lines[f"{tag}-kill"]
+        assert "Exited (137) " in lines[f"{tag}-timeout"] and ", timed out" in lines[f"{tag}-timeout"]
+        assert not _pids_running("sleep 3333.125") and not _pids_running("sleep 3333.25")
+    finally:
+        sandboxer("rm", "-f", *names)
+
+
+def test_run_timeout_kills_a_foreground_sandbox_and_says_so() -> None:
+    start = time.monotonic()
+    p = sandboxer("run", "--timeout", "0.5", "--", "sh", "-c", "echo hi; sleep 3333.0625")
+    assert time.monotonic() - start < 10
+    assert (p.returncode, p.stdout) == (137, "hi\n")
+    assert "timed out after 0.5 s" in p.stderr
+    assert not _pids_running("sleep 3333.0625")
+    assert sandboxer("run", "--timeout", "5", "--", "true").returncode == 0  # a quick one is untouched
+    for bad in ("0", "-1", "soon", "nan"):
+        p = sandboxer("run", "--timeout", bad, "--", "true")
+        assert p.returncode == 125 and "--timeout takes a" in p.stderr
+
+
+def test_oom_kills_are_claimed_only_from_a_cgroup_of_the_sandboxs_own(tmp_path: Path) -> None:
+    """In a cgroup shared with the supervisor (every sandbox here: no cgroup driver placed it), another
+    process's OOM kill is not the sandbox's: OOMKilled stays false.  The counter reads memory.events."""
+    from sandboxer.supervisor import _OomWatch, oom_kills
+
+    events = tmp_path / "memory.events"
+    events.write_text("low 0\nhigh 0\nmax 4\noom 2\noom_kill 1\noom_group_kill 0\n")
+    assert oom_kills(str(events)) == 1
+    assert oom_kills(str(tmp_path / "missing")) is None
+    watch = _OomWatch()
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        with open("/proc/self/cgroup") as f:
+            ours = next((line[3:].strip() for line in f if line.startswith("0::")), "")
+        assert watch.watch(child.pid) == ours  # the same cgroup as ours: nothing to watch
+        assert watch.events is None and watch.killed() is False
+    finally:
+        child.kill()
+        child.wait()
+    watch.events, watch.before = str(events), 0  # as if it had its own cgroup, with one kill since start
+    assert watch.killed() is True
 
 
 def test_many_detached_sandboxes_start_and_all_go_with_rm_f() -> None:
@@ -436,7 +506,7 @@ def test_restart_keeps_id_name_options_and_log() -> None:
         assert sandboxer("logs", name).stdout == "start bar hh\nstart bar hh\n"
         sandboxer("stop", "-t", "0", name, check=True)
         sandboxer("restart", name, check=True)  # an exited sandbox starts again too
-        assert "running" in next(line for line in _ps().splitlines() if name in line)
+        assert "Up " in next(line for line in _ps().splitlines() if name in line)
     finally:
         sandboxer("rm", "-f", name, check=True)
 
@@ -450,7 +520,9 @@ def test_inspect_reports_config_graph_driver_mounts_and_network(home_tmp: str) -
     try:
         facts = json.loads(sandboxer("inspect", name, check=True).stdout)[0]
         pid = facts["State"]["Pid"]
-        assert facts["State"]["OOMKilled"] is False and facts["CgroupPath"] == ""
+        with open(f"/proc/{pid}/cgroup") as f:  # PID 1's cgroup v2 path (no driver gave it one of its own here)
+            cgroup = next((line[3:].strip() for line in f if line.startswith("0::")), "")
+        assert facts["State"]["OOMKilled"] is False and facts["CgroupPath"] == cgroup
         config = facts["Config"]
         assert config["Cmd"] == ["sleep", "3333.3"] and "K=V" in config["Env"] and config["WorkingDir"] == "/tmp"
         assert config["Hostname"] == facts["Id"][:12] and config["Image"] == "" and config["User"] == ""
@@ -572,7 +644,7 @@ def test_a_reused_pid_is_never_signalled() -> None:
     release = threading.Timer(1.5, os.close, (lock,))
     release.start()
     try:
-        assert "running" in _ps()
+        assert "Up " in _ps()
         sandboxer("kill", "-s", "TERM", sid[:12])
         sandboxer("stop", "-t", "0", sid[:12], check=True)
         sandboxer("rm", "-f", sid[:12], check=True)

@@ -9,7 +9,6 @@ actually drawn.
 from __future__ import annotations
 
 import sys
-import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,6 +53,8 @@ class _Bars(Progress):
     """A rich bar per blob; safe to call from the download threads."""
 
     def __init__(self) -> None:
+        import threading  # not on the run path, where a progress display is made in case of a pull
+
         from rich.progress import BarColumn, DownloadColumn, TextColumn
         from rich.progress import Progress as RichProgress
 

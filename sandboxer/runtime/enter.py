@@ -246,11 +246,11 @@ def _become(identity: dict[str, Any], cwd: str) -> None:
 
 def identity_of(plan: Any) -> dict[str, Any]:
     """What :func:`enter` needs to give a command the workload's identity, as JSON-able data."""
-    import base64
+    import binascii  # base64's C core: the base64 module costs ~1 ms on the way to run -d's answer
 
     who = plan.identity
     return {"uid": who.uid, "gid": who.gid, "groups": [g for g in who.groups if plan.idmap.maps_gid(g)],
             "caps": list(plan.caps), "no_new_privileges": plan.no_new_privileges,
-            "seccomp": base64.b64encode(plan.seccomp_bpf).decode() if plan.seccomp_bpf else None,
+            "seccomp": binascii.b2a_base64(plan.seccomp_bpf, newline=False).decode() if plan.seccomp_bpf else None,
             "seccomp_flags": plan.seccomp_flags, "set_groups": not plan.idmap.single,
             "env": list(plan.env), "cwd": plan.cwd}
