@@ -477,13 +477,20 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
 
         try:
             ports = running_record(record["id"], "ports")
+            attached = running_record(record["id"], "network")  # a user-defined network's address
         except UsageError:  # it ended meanwhile
-            ports = None
+            ports = attached = None
         out["Ports"] = json.loads(ports) if ports else []
         network["SandboxKey"] = f"/proc/{pid}/ns/net"
         network["Ports"] = {f"{p['container_port']}/{p['proto']}": [{"HostIp": p["host_ip"],
                                                                       "HostPort": str(p["host_port"])}]
                             for p in out["Ports"]}
+        if attached:
+            place = json.loads(attached)
+            network["IPAddress"] = place["address"]
+            network["Networks"] = {place["network"]: {
+                "IPAddress": place["address"], "IPPrefixLen": place["prefixlen"], "Gateway": place["gateway"],
+                "Aliases": place["aliases"]}}
     return out
 
 

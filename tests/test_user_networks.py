@@ -125,6 +125,10 @@ def test_two_sandboxes_talk_by_name_and_alias(net: str) -> None:
     assert server_ip.startswith("10.89.") and "srv" in lines[2] and "web" in lines[2]
     members = _inspect(net)["Containers"]
     assert [m["IPv4Address"] for m in members.values()] == [f"{server_ip}/24"]
+    settings = json.loads(sandboxer("inspect", "srv", check=True).stdout)[0]["NetworkSettings"]
+    assert settings["IPAddress"] == server_ip
+    assert settings["Networks"][net]["Aliases"][:2] == ["srv", "web"]
+    assert sandboxer("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "srv").stdout.strip() == server_ip
 
 
 def test_peers_hosts_follow_members(net: str) -> None:
