@@ -274,9 +274,13 @@ def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
 
 
 def _exit_code(status: Any, timeout: float | None) -> int:
-    """PID 1's code; a sandbox killed by ``--timeout`` also says so on stderr (its code is 137)."""
+    """PID 1's code; a sandbox killed by ``--timeout`` also says so on stderr (its code is 137).
+
+    The sandbox has ended and been torn down (state, mounts, helpers): nothing of ours is left for the
+    interpreter's teardown (see :func:`_exit_fast`)."""
     if status.timed_out:
         print(f"sandboxer: timed out after {timeout:g} s: the sandbox was killed", file=sys.stderr)
+    _FAST_EXIT[0] = True
     return int(status.code)
 
 
@@ -786,6 +790,7 @@ def cmd_exec(values: dict[str, Any], rest: list[str]) -> int:
                  started=record.get("pid_start"))
     if code == 137 and _pid1_ending(pid, record.get("pid_start")):
         print(f"sandboxer: the command was killed: sandbox {rest[0]} stopped", file=sys.stderr)
+    _FAST_EXIT[0] = True  # the command has ended and been reaped: nothing of ours is left open
     return code
 
 
@@ -863,6 +868,7 @@ def cmd_rm(values: dict[str, Any], rest: list[str]) -> int:
     for name in rest:
         remove(find(name), force=bool(values["force"]))
         print(name)
+    _FAST_EXIT[0] = True  # records, logs and state are gone, synchronously
     return 0
 
 
