@@ -181,9 +181,12 @@ def test_a_hundred_sandboxes_leave_nothing_behind(env: Path, net: str) -> None:
 
 
 def _dnat_rules(root: Path) -> list[str]:
+    from sandboxer.programs import require
+
     pid = _holder(root)
     assert pid is not None
-    out = subprocess.run(["nsenter", "--preserve-credentials", "-U", "-n", "-t", str(pid), "nft", "list", "chain",
+    nft = require("nft")  # in /usr/sbin, off a user's PATH
+    out = subprocess.run(["nsenter", "--preserve-credentials", "-U", "-n", "-t", str(pid), nft, "list", "chain",
                           "ip", "sandboxer", "prerouting"], capture_output=True, text=True, check=True).stdout
     return [line.strip() for line in out.splitlines() if "dnat to" in line]
 
