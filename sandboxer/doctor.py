@@ -104,6 +104,7 @@ class HostFacts:
     slirp4netns_path: str | None
     pasta_path: str | None
     dev_net_tun_rw: bool
+    nft_path: str | None  # user-defined networks' NAT and isolation (nftables)
     # cgroups
     cgroup2_mount: str | None  # where cgroup2 is mounted, /sys/fs/cgroup preferred
     cgroup_v1: bool  # any cgroup v1 hierarchy mounted
@@ -146,7 +147,10 @@ class HostFacts:
         except KeyError:
             user = env.get("USER") or str(uid)
 
-        search = os.pathsep.join(at(d) for d in env.get("PATH", os.defpath).split(os.pathsep) if d)
+        from .programs import FALLBACK_DIRS  # where sandboxer itself looks after $PATH (sbin is off a user's)
+
+        dirs = [*env.get("PATH", os.defpath).split(os.pathsep), *FALLBACK_DIRS]
+        search = os.pathsep.join(at(d) for d in dirs if d)
 
         def which(name: str) -> str | None:
             return shutil.which(name, path=search)
@@ -188,6 +192,7 @@ class HostFacts:
             slirp4netns_path=which("slirp4netns"),
             pasta_path=which("pasta"),
             dev_net_tun_rw=os.access(at("/dev/net/tun"), os.R_OK | os.W_OK),
+            nft_path=which("nft"),
             cgroup2_mount=cgroup2_mount,
             cgroup_v1=cgroup_v1,
             cgroup_path=cgroup_path,
@@ -495,6 +500,19 @@ def _check_network(f: HostFacts) -> Check:
     return Check("network", "works", f"{' and '.join(helpers)} with /dev/net/tun")
 
 
+def _check_user_networks(f: HostFacts) -> Check:
+    unmet = _unmet(
+        (f.slirp4netns_path is not None, "slirp4netns not found", "sudo apt-get install slirp4netns"),
+        (f.nft_path is not None, "nft not found", "sudo apt-get install nftables"),
+        (f.dev_net_tun_rw, "/dev/net/tun is not readable and writable by you", "sudo chmod 0666 /dev/net/tun"),
+    )
+    if unmet:
+        problems, fixes = unmet
+        return Check("user-networks", "degraded",
+                     f"{problems}: sandboxes on a user-defined network reach each other, nothing else", fixes)
+    return Check("user-networks", "works", "bridges in a per-user namespace; out through slirp4netns and nft")
+
+
 _UNIFIED_FIX = ("resource limits need the unified cgroup v2 hierarchy:\n"
                 "add systemd.unified_cgroup_hierarchy=1 to the kernel command line\n"
                 "(GRUB_CMDLINE_LINUX in /etc/default/grub, then sudo update-grub) and reboot")
@@ -586,6 +604,7 @@ _JUDGES: tuple[Callable[[HostFacts], Check], ...] = (
     _check_fuse_overlayfs,
     _check_storage,
     _check_network,
+    _check_user_networks,
     _check_cgroup_v2,
     _check_cgroup_delegation,
     _check_systemd_user,

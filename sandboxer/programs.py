@@ -10,7 +10,7 @@ import os
 
 from .errors import HostError
 
-__all__ = ["find", "require", "PACKAGES"]
+__all__ = ["find", "require", "PACKAGES", "FALLBACK_DIRS"]
 
 #: program -> the Debian/Ubuntu package that ships it
 PACKAGES = {
@@ -18,12 +18,12 @@ PACKAGES = {
     "fuse-overlayfs": "fuse-overlayfs",
     "slirp4netns": "slirp4netns", "pasta": "passt",
 }
-_FALLBACK_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
+FALLBACK_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
 
 
 def find(name: str) -> str | None:
     """The executable ``name`` on $PATH (then the usual system dirs), or None."""
-    for d in (*os.get_exec_path(), *_FALLBACK_DIRS):
+    for d in (*os.get_exec_path(), *FALLBACK_DIRS):
         path = os.path.join(d, name)
         if os.access(path, os.X_OK) and not os.path.isdir(path):
             return path

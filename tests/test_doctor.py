@@ -37,7 +37,8 @@ from sandboxer.errors import HostError
 REPO = Path(__file__).resolve().parents[1]
 STATUSES = {"works", "degraded", "missing"}
 NAMES = ["user-namespaces", "subuid", "subgid", "newuidmap", "newgidmap", "overlay", "fuse-overlayfs",
-         "storage", "network", "cgroup-v2", "cgroup-delegation", "systemd-user", "seccomp", "xdg-runtime-dir"]
+         "storage", "network", "user-networks", "cgroup-v2", "cgroup-delegation", "systemd-user", "seccomp",
+         "xdg-runtime-dir"]
 SUBID_FIX = "sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER"
 
 UID = 1000
@@ -53,7 +54,7 @@ GOOD = HostFacts(
     newgidmap_path="/usr/bin/newgidmap", newgidmap_setuid_root=True, newgidmap_file_caps=0,
     kernel_release="6.1.0-18-amd64", overlay_in_kernel=True,
     fuse_overlayfs_path="/usr/bin/fuse-overlayfs", dev_fuse_rw=True,
-    slirp4netns_path="/usr/bin/slirp4netns", pasta_path=None, dev_net_tun_rw=True,
+    slirp4netns_path="/usr/bin/slirp4netns", pasta_path=None, dev_net_tun_rw=True, nft_path="/usr/sbin/nft",
     cgroup2_mount="/sys/fs/cgroup", cgroup_v1=False,
     cgroup_path=f"{USER_MANAGER}/app.slice/app-term.scope", delegated_cgroup=USER_MANAGER,
     delegated_controllers=("cpuset", "cpu", "io", "memory", "pids"), delegated_cgroup_writable=True,
@@ -154,6 +155,10 @@ SCENARIOS = [
     case("pasta-only", "network", "works", "pasta", slirp4netns_path=None, pasta_path="/usr/bin/pasta"),
     case("dev-net-tun-0600", "network", "degraded",
          "only --network none/host", "sudo chmod 0666 /dev/net/tun", dev_net_tun_rw=False),
+    case("no-nft", "user-networks", "degraded", "reach each other, nothing else", "sudo apt-get install nftables",
+         nft_path=None),
+    case("no-slirp-for-networks", "user-networks", "degraded", "slirp4netns not found",
+         "sudo apt-get install slirp4netns", slirp4netns_path=None),
     # cgroups
     case("hybrid-cgroups", "cgroup-v2", "missing",
          "hybrid", "/sys/fs/cgroup/unified", "systemd.unified_cgroup_hierarchy=1", **HYBRID),
