@@ -16,7 +16,7 @@ __all__ = ["find", "require", "PACKAGES", "FALLBACK_DIRS"]
 PACKAGES = {
     "newuidmap": "uidmap", "newgidmap": "uidmap",
     "fuse-overlayfs": "fuse-overlayfs",
-    "slirp4netns": "slirp4netns", "pasta": "passt",
+    "slirp4netns": "slirp4netns", "pasta": "passt", "nft": "nftables",
 }
 FALLBACK_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
 
