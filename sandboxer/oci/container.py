@@ -417,7 +417,7 @@ def features() -> dict[str, Any]:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.3.0",
-        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": sorted([*_FLAG_OPTIONS, *PROPAGATION, "rro"]),
         "linux": {
             "namespaces": list(NAMESPACE_TYPES),
