@@ -73,8 +73,8 @@ def run_hook_list(hooks: list[Hook], phase: str, state: str) -> None:
         try:
             done = subprocess.run(argv, executable=hook.path, input=state.encode(), env=env,
                                   timeout=hook.timeout, capture_output=True, check=False)
-            failure = (f"exited with status {done.returncode}: "
-                       f"{done.stderr.decode(errors='replace').strip()[-200:]}"
+            said = done.stderr.decode(errors="replace").strip()[-200:]
+            failure = (f"exited with status {done.returncode}" + (f": {said}" if said else "")
                        if done.returncode else None)
         except subprocess.TimeoutExpired:
             failure = f"timed out after {hook.timeout}s"

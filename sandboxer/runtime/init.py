@@ -338,7 +338,8 @@ def _fork_start_hooks(hooks: list[Hook], state: str) -> tuple[int, int, int]:
         try:
             sc.set_pdeathsig(signal.SIGKILL)
             if os.getppid() == parent and os.read(go_r, 1) == b"g":  # else we were not released
-                _reset_signals()
+                # signals stay as PID 1 has them, ignored, as for createContainer (a hook's timeout
+                # is a SIGKILL); subprocess gives the hook back the default SIGPIPE
                 run_hook_list(hooks, "start_container", state)
                 code = 0
         except BaseException as e:
