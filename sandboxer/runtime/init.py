@@ -179,21 +179,21 @@ def _step(what: str, fn: Callable[..., object], *args: object) -> None:
 
 
 def _mount_rootfs(plan: Plan) -> str:
-    """Mount the sandbox's root at a private path; returns that path.
+    """Mount the sandbox's root at a private path (a bundle's: its own); returns that path.
 
     The scratch tmpfs exists only in this mount namespace, so the upper
     layer and the mount point vanish with the sandbox whatever happens.
     """
     scratch = os.path.join(plan.state.path, "scratch")
     _step("mount scratch tmpfs", sc.mount, "tmpfs", scratch, "tmpfs", sc.MS_NODEV | sc.MS_NOSUID, "mode=0755")
-    target = os.path.join(scratch, "root")
-    os.mkdir(target, 0o755)
     if plan.rootfs.kind == "bundle":  # bound onto itself, as runc does: the hooks (createContainer,
         # a prestart one entering our mount namespace) find our mounts where config.json's root.path says
         assert plan.rootfs.path is not None
         _step(f"bind rootfs {plan.rootfs.path}", sc.mount, plan.rootfs.path, plan.rootfs.path, None,
               sc.MS_BIND | sc.MS_REC)
         return plan.rootfs.path
+    target = os.path.join(scratch, "root")
+    os.mkdir(target, 0o755)
     if plan.snapshotter is None:  # a read-only host root needs no overlay: bind it, as bwrap does
         _step("bind the host root", sc.mount, "/", target, None, sc.MS_BIND | sc.MS_REC)
         _step("make the host root read-only", sc.mount_setattr_rdonly_recursive, target)
