@@ -100,15 +100,26 @@ def test_the_container_writes_to_creates_stdout(bundle: str, cid: str) -> None:
     assert Path(bundle, f"{cid}.err").read_text() == "to-stderr\n"
 
 
+_PHASES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+
+
 def _hook_bundle(bundle: str, args: list[str], failing: tuple[str, ...] = ()) -> str:
-    log = os.path.join(bundle, "hooks.log")
-    hook = os.path.join(bundle, "hook.sh")
-    with open(hook, "w") as f:
-        f.write(f'#!/bin/sh\necho "$1 $(cat)" >> {log}\n[ "$2" != fail ]\n')
-    os.chmod(hook, stat.S_IRWXU)
+    """A bundle with a hook for every phase, each appending "PHASE STATE-JSON" to one log (returned):
+    the host's ``hook.sh`` (a path in the runtime namespace) and, for startContainer, the rootfs's
+    ``/hook.sh`` (a path in the container's), which reaches the log through a bind mount."""
+    log = os.path.join(bundle, "log", "hooks.log")
     config = make_bundle(bundle, args)
-    config["hooks"] = {phase: [{"path": hook, "args": ["hook.sh", phase, "fail" if phase in failing else "ok"]}]
-                       for phase in ("prestart", "createRuntime", "poststart", "poststop")}
+    os.mkdir(os.path.dirname(log))
+    config["mounts"].append({"destination": "/log", "type": "bind", "source": os.path.dirname(log),
+                             "options": ["rbind", "rw"]})
+    for hook, target in ((os.path.join(bundle, "hook.sh"), log),
+                         (os.path.join(bundle, "rootfs", "hook.sh"), "/log/hooks.log")):
+        Path(hook).write_text(f'#!/bin/sh\necho "$1 $(cat)" >> {target}\n[ "$2" != fail ]\n')
+        os.chmod(hook, stat.S_IRWXU)
+    config["hooks"] = {
+        phase: [{"path": "/hook.sh" if phase == "startContainer" else os.path.join(bundle, "hook.sh"),
+                 "args": ["hook.sh", phase, "fail" if phase in failing else "ok"]}]
+        for phase in _PHASES}
     write_config(bundle, config)
     return log
 
@@ -123,18 +134,18 @@ def test_hooks_run_at_the_moments_the_spec_names_with_the_state_on_stdin(bundle:
     log = _hook_bundle(bundle, ["sh", "-c", LOOP_UNTIL_TERM])
     assert create(bundle, cid).returncode == 0
     pid = state(cid)["pid"]
-    assert [p for p, _ in _phases(log)] == ["prestart", "createRuntime"]
+    assert [p for p, _ in _phases(log)] == ["prestart", "createRuntime", "createContainer"]
     assert sandboxer("start", cid).returncode == 0
-    assert [p for p, _ in _phases(log)] == ["prestart", "createRuntime", "poststart"]
+    assert [p for p, _ in _phases(log)] == [*_PHASES[:5]]
     assert sandboxer("kill", cid, "TERM").returncode == 0
     wait_status(cid, "stopped")
-    assert [p for p, _ in _phases(log)] == ["prestart", "createRuntime", "poststart"]  # poststop is delete's
+    assert [p for p, _ in _phases(log)] == [*_PHASES[:5]]  # poststop is delete's
     assert sandboxer("delete", cid).returncode == 0
     entries = _phases(log)
-    assert [p for p, _ in entries] == ["prestart", "createRuntime", "poststart", "poststop"]
+    assert [p for p, _ in entries] == [*_PHASES]
     assert all(doc["id"] == cid and doc["bundle"] == bundle and doc["ociVersion"] for _, doc in entries)
-    assert [doc["status"] for _, doc in entries] == ["created", "created", "running", "stopped"]
-    assert [doc.get("pid") for _, doc in entries][:3] == [pid, pid, pid]
+    assert [doc["status"] for _, doc in entries] == ["created"] * 4 + ["running", "stopped"]
+    assert [doc.get("pid") for _, doc in entries] == [pid] * 5 + [None]  # the host's pid, in the container too
 
 
 def test_failing_poststart_and_poststop_hooks_only_warn(bundle: str, cid: str) -> None:
@@ -147,16 +158,112 @@ def test_failing_poststart_and_poststop_hooks_only_warn(bundle: str, cid: str) -
     p = sandboxer("delete", "--force", cid)
     assert p.returncode == 0
     assert "warning: hooks.poststop[0]" in p.stderr
-    assert [ph for ph, _ in _phases(log)] == ["prestart", "createRuntime", "poststart", "poststop"]
+    assert [ph for ph, _ in _phases(log)] == [*_PHASES]
     assert not os.path.exists(os.path.join(oci_root(), cid))
 
 
-def test_failing_create_runtime_hook_fails_create_and_leaves_nothing(bundle: str, cid: str) -> None:
-    _hook_bundle(bundle, ["sh", "-c", "true"], failing=("createRuntime",))
+def test_run_bundle_runs_every_hook_in_order(bundle: str) -> None:
+    log = _hook_bundle(bundle, ["true"])
+    p = sandboxer("run", "--bundle", bundle)
+    assert p.returncode == 0, p.stderr
+    assert [p for p, _ in _phases(log)] == [*_PHASES]
+
+
+def test_create_container_hooks_see_the_container_and_the_host_start_container_ones_the_root(
+        bundle: str, cid: str) -> None:
+    """createContainer: the container's mount namespace (its /proc mounted at root.path) before
+    pivot_root, the host's paths still there; startContainer: the container's root, without the
+    workload's seccomp filter and no_new_privs (see sandboxer.runtime.init)."""
+    log = _hook_bundle(bundle, ["sh", "-c", "readlink /proc/self/ns/mnt; grep -E '^(Seccomp|NoNewPrivs):' "
+                                            "/proc/self/status"])
+    rootfs = os.path.join(bundle, "rootfs")
+    Path(rootfs, "marker").write_text("")
+    probe = 'echo "$(readlink /proc/self/ns/mnt) $({check}) $(grep -E \'^(Seccomp|NoNewPrivs):\' ' \
+            '/proc/self/status | tr -d \'\\t\\n\')" >> {out}'
+    Path(bundle, "probe.sh").write_text("#!/bin/sh\n" + probe.format(
+        check=f"[ -e {rootfs}/proc/self/status ] && echo proc-at-root-path", out=f"{bundle}/log/create"))
+    Path(rootfs, "probe.sh").write_text("#!/bin/sh\n" + probe.format(
+        check=f"[ -e /marker ] && [ ! -e {bundle} ] && echo container-root", out="/log/start"))
+    for script in (os.path.join(bundle, "probe.sh"), os.path.join(rootfs, "probe.sh")):
+        os.chmod(script, stat.S_IRWXU)
+    config = json.loads(Path(bundle, "config.json").read_text())
+    config["hooks"]["createContainer"].append({"path": os.path.join(bundle, "probe.sh")})
+    config["hooks"]["startContainer"].append({"path": "/probe.sh"})
+    config["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                                  "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO"}]}
+    write_config(bundle, config)
     p = create(bundle, cid)
+    assert p.returncode == 0, p.stderr
+    container_ns = os.readlink(f"/proc/{state(cid)['pid']}/ns/mnt")
+    assert container_ns != os.readlink("/proc/self/ns/mnt")
+    assert Path(bundle, "log", "create").read_text().split()[:2] == [container_ns, "proc-at-root-path"]
+    assert sandboxer("start", cid).returncode == 0
+    wait_status(cid, "stopped")
+    assert Path(bundle, "log", "start").read_text().split() == [container_ns, "container-root",
+                                                                "NoNewPrivs:0Seccomp:0"]
+    workload = Path(bundle, f"{cid}.out").read_text().split()
+    assert workload[0] == container_ns and workload[1:] == ["NoNewPrivs:", "1", "Seccomp:", "2"]
+    assert [p for p, _ in _phases(log)] == [*_PHASES[:5]]
+
+
+def _leftovers(root: str) -> list[str]:
+    """What a container under the state root ``root`` (--root) left: sandbox state dirs, and
+    processes holding a file under ``root`` (the supervisor, PID 1: locks, the gate)."""
+    found = [e for e in os.listdir(os.path.join(root, "sandboxer")) if len(e) == 64]
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(root) for fd in os.listdir(f"/proc/{pid}/fd")):
+                found.append(f"process {pid}")
+        except OSError:
+            pass
+    return found
+
+
+def _no_leftovers(root: str) -> None:
+    deadline = time.monotonic() + 10
+    while (left := _leftovers(root)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left
+
+
+@pytest.mark.parametrize("how", ["fail", "timeout"])
+@pytest.mark.parametrize("phase", ["createRuntime", "createContainer", "startContainer"])
+def test_a_failing_hook_fails_create_or_start_in_one_line_and_leaves_nothing(
+        bundle: str, cid: str, tmp_path: Path, phase: str, how: str) -> None:
+    log = _hook_bundle(bundle, ["sh", "-c", LOOP_UNTIL_TERM], failing=(phase,))
+    if how == "timeout":
+        config = json.loads(Path(bundle, "config.json").read_text())
+        config["hooks"][phase] = [{"path": "/bin/sh", "args": ["sh", "-c", "sleep 30"], "timeout": 1}]
+        write_config(bundle, config)
+    root = ("--root", str(tmp_path / "root"))
+    began = time.monotonic()
+    try:
+        p = create(bundle, cid, globals_=root)
+        at_create = phase != "startContainer"
+        if not at_create:
+            assert p.returncode == 0, p.stderr
+            p = sandboxer(*root, "start", cid)
+            assert state(cid, *root)["status"] == "stopped"
+            _no_leftovers(root[1])
+            assert sandboxer(*root, "delete", cid).returncode == 0  # stopped, as the spec says, until deleted
+    finally:
+        sandboxer(*root, "delete", "--force", cid)
+    assert time.monotonic() - began < 20
     assert p.returncode != 0
-    assert "hooks.createRuntime[0]" in p.stderr and "Traceback" not in p.stderr
-    assert not os.path.exists(os.path.join(oci_root(), cid))
+    why = "exited with status 1" if how == "fail" else "timed out after 1s"
+    assert p.stderr.splitlines() == [p.stderr.splitlines()[0]] and f"hooks.{phase}[0]" in p.stderr
+    assert p.stderr.startswith("sandboxer: error: ") and why in p.stderr
+    _no_leftovers(root[1])
+    assert not os.path.exists(os.path.join(root[1], "sandboxer", "oci", cid))
+    # the lifecycle goes on at "destroy the container, run the poststop hooks" (runtime-spec runtime.md)
+    assert [p for p, _ in _phases(log)] == [*_PHASES[:_PHASES.index(phase) + (how == "fail")], "poststop"]
+
+
+def test_run_bundle_fails_on_a_failing_start_container_hook(bundle: str) -> None:
+    _hook_bundle(bundle, ["echo", "never"], failing=("startContainer",))
+    p = sandboxer("run", "--bundle", bundle)
+    assert p.returncode != 0 and "never" not in p.stdout
+    assert p.stderr.splitlines() == ["sandboxer: error: run hooks.startContainer[0] (/hook.sh): exited with status 1"]
 
 
 def test_lifecycle_errors(bundle: str, cid: str) -> None:

@@ -179,6 +179,7 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
     except FileExistsError:
         raise UsageError(f"container {cid} already exists") from None
     pid, sandbox = 0, None
+    record: dict[str, Any] | None = None
     try:
         sandbox = StateDir.create(new_id())
         plan = plan_from_spec(spec, Rootfs("bundle", path=rootfs), sandbox, idmap=idmap, name=cid,
@@ -192,15 +193,15 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         for notice in plan.notices:
             _print_notice(notice)
         handed, sandbox = sandbox, None  # the supervisor releases it from now on
-        pid, pid_start, supervisor = _supervise(plan, lock_fd, path)
         record = {
             "ociVersion": spec.oci_version, "id": cid, "bundle": bundle, "rootfs": rootfs,
-            "annotations": dict(spec.annotations), "pid": pid, "pid_start": pid_start,
-            "supervisor_pid": supervisor[0], "supervisor_start": supervisor[1], "sandbox": handed.id,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "annotations": dict(spec.annotations), "sandbox": handed.id,
             "hooks": {phase: to_json(getattr(spec.hooks, phase)) for phase in ("poststart", "poststop")}
             if spec.hooks else {},
         }
+        pid, pid_start, supervisor = _supervise(plan, lock_fd, path)
+        record.update(pid=pid, pid_start=pid_start, supervisor_pid=supervisor[0], supervisor_start=supervisor[1],
+                      created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         write_atomically(os.path.join(path, _STATE), json.dumps(record))
         if pid_file is not None:
             write_atomically(pid_file, str(pid))
@@ -209,6 +210,8 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
             sandbox.release()
         if pid:
             _kill_quietly(pid, signal.SIGKILL)
+        if record is not None:  # the container was (partly) set up: runtime-spec "runtime.md" lifecycle
+            _run_hooks(record, "poststop", "stopped")  # goes on at "destroy, then poststop hooks"
         remove_tree(path)
         raise
     finally:
@@ -417,7 +420,7 @@ def features() -> dict[str, Any]:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.3.0",
-        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": sorted([*_FLAG_OPTIONS, *PROPAGATION, "rro"]),
         "linux": {
             "namespaces": list(NAMESPACE_TYPES),

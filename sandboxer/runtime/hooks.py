@@ -1,14 +1,19 @@
-"""OCI lifecycle hooks, run in the caller's (runtime) namespaces.
+"""OCI lifecycle hooks (runtime-spec "config.md", POSIX-platform Hooks).
 
-Each hook gets the container state JSON on stdin (runtime-spec
-"runtime.md", State).  A failing ``prestart``/``createRuntime`` hook aborts
-the start; a failing ``poststart``/``poststop`` hook is reported as a
-warning, as the spec says.
+``prestart``, ``createRuntime``, ``poststart`` and ``poststop`` run in the
+caller's (runtime) namespaces; ``createContainer`` and ``startContainer`` run
+in the container's, from PID 1 (:mod:`sandboxer.runtime.init`), which gets
+the state JSON for them from the caller (:func:`send_state`).  Each hook gets
+the container state JSON on stdin (runtime-spec "runtime.md", State).  A
+failing ``prestart``/``createRuntime``/``createContainer``/``startContainer``
+hook aborts the start; a failing ``poststart``/``poststop`` hook is reported
+as a warning, as the spec says.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -19,7 +24,7 @@ if TYPE_CHECKING:
     from ..oci.spec import Hook
     from .plan import Plan
 
-__all__ = ["run_hooks", "run_hook_list", "state_json", "state_document"]
+__all__ = ["run_hooks", "run_hook_list", "state_json", "state_document", "send_state"]
 
 _FATAL = ("prestart", "create_runtime", "create_container", "start_container")
 
@@ -49,10 +54,18 @@ def run_hooks(plan: Plan, phase: str, *, pid: int, status: str) -> None:
         run_hook_list(hooks, phase, state_json(plan, status, pid))
 
 
+def send_state(fd: int, plan: Plan, pid: int) -> None:
+    """Send PID 1 the state JSON (one line) its createContainer/startContainer hooks read: only the
+    caller knows PID 1's host PID, the ``pid`` hooks are given."""
+    data = (state_json(plan, "created", pid) + "\n").encode()
+    while data:
+        data = data[os.write(fd, data):]
+
+
 def run_hook_list(hooks: list[Hook], phase: str, state: str) -> None:
     """Run ``hooks`` of ``phase`` in order, each with ``state`` (JSON) on stdin.
 
-    A failure of a ``prestart``/``createRuntime`` hook raises; later phases only warn.
+    A failure of a ``prestart``/``create*``/``startContainer`` hook raises; the others only warn.
     """
     for i, hook in enumerate(hooks):
         argv = list(hook.args) or [hook.path]
@@ -60,8 +73,8 @@ def run_hook_list(hooks: list[Hook], phase: str, state: str) -> None:
         try:
             done = subprocess.run(argv, executable=hook.path, input=state.encode(), env=env,
                                   timeout=hook.timeout, capture_output=True, check=False)
-            failure = (f"exited with status {done.returncode}: "
-                       f"{done.stderr.decode(errors='replace').strip()[-200:]}"
+            said = done.stderr.decode(errors="replace").strip()[-200:]
+            failure = (f"exited with status {done.returncode}" + (f": {said}" if said else "")
                        if done.returncode else None)
         except subprocess.TimeoutExpired:
             failure = f"timed out after {hook.timeout}s"

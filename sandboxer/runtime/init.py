@@ -10,8 +10,11 @@ Two forked processes do the work (DESIGN.md, "One sandbox, step by step"):
 
 ``container_main`` — PID 1 of the new PID namespace:
     mounts (/proc, /dev, /sys, volumes…) → masks and read-only paths →
-    pivot_root → hostname → rlimits → no_new_privs → bounding set → user
-    and capabilities → seccomp → cwd → exec the workload.
+    [the caller's prestart/createRuntime hooks → createContainer hooks] →
+    pivot_root → hostname → rlimits → [fork the startContainer hooks'
+    runner] → no_new_privs → bounding set → user and capabilities →
+    seccomp → cwd → [wait for OCI start] → [startContainer hooks] → exec
+    the workload.
 
 Neither ever returns into the caller's stack: every path ends in
 ``os._exit``.  Nothing is imported after fork: once the root has moved,
@@ -34,6 +37,10 @@ from .capabilities import drop_bounding, switch_user_and_set_caps
 from .plan import Plan
 from .reaper import exec_workload, run_as_init
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..oci.spec import Hook
+
 __all__ = ["Pipes", "Workload", "setup_main", "attach_terminal", "env_dict", "HANDED_OFF"]
 
 #: the set-up process's report, instead of a wait status, when PID 1 was left to the caller's reaper
@@ -49,16 +56,19 @@ TIOCSCTTY = 0x540E
 class Pipes:
     """File descriptors of the set-up handshake, as seen by the sandbox side."""
 
-    __slots__ = ("msg_w", "go_r", "hooks_r", "status_w", "pty_slave", "started_w")
+    __slots__ = ("msg_w", "go_r", "hooks_r", "status_w", "pty_slave", "started_w", "gate_w")
 
     def __init__(self, msg_w: int, go_r: int, hooks_r: int, status_w: int, pty_slave: int) -> None:
         self.msg_w = msg_w          #: messages to the caller; PID 1's copy closes at exec
         self.go_r = go_r            #: the caller's "go" after id maps and attachments
-        self.hooks_r = hooks_r      #: the caller's "go" after createRuntime/prestart hooks (-1: none)
+        #: the state JSON for our hooks, after the caller's createRuntime/prestart ones (-1: no hooks)
+        self.hooks_r = hooks_r
         self.status_w = status_w    #: the set-up process's final report: PID 1's wait status
         self.pty_slave = pty_slave  #: the terminal for the workload, or -1
         #: OCI create: PID 1 tells the set-up process that start opened the gate; closes at exec
         self.started_w = -1
+        #: OCI create: our end of the start gate, once start opened it: errors go there too; closes at exec
+        self.gate_w = -1
 
 
 class Workload:
@@ -169,20 +179,21 @@ def _step(what: str, fn: Callable[..., object], *args: object) -> None:
 
 
 def _mount_rootfs(plan: Plan) -> str:
-    """Mount the sandbox's root at a private path; returns that path.
+    """Mount the sandbox's root at a private path (a bundle's: its own); returns that path.
 
     The scratch tmpfs exists only in this mount namespace, so the upper
     layer and the mount point vanish with the sandbox whatever happens.
     """
     scratch = os.path.join(plan.state.path, "scratch")
     _step("mount scratch tmpfs", sc.mount, "tmpfs", scratch, "tmpfs", sc.MS_NODEV | sc.MS_NOSUID, "mode=0755")
+    if plan.rootfs.kind == "bundle":  # bound onto itself, as runc does: the hooks (createContainer,
+        # a prestart one entering our mount namespace) find our mounts where config.json's root.path says
+        assert plan.rootfs.path is not None
+        _step(f"bind rootfs {plan.rootfs.path}", sc.mount, plan.rootfs.path, plan.rootfs.path, None,
+              sc.MS_BIND | sc.MS_REC)
+        return plan.rootfs.path
     target = os.path.join(scratch, "root")
     os.mkdir(target, 0o755)
-    if plan.rootfs.kind == "bundle":
-        assert plan.rootfs.path is not None
-        _step(f"bind rootfs {plan.rootfs.path}", sc.mount, plan.rootfs.path, target, None,
-              sc.MS_BIND | sc.MS_REC)
-        return target
     if plan.snapshotter is None:  # a read-only host root needs no overlay: bind it, as bwrap does
         _step("bind the host root", sc.mount, "/", target, None, sc.MS_BIND | sc.MS_REC)
         _step("make the host root read-only", sc.mount_setattr_rdonly_recursive, target)
@@ -215,7 +226,9 @@ def container_main(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) ->
         sc.set_pdeathsig(signal.SIGKILL)
         code = _container(plan, pipes, workload, rootfs)
     except BaseException as e:
-        sync.send_error(pipes.msg_w, e)
+        for fd in (pipes.gate_w, pipes.msg_w):  # the gate first: the caller kills us once it reads msg_w
+            if fd >= 0:
+                sync.send_error(fd, e)
         code = getattr(e, "exit_code", 125)
     finally:
         os._exit(code)
@@ -240,10 +253,17 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
         _step("bind /dev/console", mounts.bind_console, rootfs, os.ttyname(0))
     mounts.mask_paths(rootfs, plan.masked_paths)
     mounts.readonly_paths(rootfs, plan.readonly_paths)
-    if pipes.hooks_r >= 0:  # createRuntime/prestart hooks run in the caller now
-        sync.send(pipes.msg_w, "hooks")
-        if os.read(pipes.hooks_r, 1) != b"g":
-            return 125
+    hooks, hook_state = plan.hooks, ""  # the OCI hooks; the state JSON they read
+    if pipes.hooks_r >= 0:
+        assert hooks is not None
+        sync.send(pipes.msg_w, "hooks")  # the caller runs prestart/createRuntime hooks, then sends it
+        hook_state = _receive_state(pipes.hooks_r)
+        if not hook_state:
+            return 125  # the caller gave up (it reported the reason itself)
+        from .hooks import run_hook_list  # now: the caller's Python library may not survive pivot_root
+
+        # in our namespaces, before pivot_root: their paths resolve, and they see, the runtime's tree
+        run_hook_list(hooks.create_container, "create_container", hook_state)
     if plan.root_readonly:
         _step("make the root read-only", mounts.remount_readonly, rootfs)
     # the OCI start gate lives in the caller's state dir: keep a handle on it across pivot_root
@@ -258,6 +278,14 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     _set_rlimits(plan.rlimits)
     if plan.oom_score_adj is not None:
         _step("set oom_score_adj", _write, "/proc/self/oom_score_adj", str(plan.oom_score_adj))
+    # startContainer hooks run at start, just before exec, in our namespaces and root, but from a child
+    # forked now, holding the privileges of the container's root: no seccomp filter, no no_new_privs,
+    # the full bounding set.  runc runs them from its init after the switch to the workload's user and
+    # capabilities (and under a seccomp filter loaded without no_new_privs); a hook (ldconfig, a device
+    # set-up) is the runtime's agent, not the workload, and should not fail or misbehave for the
+    # workload's confinement — as the runtime-namespace hooks are not confined either.
+    start_hooks = _fork_start_hooks(hooks.start_container, hook_state) \
+        if hooks is not None and hooks.start_container else None
     if plan.no_new_privileges:
         _step("set no_new_privs", sc.set_no_new_privs)
     elif plan.seccomp_bpf is not None:
@@ -279,11 +307,61 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     except OSError as e:
         raise SetupError(f"chdir to {plan.cwd}", e.strerror or str(e),
                          hint="the working directory must exist in the sandbox (-w)") from e
-    started = -1
     if gate >= 0:
         sync.send(pipes.msg_w, "created")
-        started = _await_start(gate, pipes.started_w)
-    return _run_workload(plan, pipes, workload, started)
+        pipes.gate_w = _await_start(gate, pipes.started_w)
+    if start_hooks is not None:
+        _run_start_hooks(*start_hooks)
+    return _run_workload(plan, pipes, workload)
+
+
+def _receive_state(hooks_r: int) -> str:
+    """The state JSON line the caller sends (:func:`sandboxer.runtime.hooks.send_state`); "" if none."""
+    line = sync.Reader(hooks_r).recv()
+    os.close(hooks_r)
+    return "\t".join(line) if line else ""
+
+
+def _fork_start_hooks(hooks: list[Hook], state: str) -> tuple[int, int, int]:
+    """Fork the child that runs the startContainer ``hooks`` when :func:`_run_start_hooks` says so.
+
+    Returns (its pid, the pipe that releases it, the pipe it reports a failure on).
+    """
+    from .hooks import run_hook_list  # loaded before pivot_root
+
+    go_r, go_w = os.pipe()
+    report_r, report_w = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 125
+        try:
+            sc.set_pdeathsig(signal.SIGKILL)
+            if os.getppid() == parent and os.read(go_r, 1) == b"g":  # else we were not released
+                # signals stay as PID 1 has them, ignored, as for createContainer (a hook's timeout
+                # is a SIGKILL); subprocess gives the hook back the default SIGPIPE
+                run_hook_list(hooks, "start_container", state)
+                code = 0
+        except BaseException as e:
+            sync.send_error(report_w, e)
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    os.close(report_w)
+    return pid, go_w, report_r
+
+
+def _run_start_hooks(pid: int, go_w: int, report_r: int) -> None:
+    """Release the child of :func:`_fork_start_hooks`, wait for it, and raise its failure."""
+    os.write(go_w, b"g")
+    os.close(go_w)
+    report = sync.Reader(report_r).recv()
+    os.close(report_r)
+    _, status = os.waitpid(pid, 0)
+    if report is not None:
+        raise sync.error_from_fields(report)
+    if status:
+        raise SetupError("run hooks.startContainer", f"the hooks' runner ended with wait status {status}")
 
 
 def _await_start(gate: int, started_w: int) -> int:
@@ -348,7 +426,7 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-def _run_workload(plan: Plan, pipes: Pipes, workload: Workload, started: int = -1) -> int:
+def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
     _reset_signals()
     call, argv = workload.call, workload.argv
     if call is not None:
@@ -363,7 +441,7 @@ def _run_workload(plan: Plan, pipes: Pipes, workload: Workload, started: int = -
         env = env_dict(plan.env)
 
         def start() -> int:
-            exec_workload(argv, env, pipes.msg_w, started)
+            exec_workload(argv, env, pipes.msg_w, pipes.gate_w)
             return 127
     return run_as_init(start, pipes.msg_w, pipes.status_w) if plan.init else start()
 

@@ -114,7 +114,8 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     hooks = plan.hooks
-    need_hooks = bool(hooks and (hooks.create_runtime or hooks.prestart))
+    need_hooks = bool(hooks and (hooks.prestart or hooks.create_runtime or hooks.create_container
+                                 or hooks.start_container))
     msg_r, msg_w = os.pipe()
     go_r, go_w = os.pipe()
     status_r, status_w = os.pipe()
@@ -211,12 +212,12 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
             proxy.target(pid1)
         else:
             hooks_due = False
-    if hooks_w >= 0:
-        from .hooks import run_hooks
+    if hooks_w >= 0:  # PID 1 has its mounts and waits: the runtime-namespace hooks, then its own
+        from .hooks import run_hooks, send_state
 
         run_hooks(plan, "prestart", pid=pid1, status="created")
         run_hooks(plan, "create_runtime", pid=pid1, status="created")
-        os.write(hooks_w, b"g")
+        send_state(hooks_w, plan, pid1)
     # end of file: PID 1 has exec'ed (its copy was close-on-exec); before it, "created" when
     # PID 1 waits at an OCI start gate
     while (last := reader.recv()) is not None:

@@ -155,10 +155,6 @@ def plan_from_spec(spec: Spec, rootfs: Rootfs, state: StateDir, *, idmap: IdMap,
                    bundle: str | None = None, init: bool = False, debug: bool = False) -> Plan:
     """Check ``spec`` against this host and turn it into a plan."""
     require_runnable(spec)
-    if spec.hooks and (spec.hooks.create_container or spec.hooks.start_container):
-        which = "createContainer" if spec.hooks.create_container else "startContainer"
-        raise ConfigError(f"hooks.{which}", "hooks run inside the container are not supported yet",
-                          hint="use prestart/createRuntime/poststart/poststop hooks")
     assert spec.process is not None and spec.root is not None
     proc, linux = spec.process, spec.linux
     user = proc.user
