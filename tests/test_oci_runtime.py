@@ -172,8 +172,8 @@ def test_run_bundle_runs_every_hook_in_order(bundle: str) -> None:
 def test_create_container_hooks_see_the_container_and_the_host_start_container_ones_the_root(
         bundle: str, cid: str) -> None:
     """createContainer: the container's mount namespace (its /proc mounted at root.path) before
-    pivot_root, the host's paths still there; startContainer: the container's root, without the
-    workload's seccomp filter and no_new_privs (see sandboxer.runtime.init)."""
+    pivot_root, the host's paths still there; startContainer: the container's root, confined as the
+    workload (its seccomp filter and no_new_privs), as runc does."""
     log = _hook_bundle(bundle, ["sh", "-c", "readlink /proc/self/ns/mnt; grep -E '^(Seccomp|NoNewPrivs):' "
                                             "/proc/self/status"])
     rootfs = os.path.join(bundle, "rootfs")
@@ -200,7 +200,7 @@ def test_create_container_hooks_see_the_container_and_the_host_start_container_o
     assert sandboxer("start", cid).returncode == 0
     wait_status(cid, "stopped")
     assert Path(bundle, "log", "start").read_text().split() == [container_ns, "container-root",
-                                                                "NoNewPrivs:0Seccomp:0"]
+                                                                "NoNewPrivs:1Seccomp:2"]
     workload = Path(bundle, f"{cid}.out").read_text().split()
     assert workload[0] == container_ns and workload[1:] == ["NoNewPrivs:", "1", "Seccomp:", "2"]
     assert [p for p, _ in _phases(log)] == [*_PHASES[:5]]

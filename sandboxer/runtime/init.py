@@ -11,10 +11,9 @@ Two forked processes do the work (DESIGN.md, "One sandbox, step by step"):
 ``container_main`` — PID 1 of the new PID namespace:
     mounts (/proc, /dev, /sys, volumes…) → masks and read-only paths →
     [the caller's prestart/createRuntime hooks → createContainer hooks] →
-    pivot_root → hostname → rlimits → [fork the startContainer hooks'
-    runner] → no_new_privs → bounding set → user and capabilities →
-    seccomp → cwd → [wait for OCI start] → [startContainer hooks] → exec
-    the workload.
+    pivot_root → hostname → rlimits → no_new_privs → bounding set → user
+    and capabilities → seccomp → cwd → [wait for OCI start] →
+    [startContainer hooks] → exec the workload.
 
 Neither ever returns into the caller's stack: every path ends in
 ``os._exit``.  Nothing is imported after fork: once the root has moved,
@@ -36,10 +35,6 @@ from . import mounts, sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
 from .plan import Plan
 from .reaper import exec_workload, run_as_init
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from ..oci.spec import Hook
 
 __all__ = ["Pipes", "Workload", "setup_main", "attach_terminal", "env_dict", "HANDED_OFF"]
 
@@ -278,14 +273,6 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     _set_rlimits(plan.rlimits)
     if plan.oom_score_adj is not None:
         _step("set oom_score_adj", _write, "/proc/self/oom_score_adj", str(plan.oom_score_adj))
-    # startContainer hooks run at start, just before exec, in our namespaces and root, but from a child
-    # forked now, holding the privileges of the container's root: no seccomp filter, no no_new_privs,
-    # the full bounding set.  runc runs them from its init after the switch to the workload's user and
-    # capabilities (and under a seccomp filter loaded without no_new_privs); a hook (ldconfig, a device
-    # set-up) is the runtime's agent, not the workload, and should not fail or misbehave for the
-    # workload's confinement — as the runtime-namespace hooks are not confined either.
-    start_hooks = _fork_start_hooks(hooks.start_container, hook_state) \
-        if hooks is not None and hooks.start_container else None
     if plan.no_new_privileges:
         _step("set no_new_privs", sc.set_no_new_privs)
     elif plan.seccomp_bpf is not None:
@@ -310,8 +297,10 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     if gate >= 0:
         sync.send(pipes.msg_w, "created")
         pipes.gate_w = _await_start(gate, pipes.started_w)
-    if start_hooks is not None:
-        _run_start_hooks(*start_hooks)
+    if hooks is not None and hooks.start_container:
+        # as runc does: from here, confined as the workload will be (its user, capabilities, no_new_privs
+        # and seccomp filter) — the hook is a program of the container's root filesystem
+        run_hook_list(hooks.start_container, "start_container", hook_state)  # imported with the state above
     return _run_workload(plan, pipes, workload)
 
 
@@ -320,48 +309,6 @@ def _receive_state(hooks_r: int) -> str:
     line = sync.Reader(hooks_r).recv()
     os.close(hooks_r)
     return "\t".join(line) if line else ""
-
-
-def _fork_start_hooks(hooks: list[Hook], state: str) -> tuple[int, int, int]:
-    """Fork the child that runs the startContainer ``hooks`` when :func:`_run_start_hooks` says so.
-
-    Returns (its pid, the pipe that releases it, the pipe it reports a failure on).
-    """
-    from .hooks import run_hook_list  # loaded before pivot_root
-
-    go_r, go_w = os.pipe()
-    report_r, report_w = os.pipe()
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        code = 125
-        try:
-            sc.set_pdeathsig(signal.SIGKILL)
-            if os.getppid() == parent and os.read(go_r, 1) == b"g":  # else we were not released
-                # signals stay as PID 1 has them, ignored, as for createContainer (a hook's timeout
-                # is a SIGKILL); subprocess gives the hook back the default SIGPIPE
-                run_hook_list(hooks, "start_container", state)
-                code = 0
-        except BaseException as e:
-            sync.send_error(report_w, e)
-        finally:
-            os._exit(code)
-    os.close(go_r)
-    os.close(report_w)
-    return pid, go_w, report_r
-
-
-def _run_start_hooks(pid: int, go_w: int, report_r: int) -> None:
-    """Release the child of :func:`_fork_start_hooks`, wait for it, and raise its failure."""
-    os.write(go_w, b"g")
-    os.close(go_w)
-    report = sync.Reader(report_r).recv()
-    os.close(report_r)
-    _, status = os.waitpid(pid, 0)
-    if report is not None:
-        raise sync.error_from_fields(report)
-    if status:
-        raise SetupError("run hooks.startContainer", f"the hooks' runner ended with wait status {status}")
 
 
 def _await_start(gate: int, started_w: int) -> int:
