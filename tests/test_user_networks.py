@@ -337,3 +337,22 @@ def test_system_prune_frees_the_leases_of_crashed_sandboxes(env: Path, net: str)
     assert f"freed address 10.89.0.9 of network {net}" in out
     assert sorted(p.name for p in lease_dir.iterdir()) == ["10.89.0.2"]
     assert "alive" in sandboxer("exec", "alive", "cat", "/etc/hosts", check=True).stdout
+
+
+def test_the_holder_under_the_default_state_root(tmp_path: Path) -> None:
+    """No SANDBOXER_STATE_DIR, no XDG_RUNTIME_DIR: the state root is /tmp/sandboxer-UID, whose name the
+    holder must not work out again inside its namespace, where its uid is 0 (it once bound its socket
+    under /tmp/sandboxer-0, and every attach failed)."""
+    name = f"dflt-{os.urandom(3).hex()}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("SANDBOXER_STATE_DIR", raising=False)
+        mp.delenv("XDG_RUNTIME_DIR", raising=False)
+        mp.setenv("SANDBOXER_DATA_DIR", str(tmp_path / "data"))
+        sandboxer("network", "create", name, check=True)
+        try:
+            p = sh("ip -4 -o addr show eth0", "--network", name, check=True)
+            assert " 10.89." in p.stdout
+        finally:
+            sandboxer("network", "rm", name, check=True)
+    if os.getuid() != 0:
+        assert not os.path.exists("/tmp/sandboxer-0") or os.stat("/tmp/sandboxer-0").st_uid != os.getuid()

@@ -112,7 +112,7 @@ def _start() -> Holder:
     from ..runtime.userns import default_idmap, write_idmap
 
     idmap = default_idmap()
-    log = os.path.join(directory(), "holder.log")
+    log, sock = os.path.join(directory(), "holder.log"), _socket()  # here: in its namespace, our uid is 0
     msg_r, msg_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
@@ -124,7 +124,7 @@ def _start() -> Holder:
                 os.close(fd)
             os.setsid()
             if os.fork() == 0:
-                _holder_main(msg_w, go_r, ready_w, exit_w, log)
+                _holder_main(msg_w, go_r, ready_w, exit_w, log, sock)
         finally:
             os._exit(0)
     for fd in (msg_w, go_r, ready_w, exit_w):
@@ -155,7 +155,7 @@ def _start() -> Holder:
     return holder
 
 
-def _holder_main(msg_w: int, go_r: int, ready_w: int, exit_w: int, log: str) -> None:  # pragma: no cover
+def _holder_main(msg_w: int, go_r: int, ready_w: int, exit_w: int, log: str, sock: str) -> None:  # pragma: no cover
     """The holder's side: new user and network namespaces, wait for the maps, ``lo`` up, exec its program
     (holding ``exit_w`` open for as long as it lives)."""
     try:
@@ -181,7 +181,7 @@ def _holder_main(msg_w: int, go_r: int, ready_w: int, exit_w: int, log: str) -> 
         os.set_inheritable(exit_w, True)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
-        os.execv(sys.executable, [sys.executable, "-m", "sandboxer.network.holder", _socket(), str(ready_w)])
+        os.execv(sys.executable, [sys.executable, "-m", "sandboxer.network.holder", sock, str(ready_w)])
     except BaseException as e:
         try:
             os.write(msg_w, f"\n{e}".encode())
