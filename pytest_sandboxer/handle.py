@@ -114,11 +114,9 @@ class SandboxHandle:
         self._servers.append((name, proc))
         deadline = time.monotonic() + timeout
         while True:  # running once its state dir names it, its ports are published and it has its address
-            try:
-                if ready is None:
-                    running_record(name, "lock")
-                    return name
-                if running_record(name, ready) is not None:
+            try:  # (its state dir: the one our process made, not another sandbox's of that name)
+                ours = (running_record(name, "lock") or "").strip() == str(proc.pid)
+                if ours and (ready is None or running_record(name, ready) is not None):
                     return name
             except UsageError:
                 pass

@@ -378,6 +378,11 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None,
     joins: tuple[tuple[int, str], ...] = ()
     outbound_missing = ""
     if network.stack == "bridge":
+        from .network import check_host_name
+
+        check_host_name(hostname, "--hostname")
+        for alias in opts.network_aliases:
+            check_host_name(alias, "--network-alias")
         joins, outbound_missing = _join_network_holder()
         namespaces &= ~CLONE_NEWUSER
         names = (*([opts.name] if opts.name else []), *opts.network_aliases, hostname)
@@ -434,10 +439,10 @@ def _join_network_holder() -> tuple[tuple[tuple[int, str], ...], str]:
     owns the sandbox's network namespace, and the bridge's helper may plug a veth into it.
 
     Returns the namespace to join, and why there is no outbound access ("" if there is)."""
-    from .network import rootlessns
+    from .network import networks, rootlessns
 
     with rootlessns.lock():
-        holder = rootlessns.ensure()
+        holder = rootlessns.ensure(networks.any_live_lease)
         missing = rootlessns.outbound_missing()
     return ((CLONE_NEWUSER, holder.user_ns),), missing
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,7 +57,7 @@ def _holder(root: Path) -> int | None:
     from sandboxer.procfs import same_process
 
     try:
-        pid, started = map(int, (root / "state" / "netns" / "holder").read_text().split())
+        pid, started = map(int, (root / "state" / "netns" / "holder").read_text().split()[:2])
     except FileNotFoundError:
         return None
     return pid if same_process(pid, started) else None
@@ -191,6 +192,13 @@ def _dnat_rules(root: Path) -> list[str]:
     return [line.strip() for line in out.splitlines() if "dnat to" in line]
 
 
+def _forwards(root: Path) -> list[dict]:  # type: ignore[type-arg]
+    """The holder's slirp4netns port forwards."""
+    from sandboxer.network.slirp import list_hostfwd
+
+    return list_hostfwd(str(root / "state" / "netns" / "slirp.sock"))
+
+
 def _get(port: int) -> str:
     import urllib.request
 
@@ -222,9 +230,16 @@ def test_published_ports_and_the_way_out(env: Path, net: str) -> None:
         import urllib.request
 
         urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/hostname", timeout=2)
-    taken = sandboxer("run", "--network", net, "-p", f"127.0.0.1:{ports[1]}:80", "--", "true")
+    # one host port serves one sandbox, whatever the host address (the holder's side uses its number)
+    taken = sandboxer("run", "--network", net, "-p", f"127.0.0.2:{ports[1]}:80", "--", "true")
+    assert taken.returncode == 125 and "is published already, by sandbox web2" in taken.stderr
+    with socket.socket() as busy:  # a host port someone else holds: slirp4netns cannot bind it
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = sandboxer("run", "--network", net, "-p", f"127.0.0.1:{busy.getsockname()[1]}:80", "--", "true")
     assert taken.returncode == 125 and "publish port" in taken.stderr and taken.stderr.count("error:") == 1
     assert len(_dnat_rules(env)) == 1 and len(_inspect(net)["Containers"]) == 1
+    assert len(_forwards(env)) == 1
 
 
 def test_a_killed_sandbox_gives_its_address_back(env: Path, net: str) -> None:
@@ -239,7 +254,7 @@ def test_a_killed_sandbox_gives_its_address_back(env: Path, net: str) -> None:
     while _inspect(net)["Containers"]:  # its set-up process dies with the CLI (PDEATHSIG), freeing its lock
         assert time.monotonic() < deadline, "the lease of a dead sandbox was kept"
         time.sleep(0.05)
-    assert _leases(env) == [] and _dnat_rules(env) == []
+    assert _leases(env) == [] and _dnat_rules(env) == [] and _forwards(env) == []
     assert sh("ip -4 -o addr show eth0", "--network", net, check=True).stdout.count("10.89.0.2/24") == 1
 
 
@@ -262,9 +277,16 @@ def test_the_holder_goes_with_the_last_network(env: Path, net: str) -> None:
     assert _links_become(env, ["lo", "sbx0", "sbx1", "tap0"])
     sandboxer("network", "rm", net, check=True)
     assert _links_become(env, ["lo", "sbx1", "tap0"])
+    slirp = subprocess.run(["pgrep", "-f", str(env / "state" / "netns" / "slirp.sock")], capture_output=True,
+                           text=True).stdout.split()
+    assert len(slirp) == 1
     sandboxer("network", "rm", "second", check=True)
     assert _holder(env) is None
-    assert not (env / "state" / "netns" / "holder").exists()
+    assert sorted(os.listdir(env / "state" / "netns")) == ["holder.log", "leases", "lock", "slirp.log"]
+    deadline = time.monotonic() + 5  # slirp4netns sees its exit fd close
+    while subprocess.run(["pgrep", "-f", str(env / "state" / "netns" / "slirp.sock")]).returncode == 0:
+        assert time.monotonic() < deadline, "slirp4netns outlived the holder"
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -283,14 +305,18 @@ def test_the_holder_goes_with_the_last_network(env: Path, net: str) -> None:
     (("run", "--network", "nosuch", "--", "true"), "unknown network mode or network 'nosuch'"),
     (("run", "--network", "NET", "-p", "8080:80/udp", "--", "true"), "publishing UDP ports from the user-defined"),
     (("run", "--network-alias", "x", "--", "true"), "--network-alias names a sandbox on a user-defined network"),
+    (("run", "--network", "NET", "--network-alias", "a\n6.6.6.6 b", "--", "true"), "invalid --network-alias"),
+    (("run", "--network", "NET", "--network-alias", "", "--", "true"), "invalid --network-alias"),
+    (("run", "--network", "NET", "--hostname", "a b", "--", "true"), "invalid --hostname"),
 ])
-def test_bad_input_is_one_line_and_changes_nothing(net: str, args: tuple[str, ...], message: str) -> None:
+def test_bad_input_is_one_line_and_changes_nothing(env: Path, net: str, args: tuple[str, ...], message: str) -> None:
     before = sandboxer("network", "ls", check=True).stdout
     p = sandboxer(*(net if a == "NET" else a for a in args))
     assert p.returncode in (2, 125), p.stderr
     assert message in p.stderr
     assert p.stderr.count("error:") == 1
     assert sandboxer("network", "ls", check=True).stdout == before
+    assert _leases(env) == []
 
 
 def test_a_network_in_use_is_not_removed(env: Path, net: str) -> None:
@@ -356,3 +382,18 @@ def test_the_holder_under_the_default_state_root(tmp_path: Path) -> None:
             sandboxer("network", "rm", name, check=True)
     if os.getuid() != 0:
         assert not os.path.exists("/tmp/sandboxer-0") or os.stat("/tmp/sandboxer-0").st_uid != os.getuid()
+
+
+def test_no_sandbox_can_use_the_holder(env: Path, net: str) -> None:
+    """The holder serves the user outside any sandbox: a sandbox shown its socket (here bound in on purpose,
+    as a --read-only host root shows $XDG_RUNTIME_DIR) is hung up on, and nothing runs."""
+    sh("true", "--network", net, check=True)
+    netns = str(env / "state" / "netns")
+    probe = ("import json, socket\n"
+             "s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+             f"s.connect({netns + '/holder.sock'!r})\n"
+             "s.send(json.dumps({'op': 'unplug_bridge', 'args': ['sbx0']}).encode())\n"
+             "print('reply', s.recv(4096))\n")
+    p = sandboxer("run", "--read-only", "-v", f"{netns}:{netns}", "--", "python3", "-c", probe)
+    assert "reply b''" in p.stdout or "Connection reset" in p.stderr, (p.stdout, p.stderr)
+    assert _links_become(env, ["lo", "sbx0", "tap0"])

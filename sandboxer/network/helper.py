@@ -23,26 +23,54 @@ _DYING: list[int] = []
 
 
 def spawn(argv: list[str], keep: tuple[int, ...], log: str, *, die_with_parent: bool = False,
-          new_session: bool = False) -> int:
+          detach: bool = False) -> int:
     """Start ``argv`` with stdin /dev/null, stdout+stderr to ``log`` and only ``keep`` inherited.
 
     ``die_with_parent``: the child gets SIGKILL when this thread dies
     (PR_SET_PDEATHSIG, as the sandbox's own set-up process has), which takes
-    a fork instead of posix_spawn.  ``new_session``: for a helper that
-    outlives us, out of reach of the terminal's Ctrl-C.
+    a fork instead of posix_spawn.  ``detach``: for a helper that outlives
+    us (the network holder's slirp4netns) — in a session of its own, out of
+    reach of the terminal's Ctrl-C, and not our child, so no long-lived
+    caller (a pytest worker) keeps it as a zombie.
     """
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if not die_with_parent:
-            actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, out, 1),
-                       (os.POSIX_SPAWN_DUP2, out, 2)]
-            actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in keep]  # dup2 onto itself clears close-on-exec
-            return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsid=new_session)
-        return _fork_exec(argv, keep, null, out)
+        if die_with_parent:
+            return _fork_exec(argv, keep, null, out)
+        actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, out, 1),
+                   (os.POSIX_SPAWN_DUP2, out, 2)]
+        actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in keep]  # dup2 onto itself clears close-on-exec
+        if not detach:
+            return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
+        return _spawn_detached(argv, actions)
     finally:
         os.close(out)
         os.close(null)
+
+
+def _spawn_detached(argv: list[str], actions: list[tuple[int, int, int]]) -> int:
+    """posix_spawn from a short-lived middle child in a new session; returns the grandchild's pid."""
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    middle = os.fork()
+    if middle == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(pid_r)
+            child = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True)
+            os.write(pid_w, str(child).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(pid_w)
+    try:
+        os.waitpid(middle, 0)
+        data = os.read(pid_r, 32)
+    finally:
+        os.close(pid_r)
+    if not data:
+        raise SetupError(f"start {os.path.basename(argv[0])}", "it could not be spawned")
+    return int(data)
 
 
 def _fork_exec(argv: list[str], keep: tuple[int, ...], null: int, out: int) -> int:

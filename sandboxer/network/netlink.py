@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import SetupError
 
-__all__ = ["load", "ensure_bridge", "delete_link", "add_veth", "configure_guest", "link_names"]
+__all__ = ["load", "ensure_bridge", "delete_link", "add_veth", "configure_guest"]
 
 
 def load() -> None:
@@ -28,25 +28,32 @@ def _ip() -> Any:
     return IPRoute()
 
 
-def _step(what: str, fn: Callable[[], object]) -> Any:
+def _step(what: str, fn: Callable[..., object], *args: object, **kwargs: object) -> Any:
     try:
-        return fn()
+        return fn(*args, **kwargs)
     except Exception as e:  # pyroute2's NetlinkError carries an errno as its first argument
         code = e.args[0] if e.args and isinstance(e.args[0], int) else None
         raise SetupError(what, os.strerror(code) if code else str(e)) from None
 
 
-def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int) -> bool:
-    """The bridge ``name`` with ``gateway/prefixlen``, up; created if missing (after a holder restart).
-    True if it was created now."""
+def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int, isolate: Callable[[str], None]) -> None:
+    """The bridge ``name``, made or repaired: ``isolate(name)`` (its firewall rule) before it is up, then
+    exactly ``gateway/prefixlen`` as its address, then up — every time, so a bridge left half-made (a
+    helper killed mid-way) or reused under a new subnet is right again."""
+    import socket
+
     with _ip() as ip:
-        if ip.link_lookup(ifname=name):
-            return False
-        _step(f"create bridge {name}", lambda: ip.link("add", ifname=name, kind="bridge", mtu=mtu))
+        if not ip.link_lookup(ifname=name):
+            _step(f"create bridge {name}", ip.link, "add", ifname=name, kind="bridge", mtu=mtu)
         index = ip.link_lookup(ifname=name)[0]
-        _step(f"address bridge {name}", lambda: ip.addr("add", index=index, address=gateway, prefixlen=prefixlen))
-        _step(f"bring up bridge {name}", lambda: ip.link("set", index=index, state="up"))
-        return True
+        isolate(name)
+        present = {(a.get("address"), a["prefixlen"]) for a in ip.get_addr(index=index, family=socket.AF_INET)}
+        for address, length in present - {(gateway, prefixlen)}:
+            _step(f"remove {address}/{length} from bridge {name}", ip.addr, "del", index=index, address=address,
+                  prefixlen=length)
+        if (gateway, prefixlen) not in present:
+            _step(f"address bridge {name}", ip.addr, "add", index=index, address=gateway, prefixlen=prefixlen)
+        _step(f"bring up bridge {name}", ip.link, "set", index=index, state="up")
 
 
 def delete_link(name: str) -> None:
@@ -54,7 +61,7 @@ def delete_link(name: str) -> None:
     with _ip() as ip:
         found = ip.link_lookup(ifname=name)
         if found:
-            _step(f"delete interface {name}", lambda: ip.link("del", index=found[0]))
+            _step(f"delete interface {name}", ip.link, "del", index=found[0])
 
 
 def add_veth(bridge: str, host_side: str, guest_netns_fd: int, guest_side: str, mtu: int) -> None:
@@ -64,24 +71,16 @@ def add_veth(bridge: str, host_side: str, guest_netns_fd: int, guest_side: str, 
         found = ip.link_lookup(ifname=bridge)
         if not found:
             raise SetupError(f"attach to bridge {bridge}", "the bridge does not exist")
-        _step(f"create veth pair {host_side}", lambda: ip.link(
-            "add", ifname=host_side, kind="veth", mtu=mtu,
-            peer={"ifname": guest_side, "net_ns_fd": guest_netns_fd, "mtu": mtu}))
+        _step(f"create veth pair {host_side}", ip.link, "add", ifname=host_side, kind="veth", mtu=mtu,
+              peer={"ifname": guest_side, "net_ns_fd": guest_netns_fd, "mtu": mtu})
         index = ip.link_lookup(ifname=host_side)[0]
-        _step(f"enslave {host_side} to {bridge}", lambda: ip.link("set", index=index, master=found[0],
-                                                                   state="up"))
+        _step(f"enslave {host_side} to {bridge}", ip.link, "set", index=index, master=found[0], state="up")
 
 
 def configure_guest(ifname: str, address: str, prefixlen: int, gateway: str) -> None:
     """Address ``ifname``, bring it up and route everything through ``gateway``."""
     with _ip() as ip:
         index = ip.link_lookup(ifname=ifname)[0]
-        _step(f"address {ifname}", lambda: ip.addr("add", index=index, address=address, prefixlen=prefixlen))
-        _step(f"bring up {ifname}", lambda: ip.link("set", index=index, state="up"))
-        _step("add the default route", lambda: ip.route("add", dst="0.0.0.0/0", gateway=gateway))
-
-
-def link_names() -> list[str]:
-    """The interfaces of this network namespace."""
-    with _ip() as ip:
-        return [str(link.get("ifname")) for link in ip.get_links()]
+        _step(f"address {ifname}", ip.addr, "add", index=index, address=address, prefixlen=prefixlen)
+        _step(f"bring up {ifname}", ip.link, "set", index=index, state="up")
+        _step("add the default route", ip.route, "add", dst="0.0.0.0/0", gateway=gateway)

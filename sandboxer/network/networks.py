@@ -24,15 +24,18 @@ from collections import namedtuple
 from ..errors import HostError, UsageError
 from ..state import Lock, state_root, unlink_quiet, validate_name, write_atomically
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from . import PortMapping
+
 __all__ = ["Network", "Lease", "definitions_dir", "create", "load", "exists", "all_networks", "remove",
-           "allocate", "record", "release", "leases", "sync_hosts", "describe", "prune_leases", "RESERVED", "MTU"]
+           "allocate", "record", "release", "unpublish", "published_elsewhere", "any_live_lease", "leases",
+           "sync_hosts", "describe", "prune_leases", "RESERVED"]
 
 #: the user-mode stacks' own network (slirp4netns, pasta): never a bridge's
 RESERVED = ipaddress.ip_network("10.0.2.0/24")
 #: where automatic subnets are taken from, as podman's 10.89.N.0/24
 _AUTO = "10.89.{}.0/24"
-#: bridges and veth pairs: large frames keep sandbox-to-sandbox traffic cheap
-MTU = 65520
 
 
 class Network(namedtuple("Network", "name id subnet gateway bridge created")):
@@ -51,7 +54,7 @@ class Network(namedtuple("Network", "name id subnet gateway bridge created")):
         return int(self.subnet.rpartition("/")[2])
 
 
-class Lease(namedtuple("Lease", "address sandbox names hosts extra forwards", defaults=((), ()))):
+class Lease(namedtuple("Lease", "address sandbox names hosts extra holder ports", defaults=((), (0, 0), ()))):
     """An address of a network held by a sandbox."""
 
     address: str
@@ -59,8 +62,24 @@ class Lease(namedtuple("Lease", "address sandbox names hosts extra forwards", de
     names: tuple[str, ...]                 #: what peers call it: its --name, its aliases, its hostname
     hosts: str                             #: its /etc/hosts file on the host
     extra: tuple[tuple[str, str], ...]     #: its --add-host entries (name, address)
-    forwards: tuple[int, ...]              #: the holder's slirp4netns forwards of its published ports
+    holder: tuple[int, int]                #: the holder that plugged it (pid, start time)
+    #: its published ports, each recorded before it is published (so a crash mid-way is undone too)
+    ports: tuple[PortMapping, ...]
     __slots__ = ()
+
+    def to_json(self) -> str:
+        return json.dumps({**self._asdict(), "ports": [m._asdict() for m in self.ports]})
+
+    @classmethod
+    def from_json(cls, text: str) -> Lease:
+        from . import PortMapping
+
+        data = json.loads(text)
+        lease = cls(**{**data, "names": tuple(data["names"]), "extra": tuple(tuple(e) for e in data["extra"]),
+                       "holder": tuple(data["holder"]), "ports": tuple(PortMapping(**m) for m in data["ports"])})
+        if not isinstance(lease.address, str) or not isinstance(lease.sandbox, str):
+            raise TypeError("not a lease")
+        return lease
 
 
 def definitions_dir() -> str:
@@ -76,10 +95,20 @@ def _path(name: str) -> str:
 
 
 def exists(name: str) -> bool:
-    return bool(name) and "/" not in name and os.path.exists(_path(name))
+    return _valid(name) and os.path.exists(_path(name))
+
+
+def _valid(name: str) -> bool:
+    try:
+        validate_name(name)
+    except UsageError:
+        return False
+    return True
 
 
 def load(name: str) -> Network:
+    if not _valid(name):
+        raise UsageError(f"no network {name!r}", hint="see 'sandboxer network ls'")
     try:
         with open(_path(name)) as f:
             return Network(**json.load(f))
@@ -149,19 +178,18 @@ def remove(name: str) -> Network:
     """Forget a network nobody uses, and its bridge; the holder goes with the last network."""
     from . import rootlessns
 
-    network = load(name)
-    with rootlessns.lock():
+    with rootlessns.lock():  # an attach loads the definition under it too: never onto a network going away
+        network = load(name)
         users = leases(network)
         if users:
             who = ", ".join(lease.names[0] if lease.names else lease.sandbox[:12] for lease in users)
             raise UsageError(f"network {name!r} is in use by {who}", hint="stop those sandboxes first")
         unlink_quiet(_path(name))
         _remove_lease_dir(network)
-        if rootlessns.current() is not None:
-            if all_networks():
-                rootlessns.request("delete_link", network.bridge)
-            else:
-                rootlessns.stop()
+        if not all_networks():
+            rootlessns.stop()
+        elif rootlessns.current() is not None:
+            rootlessns.request("unplug_bridge", network.bridge)
     return network
 
 
@@ -222,33 +250,25 @@ def leases(network: Network) -> list[Lease]:
         file = os.path.join(path, entry)
         try:
             with open(file) as f:
-                data = json.load(f)
-            lease = Lease(**{**data, "names": tuple(data["names"]), "forwards": tuple(data.get("forwards", ())),
-                             "extra": tuple(tuple(e) for e in data.get("extra", ()))})
-            if not isinstance(lease.address, str) or not isinstance(lease.sandbox, str):
-                raise TypeError("not a lease")
-        except (OSError, ValueError, TypeError):
+                lease = Lease.from_json(f.read())
+        except (OSError, ValueError, TypeError, KeyError):
             unlink_quiet(file)  # a write cut short: its writer held the lock and is gone
             continue
         if is_alive(os.path.join(state_root(), lease.sandbox)):
             out.append(lease)
             continue
-        if lease.forwards:  # a sandbox killed before it could unpublish its ports
-            from . import rootlessns
-
-            if rootlessns.current() is not None:
-                rootlessns.unpublish(lease.sandbox, lease.forwards)
+        unpublish(lease)  # a sandbox killed before it could
         unlink_quiet(file)
     return sorted(out, key=lambda lease: ipaddress.ip_address(lease.address))
 
 
 def allocate(network: Network, sandbox: str, names: tuple[str, ...], hosts: str,
-             extra: tuple[tuple[str, str], ...] = ()) -> Lease:
+             extra: tuple[tuple[str, str], ...], holder: tuple[int, int]) -> Lease:
     """The lowest free address of ``network`` (the gateway excepted), leased to ``sandbox``."""
     used = {lease.address for lease in leases(network)} | {network.gateway}
     for address in ipaddress.ip_network(network.subnet).hosts():
         if str(address) not in used:
-            lease = Lease(str(address), sandbox, names, hosts, extra)
+            lease = Lease(str(address), sandbox, names, hosts, extra, holder)
             record(network, lease)
             return lease
     raise HostError(f"network {network.name!r} has no free address ({network.subnet})",
@@ -257,7 +277,31 @@ def allocate(network: Network, sandbox: str, names: tuple[str, ...], hosts: str,
 
 def record(network: Network, lease: Lease) -> None:
     """Write (or update) a lease."""
-    write_atomically(os.path.join(_lease_dir(network), lease.address), json.dumps(lease._asdict()))
+    write_atomically(os.path.join(_lease_dir(network), lease.address), lease.to_json())
+
+
+def unpublish(lease: Lease) -> None:
+    """Undo the ports a lease published — if the holder that published them still runs (with another,
+    they went with the old one, and the host ports may be a new sandbox's now)."""
+    from . import rootlessns
+
+    holder = rootlessns.current()
+    if lease.ports and holder is not None and holder.identity == lease.holder:
+        rootlessns.unpublish(holder, lease.sandbox, lease.ports)
+
+
+def published_elsewhere(mapping: PortMapping) -> Lease | None:
+    """The live lease, on any network, that publishes ``mapping``'s host port (and protocol) already:
+    the holder's tap0 side of a forward uses the host port's number, so it can serve one sandbox only."""
+    for network in all_networks():
+        for lease in leases(network):
+            if any(m.host_port == mapping.host_port and m.proto == mapping.proto for m in lease.ports):
+                return lease
+    return None
+
+
+def any_live_lease() -> bool:
+    return any(leases(network) for network in all_networks())
 
 
 def release(network: Network, lease: Lease) -> None:
@@ -275,15 +319,17 @@ def sync_hosts(network: Network) -> None:
 
 
 def _rewrite_in_place(path: str, text: str) -> None:
-    """Same inode (the sandbox has it bound), new contents: written first and cut to length after,
-    so a reader sees the old lines or the new, never an empty file."""
+    """Same inode (the sandbox has it bound), new contents: written over the old in one write, padded
+    with blank lines to the old length, then cut to length — a reader sees the old lines, or the new
+    ones (perhaps followed by blank lines), never an empty file nor a torn tail."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return  # its sandbox is being removed
     try:
         data = text.encode()
-        os.pwrite(fd, data, 0)
+        old = os.fstat(fd).st_size
+        os.pwrite(fd, data + b"\n" * max(0, old - len(data)), 0)
         os.ftruncate(fd, len(data))
     finally:
         os.close(fd)

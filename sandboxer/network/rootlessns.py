@@ -34,10 +34,10 @@ import select
 import signal
 import sys
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import syscalls as sc
-from ..errors import SetupError
+from ..errors import HostError, SetupError, UsageError
 from ..state import Lock, state_root, unlink_quiet, write_atomically
 
 TYPE_CHECKING = False
@@ -45,16 +45,18 @@ if TYPE_CHECKING:
     from . import PortMapping
 
 __all__ = ["Holder", "directory", "lock", "current", "ensure", "stop", "request", "outbound_missing",
-           "nft_if_outbound", "publish", "unpublish"]
+           "publish", "unpublish"]
 
 _START_TIMEOUT_S = 10.0
 
 
-class Holder(namedtuple("Holder", "pid started")):
-    """The holder process: its pid and its start time (see :mod:`sandboxer.procfs`)."""
+class Holder(namedtuple("Holder", "pid started protocol", defaults=(0,))):
+    """The holder process: its pid, its start time (see :mod:`sandboxer.procfs`) and the request protocol
+    of the sandboxer it runs (:data:`sandboxer.network.holder.PROTOCOL`)."""
 
     pid: int
     started: int
+    protocol: int
     __slots__ = ()
 
     @property
@@ -62,8 +64,9 @@ class Holder(namedtuple("Holder", "pid started")):
         return f"/proc/{self.pid}/ns/user"
 
     @property
-    def net_ns(self) -> str:
-        return f"/proc/{self.pid}/ns/net"
+    def identity(self) -> tuple[int, int]:
+        """What a lease records of the holder that plugged it."""
+        return (self.pid, self.started)
 
 
 def directory() -> str:
@@ -83,52 +86,80 @@ def current() -> Holder | None:
 
     try:
         with open(os.path.join(directory(), "holder")) as f:
-            pid, started = map(int, f.read().split())
-    except (OSError, ValueError):
+            fields = [int(x) for x in f.read().split()]
+        holder = Holder(*fields[:3])
+    except (OSError, ValueError, TypeError):
         return None
-    return Holder(pid, started) if same_process(pid, started) else None
+    return holder if same_process(holder.pid, holder.started) else None
 
 
-def ensure() -> Holder:
-    """The running holder, started if there is none.  Call it under :func:`lock`."""
-    return current() or _start()
+def ensure(live_leases: Callable[[], bool]) -> Holder:
+    """The running holder, started if there is none.  Call it under :func:`lock`.
+
+    A holder of another sandboxer (an upgrade while it ran) is replaced if no sandbox uses it
+    (``live_leases()`` is false), and refused otherwise: its requests may not mean ours."""
+    from .holder import PROTOCOL
+
+    holder = current()
+    if holder is not None and holder.protocol != PROTOCOL:
+        if live_leases():
+            raise HostError("the user-defined networks' holder runs another version of sandboxer",
+                            hint="stop the sandboxes on user-defined networks, then run this again "
+                                 "(the holder is replaced)")
+        stop()
+        holder = None
+    return holder or _start()
 
 
 def stop() -> None:
-    """Kill the holder (its namespaces, bridges and all, go with it).  Call it under :func:`lock`."""
+    """Kill the holder (its namespaces, bridges and slirp4netns go with it) and remove what it left.
+    Call it under :func:`lock`."""
     holder = current()
     if holder is not None:
         try:
             os.kill(holder.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    unlink_quiet(os.path.join(directory(), "holder"))
+    for name in ("holder", "holder.sock", "slirp.sock", "outbound-missing"):
+        unlink_quiet(os.path.join(directory(), name))
+
+
+#: longest path an AF_UNIX socket can bind (sun_path, with its NUL)
+_SUN_PATH_MAX = 107
 
 
 def _start() -> Holder:
     """Fork the holder (detached: a new session, re-parented away from us), map its user namespace,
-    let it exec its program (:mod:`sandboxer.network.holder`) and wait until it serves."""
+    let it exec its program (:mod:`sandboxer.network.holder`), attach slirp4netns, record it, and
+    confirm it — a holder whose starter dies before that exits by itself."""
     from ..procfs import start_time
     from ..runtime.userns import default_idmap, write_idmap
+    from .holder import PROTOCOL
 
     idmap = default_idmap()
     log, sock = os.path.join(directory(), "holder.log"), _socket()  # here: in its namespace, our uid is 0
+    if len(os.fsencode(sock)) > _SUN_PATH_MAX or len(os.fsencode(_slirp_socket())) > _SUN_PATH_MAX:
+        raise HostError(f"the state directory's path is too long for a socket ({sock})",
+                        hint="use a shorter SANDBOXER_STATE_DIR")
     msg_r, msg_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
     exit_r, exit_w = os.pipe2(os.O_CLOEXEC)  # slirp4netns's exit fd: the holder keeps the write end
     middle = os.fork()
     if middle == 0:  # pragma: no cover - runs in the child
         try:
-            for fd in (msg_r, go_w, ready_r, exit_r):
+            for fd in (msg_r, go_w, ready_r, commit_w, exit_r):
                 os.close(fd)
             os.setsid()
             if os.fork() == 0:
-                _holder_main(msg_w, go_r, ready_w, exit_w, log, sock)
+                _holder_main(msg_w, go_r, (ready_w, commit_r, exit_w), log,
+                             [sock, str(ready_w), str(commit_r)])
         finally:
             os._exit(0)
-    for fd in (msg_w, go_r, ready_w, exit_w):
+    for fd in (msg_w, go_r, ready_w, commit_r, exit_w):
         os.close(fd)
+    pid = 0
     try:
         os.waitpid(middle, 0)
         pid = _read_pid(msg_r)
@@ -141,23 +172,28 @@ def _start() -> Holder:
         if error or started is None:
             raise SetupError("start the network namespace holder", error or "it exited at once",
                              hint=f"see {log}")
-        holder = Holder(pid, started)
-        try:
-            missing = _connect_outbound(holder, exit_r)
-        except BaseException:
-            os.kill(pid, signal.SIGKILL)
-            raise
+        holder = Holder(pid, started, PROTOCOL)
+        missing = _connect_outbound(holder, exit_r)
+        write_atomically(os.path.join(directory(), "outbound-missing"), missing)
+        write_atomically(os.path.join(directory(), "holder"), f"{pid} {started} {PROTOCOL}\n")
+        os.write(commit_w, b"c")
+    except BaseException:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        raise
     finally:
-        for fd in (msg_r, go_w, ready_r, exit_r):
+        for fd in (msg_r, go_w, ready_r, commit_w, exit_r):
             os.close(fd)
-    write_atomically(os.path.join(directory(), "outbound-missing"), missing)
-    write_atomically(os.path.join(directory(), "holder"), f"{pid} {started}\n")
     return holder
 
 
-def _holder_main(msg_w: int, go_r: int, ready_w: int, exit_w: int, log: str, sock: str) -> None:  # pragma: no cover
+def _holder_main(msg_w: int, go_r: int, keep: tuple[int, ...], log: str,
+                 args: list[str]) -> None:  # pragma: no cover - runs in the child
     """The holder's side: new user and network namespaces, wait for the maps, ``lo`` up, exec its program
-    (holding ``exit_w`` open for as long as it lives)."""
+    with ``args`` and the fds ``keep`` (ready, commit, slirp4netns's exit fd: held as long as it lives)."""
     try:
         sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNET)
         os.write(msg_w, f"{os.getpid()}\n".encode())
@@ -170,18 +206,21 @@ def _holder_main(msg_w: int, go_r: int, ready_w: int, exit_w: int, log: str, soc
         os.dup2(null, 0)
         for fd in (1, 2):  # never the caller's output (a $(...) would wait for us); its errors to the log
             os.dup2(out, fd)
-        keep = {0, 1, 2, msg_w, ready_w, exit_w}
         for entry in os.listdir("/proc/self/fd"):
-            if int(entry) not in keep:
+            if int(entry) not in (0, 1, 2, msg_w, *keep):
                 try:
                     os.close(int(entry))
                 except OSError:
                     pass
-        os.set_inheritable(ready_w, True)
-        os.set_inheritable(exit_w, True)
+        for fd in keep:
+            os.set_inheritable(fd, True)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
-        os.execv(sys.executable, [sys.executable, "-m", "sandboxer.network.holder", sock, str(ready_w)])
+        # the caller's sandboxer, not whichever one a bare python would import from "/"
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        path = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = package_root + (os.pathsep + path if path else "")
+        os.execv(sys.executable, [sys.executable, "-m", "sandboxer.network.holder", *args])
     except BaseException as e:
         try:
             os.write(msg_w, f"\n{e}".encode())
@@ -191,6 +230,10 @@ def _holder_main(msg_w: int, go_r: int, ready_w: int, exit_w: int, log: str, soc
 
 def _socket() -> str:
     return os.path.join(directory(), "holder.sock")
+
+
+def _slirp_socket() -> str:
+    return os.path.join(directory(), "slirp.sock")
 
 
 def _read_pid(fd: int) -> int:
@@ -221,12 +264,13 @@ def _last_line(path: str) -> str:
     return lines[-1] if lines else ""
 
 
-def request(op: str, *args: object, fd: int | None = None) -> object:
+def request(op: str, *args: object, fd: int | None = None) -> None:
     """Have the holder run ``op`` (see :data:`sandboxer.network.holder.OPS`) in its namespaces, passing
     ``fd`` (a sandbox's network namespace) along; its error is raised here.  Call it under :func:`lock`."""
     import json
     import socket
 
+    what = f"ask the network namespace holder to {op.replace('_', ' ')}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
         s.settimeout(30.0)
         try:
@@ -234,18 +278,16 @@ def request(op: str, *args: object, fd: int | None = None) -> object:
             socket.send_fds(s, [json.dumps({"op": op, "args": args}).encode()], [] if fd is None else [fd])
             data = s.recv(65536)
         except OSError as e:
-            raise SetupError(f"ask the network namespace holder to {op.replace('_', ' ')}", e.strerror or str(e),
+            raise SetupError(what, e.strerror or str(e),
                              hint="it may have died: run the command again (it is restarted)") from None
     try:
         reply = json.loads(data)
     except ValueError:
-        raise SetupError(f"ask the network namespace holder to {op.replace('_', ' ')}",
-                         "it died while working" if not data else f"unreadable reply {data[:80]!r}",
+        raise SetupError(what, "it died while working" if not data else f"unreadable reply {data[:80]!r}",
                          hint=f"see {os.path.join(directory(), 'holder.log')}") from None
     if "error" in reply:
         step, message, hint = reply["error"]
         raise SetupError(step, message, hint or None)
-    return reply.get("result")
 
 
 def outbound_missing() -> str:
@@ -257,15 +299,8 @@ def outbound_missing() -> str:
         return ""
 
 
-def nft_if_outbound() -> str | None:
-    """nft's path where the networks have a way out (and so a NAT table to keep them apart), else None."""
-    from ..programs import find
-
-    return None if outbound_missing() else find("nft")
-
-
 def _connect_outbound(holder: Holder, exit_r: int) -> str:
-    """slirp4netns on the holder, forwarding and NAT in its namespace; returns what is missing for it."""
+    """slirp4netns on the holder (the holder has set up forwarding and NAT); returns what is missing."""
     from ..programs import find
     from . import helper
     from .slirp import MTU
@@ -278,48 +313,45 @@ def _connect_outbound(holder: Holder, exit_r: int) -> str:
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     log = os.path.join(directory(), "slirp.log")
     argv = [slirp, "--configure", f"--mtu={MTU}", f"--ready-fd={ready_w}", f"--exit-fd={exit_r}",
-            f"--api-socket={os.path.join(directory(), 'slirp.sock')}", "--enable-sandbox", "--enable-seccomp",
+            f"--api-socket={_slirp_socket()}", "--enable-sandbox", "--enable-seccomp",
             "--disable-host-loopback", str(holder.pid), "tap0"]
     try:
-        child = helper.spawn(argv, (ready_w, exit_r), log, new_session=True)
+        child = helper.spawn(argv, (ready_w, exit_r), log, detach=True)
+    except BaseException:
+        os.close(ready_r)
+        raise
     finally:
         os.close(ready_w)
     try:
         helper.wait_ready(ready_r, child, "slirp4netns", log)
     finally:
         os.close(ready_r)
-    request("outbound", nft)
     return ""
 
 
-def publish(mapping: PortMapping, address: str, sandbox: str) -> int:
+def publish(mapping: PortMapping, address: str, sandbox: str) -> None:
     """Publish ``mapping`` (its host port chosen already) for the sandbox at ``address`` on a bridge: the
     holder's slirp4netns forwards the host port to the same port of its ``tap0``, where a DNAT rule
-    (commented with the sandbox's id) sends it on to the sandbox.  Returns the slirp4netns forward's id.
-    Call it under :func:`lock`."""
-    from ..errors import UsageError
-    from ..programs import require
+    (commented with the sandbox's id) sends it on.  Record the mapping in the sandbox's lease first:
+    :func:`unpublish` undoes whatever part was done.  Call it under :func:`lock`."""
     from . import slirp
 
     missing = outbound_missing()
     if missing:
         raise UsageError(f"cannot publish ports from a user-defined network: {missing.partition(': ')[2]}",
                          hint="install it, then remove and recreate the networks (the holder restarts)")
-    rule = (f'iifname "tap0" {mapping.proto} dport {mapping.host_port} dnat to {address}:{mapping.container_port} '
-            f'comment "{sandbox}"')
-    request("nft", require("nft"), f"add rule ip sandboxer prerouting {rule}\n")
-    try:
-        return slirp.add_hostfwd(os.path.join(directory(), "slirp.sock"), mapping, mapping.host_port)
-    except BaseException:
-        unpublish(sandbox, ())
-        raise
+    request("publish", mapping.proto, mapping.host_port, address, mapping.container_port, sandbox)
+    slirp.add_hostfwd(_slirp_socket(), mapping, mapping.host_port)
 
 
-def unpublish(sandbox: str, forwards: Sequence[int]) -> None:
-    """Undo :func:`publish` for every port of ``sandbox``.  Call it under :func:`lock`."""
-    from ..programs import require
+def unpublish(holder: Holder, sandbox: str, ports: Sequence[PortMapping]) -> None:
+    """Undo :func:`publish` for every port of ``sandbox``: its DNAT rules, and the slirp4netns forwards of
+    its host ports (found by address, port and protocol: their ids are not recorded).  Call it under
+    :func:`lock`, with the holder that published them (another one never had them)."""
     from . import slirp
 
-    for forward in forwards:
-        slirp.remove_hostfwd(os.path.join(directory(), "slirp.sock"), forward)
-    request("nft_delete_commented", require("nft"), sandbox)
+    wanted = {(m.host_ip, m.host_port, m.proto) for m in ports}
+    for entry in slirp.list_hostfwd(_slirp_socket()):
+        if (entry.get("host_addr"), entry.get("host_port"), entry.get("proto")) in wanted:
+            slirp.remove_hostfwd(_slirp_socket(), int(str(entry["id"])))
+    request("unpublish", sandbox)

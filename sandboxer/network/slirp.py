@@ -17,7 +17,7 @@ from ..errors import SetupError
 from ..programs import require
 from . import GUEST_ADDRESS, PORT_IN_USE, NetworkSpec, PortMapping, helper
 
-__all__ = ["Slirp", "start", "add_hostfwd", "remove_hostfwd"]
+__all__ = ["Slirp", "start", "add_hostfwd", "list_hostfwd", "remove_hostfwd"]
 
 MTU = 65520
 
@@ -52,16 +52,24 @@ class Slirp:
         self._exit_w = -1
 
 
-def add_hostfwd(api_socket: str, mapping: PortMapping, guest_port: int) -> int:
-    """Forward ``mapping``'s host port to ``guest_port`` of 10.0.2.100; returns the forward's id."""
+def add_hostfwd(api_socket: str, mapping: PortMapping, guest_port: int) -> None:
+    """Forward ``mapping``'s host port to ``guest_port`` of 10.0.2.100."""
     reply = _call(api_socket, "add_hostfwd", {"proto": mapping.proto, "host_addr": mapping.host_ip,
                                               "host_port": mapping.host_port, "guest_addr": GUEST_ADDRESS,
                                               "guest_port": guest_port})
     if "error" in reply:
         desc = str(reply["error"].get("desc", reply["error"])) if isinstance(reply["error"], dict) else ""
         raise SetupError(f"publish port {mapping}", desc or "slirp4netns refused it", hint=PORT_IN_USE)
-    result = reply.get("return")
-    return int(result.get("id", -1)) if isinstance(result, dict) else -1
+
+
+def list_hostfwd(api_socket: str) -> list[dict[str, object]]:
+    """The forwards slirp4netns has now ([] if it is gone, and its forwards with it)."""
+    try:
+        reply = _call(api_socket, "list_hostfwd", {})
+    except SetupError:
+        return []
+    entries = reply.get("entries")  # slirp4netns 1.2 answers {"entries": [...]}, no "return" around it
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
 def remove_hostfwd(api_socket: str, forward_id: int) -> None:
