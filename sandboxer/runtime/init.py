@@ -255,7 +255,7 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
         hook_state = _receive_state(pipes.hooks_r)
         if not hook_state:
             return 125  # the caller gave up (it reported the reason itself)
-        from .hooks import run_hook_list  # now: the caller's Python library may not survive pivot_root
+        from .hooks import run_hook_list  # loaded by the caller before fork (see launcher.run)
 
         # in our namespaces, before pivot_root: their paths resolve, and they see, the runtime's tree
         run_hook_list(hooks.create_container, "create_container", hook_state)

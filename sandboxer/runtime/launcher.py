@@ -120,6 +120,8 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
     go_r, go_w = os.pipe()
     status_r, status_w = os.pipe()
     hooks_r, hooks_w = os.pipe() if need_hooks else (-1, -1)
+    if need_hooks:  # now, before fork: PID 1 runs hooks too, and must not look for modules mid-set-up
+        from . import hooks as _hooks  # noqa: F401
     master = slave = -1
     if tty:
         from .tty import open_pty
