@@ -400,3 +400,17 @@ def test_no_sandbox_can_use_the_holder(env: Path, net: str) -> None:
     p = sandboxer("run", "--read-only", "-v", f"{netns}:{netns}", "--", "python3", "-c", probe)
     assert p.stdout.startswith(("reply b''", "refused")), (p.stdout, p.stderr)
     assert _links_become(env, ["lo", "sbx0", "tap0"])
+
+
+def test_a_half_made_bridge_is_repaired(env: Path, net: str) -> None:
+    """A bridge left down and without its address (a holder child killed mid-way) is put right by the
+    next sandbox that plugs into it."""
+    sh("true", "--network", net, check=True)
+    pid = _holder(env)
+    assert pid is not None
+    nsenter = ["nsenter", "--preserve-credentials", "-U", "-n", "-t", str(pid)]
+    subprocess.run([*nsenter, "sh", "-c", "ip addr flush dev sbx0 && ip link set sbx0 down"], check=True)
+    p = sh("ip route; busybox ping -c 1 -W 2 10.89.0.1", "--network", net, check=True)
+    assert "default via 10.89.0.1 dev eth0" in p.stdout and " 0% packet loss" in p.stdout
+    out = subprocess.run([*nsenter, "ip", "-4", "-o", "addr", "show", "sbx0"], capture_output=True, text=True).stdout
+    assert "10.89.0.1/24" in out

@@ -38,16 +38,23 @@ def _step(what: str, fn: Callable[..., object], *args: object, **kwargs: object)
 
 def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int, isolate: Callable[[str], None]) -> None:
     """The bridge ``name``, made or repaired: ``isolate(name)`` (its firewall rule) before it is up, then
-    exactly ``gateway/prefixlen`` as its address, then up — every time, so a bridge left half-made (a
-    helper killed mid-way) or reused under a new subnet is right again."""
+    exactly ``gateway/prefixlen`` as its address, then up — so a bridge left half-made (a helper killed
+    mid-way) or reused under a new subnet is right again.  A bridge that is up with that one address was
+    finished (the rule comes before up): it is left as it is, at the cost of two lookups."""
     import socket
 
+    IFF_UP = 0x1
     with _ip() as ip:
-        if not ip.link_lookup(ifname=name):
+        links = ip.get_links(ifname=name) if ip.link_lookup(ifname=name) else []
+        if not links:
             _step(f"create bridge {name}", ip.link, "add", ifname=name, kind="bridge", mtu=mtu)
-        index = ip.link_lookup(ifname=name)[0]
-        isolate(name)
+            links = ip.get_links(ifname=name)
+        index = links[0]["index"]
         present = {(a.get("address"), a["prefixlen"]) for a in ip.get_addr(index=index, family=socket.AF_INET)}
+        if links[0]["flags"] & IFF_UP and present == {(gateway, prefixlen)}:
+            return
+        _step(f"bring down bridge {name}", ip.link, "set", index=index, state="down")
+        isolate(name)
         for address, length in present - {(gateway, prefixlen)}:
             _step(f"remove {address}/{length} from bridge {name}", ip.addr, "del", index=index, address=address,
                   prefixlen=length)
