@@ -22,7 +22,9 @@ CYCLES = int(os.environ.get("SANDBOXER_CHAOS_CYCLES", "200"))
 BUDGET_S = float(os.environ.get("SANDBOXER_CHAOS_BUDGET", "120"))
 WORKERS = 4
 SEED = int(os.environ.get("SANDBOXER_CHAOS_SEED", "20261128"))
-VICTIMS = ("none", "run-cli", "supervisor", "workload", "exec-cli", "stop-cli", "rm-cli")
+VICTIMS = ("none", "run-cli", "supervisor", "workload", "exec-cli", "stop-cli", "rm-cli", "holder")
+#: every third cycle's sandbox is on a user-defined network (the holder is a victim too)
+NETWORK_EVERY = 3
 
 
 def _marker_processes(marker: str, workload_only: bool = False) -> list[str]:
@@ -56,11 +58,21 @@ def _maybe_kill(p: subprocess.Popen[str], rng: random.Random, victim: str, me: s
     _check_clean_exit(p, what)
 
 
-def _cycle(i: int, tag: str) -> None:
+def _cycle(i: int, tag: str, network: str) -> None:
     rng = random.Random(SEED * 1000 + i)
     victim = rng.choice(VICTIMS)
     name, marker = f"{tag}-{i}", f"4444.{os.getpid()}{i:04d}"
-    _maybe_kill(_cli("run", "-d", "--name", name, "--", "sleep", marker), rng, victim, "run-cli", f"run {victim}")
+    on_network = ["--network", network] if i % NETWORK_EVERY == 0 else []
+    _maybe_kill(_cli("run", "-d", "--name", name, *on_network, "--", "sleep", marker), rng, victim, "run-cli",
+                f"run {victim}")
+    if victim == "holder":
+        holder = _holder_pid()
+        if holder:
+            time.sleep(rng.uniform(0, 0.1))
+            try:
+                os.kill(holder, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     if victim in ("supervisor", "workload"):
         p = subprocess.run([*SANDBOXER, "inspect", "-f", "{{.State.SupervisorPid}} {{.State.Pid}}", name],
                            capture_output=True, text=True)
@@ -74,6 +86,41 @@ def _cycle(i: int, tag: str) -> None:
     _maybe_kill(_cli("exec", name, "sh", "-c", "sleep 0.05"), rng, victim, "exec-cli", f"exec {victim}")
     _maybe_kill(_cli("stop", "-t", "0", name), rng, victim, "stop-cli", f"stop {victim}")
     _maybe_kill(_cli("rm", "-f", name), rng, victim, "rm-cli", f"rm {victim}")
+
+
+def _holder_pid() -> int | None:
+    """The user-defined networks' holder of this state root, if it runs."""
+    from sandboxer.network import rootlessns
+
+    holder = rootlessns.current()
+    return holder.pid if holder else None
+
+
+def _assert_network_clean(network: str) -> None:
+    """No lease, DNAT rule or slirp4netns forward of a sandbox left on ``network``; the holder (if one
+    runs) has only its bridge, lo and tap0 — once the kernel has torn the dead sandboxes' namespaces down."""
+    from sandboxer.network import rootlessns, slirp
+    from sandboxer.programs import require
+
+    info = json.loads(sandboxer("network", "inspect", network, check=True).stdout)[0]
+    assert info["Containers"] == {}, info
+    assert os.listdir(os.path.join(rootlessns.directory(), "leases", network)) == []
+    pid = _holder_pid()
+    if pid is None:
+        return
+    enter = ["nsenter", "--preserve-credentials", "-U", "-n", "-t", str(pid)]
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run([*enter, "ip", "-o", "link"], capture_output=True, text=True).stdout
+        links = sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+        if all(link in ("lo", "tap0") or (link.startswith("sbx") and not link.startswith("sbxv")) for link in links):
+            break
+        assert time.monotonic() < deadline, f"veths outlived their sandboxes: {links}"
+        time.sleep(0.1)
+    rules = subprocess.run([*enter, require("nft"), "list", "chain", "ip", "sandboxer", "prerouting"],
+                           capture_output=True, text=True).stdout
+    assert "dnat" not in rules, rules
+    assert slirp.list_hostfwd(os.path.join(rootlessns.directory(), "slirp.sock")) == []
 
 
 def _net_and_cgroup_snapshot() -> tuple[set[str], set[str]]:
@@ -141,6 +188,8 @@ def _fuse_of(root: str | None = None) -> set[str]:
 
 def test_sigkill_anything_at_random_moments_leaves_nothing_behind() -> None:
     tag = f"chaos{os.getpid()}"
+    network = f"{tag}-net"
+    sandboxer("network", "create", network, check=True)
     before, fuse_before = _net_and_cgroup_snapshot(), _fuse_of()
     deadline = time.monotonic() + BUDGET_S
     counter = iter(range(CYCLES))
@@ -155,7 +204,7 @@ def test_sigkill_anything_at_random_moments_leaves_nothing_behind() -> None:
             if i is None:
                 return
             try:
-                _cycle(i, tag)
+                _cycle(i, tag, network)
                 done.append(i)
             except BaseException as e:  # the first failure stops everyone; reported below
                 failures.append(e)
@@ -175,6 +224,8 @@ def test_sigkill_anything_at_random_moments_leaves_nothing_behind() -> None:
     # (every run does); the last cycles' have no next one
     sandboxer("gc", check=True)
     _assert_nothing_left(tag, before, fuse_before)
+    _assert_network_clean(network)
+    sandboxer("network", "rm", network, check=True)
     assert len(done) >= min(CYCLES, 50), f"only {len(done)} cycles in {BUDGET_S} s"
     kinds = {random.Random(SEED * 1000 + i).choice(VICTIMS) for i in done}
     assert kinds == set(VICTIMS)
