@@ -87,12 +87,14 @@ def _plug(guest: int, bridge: object, gateway: object, prefixlen: object, host_s
           address: object) -> None:
     """The bridge (made or repaired), a veth pair from it into the sandbox's namespace at ``guest``,
     and there the address and the default route."""
-    name = _checked(_BRIDGE, bridge, "bridge")
-    gw, prefix = _address(gateway), _number(prefixlen, 1, 30, "prefix length")
-    netlink.ensure_bridge(name, gw, prefix, MTU, _isolate)
-    netlink.add_veth(name, _checked(_VETH, host_side, "interface"), guest, GUEST_INTERFACE, MTU)
+    name, veth = _checked(_BRIDGE, bridge, "bridge"), _checked(_VETH, host_side, "interface")
+    gw, prefix, own = _address(gateway), _number(prefixlen, 1, 30, "prefix length"), _address(address)
+    with netlink.route() as ip:
+        netlink.ensure_bridge(ip, name, gw, prefix, MTU, _isolate)
+        netlink.add_veth(ip, name, veth, guest, GUEST_INTERFACE, MTU)
     sc.setns(guest, sc.CLONE_NEWNET)
-    netlink.configure_guest(GUEST_INTERFACE, _address(address), prefix, gw)
+    with netlink.route() as ip:  # a socket of the sandbox's namespace
+        netlink.configure_guest(ip, GUEST_INTERFACE, own, prefix, gw)
 
 
 def _isolate(bridge: str) -> None:
@@ -104,7 +106,8 @@ def _isolate(bridge: str) -> None:
 def _unplug_bridge(bridge: object) -> None:
     """Remove a network's bridge and its forward rule."""
     name = _checked(_BRIDGE, bridge, "bridge")
-    netlink.delete_link(name)
+    with netlink.route() as ip:
+        netlink.delete_link(ip, name)
     if _NFT is not None:
         _delete_rules("forward", f'iifname "{name}" ')
 
