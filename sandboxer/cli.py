@@ -769,11 +769,24 @@ def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
 
 
 def cmd_exec(values: dict[str, Any], rest: list[str]) -> int:
-    """``sandboxer exec [-i] [-t] [-e K=V] [-w DIR] [-u USER[:GROUP]] NAME CMD...``: join a detached sandbox."""
+    """``sandboxer exec [-i] [-t] [-e K=V] [-w DIR] [-u USER[:GROUP]] NAME CMD...``: join a detached sandbox;
+    or runc's ``exec [--process FILE] [-d] [--pid-file F] [--console-socket S] ID [CMD...]`` for an OCI
+    container (when ID names one, one of those options is given, or after the OCI global options)."""
     from .errors import UsageError
+    from .oci import container
     from .runtime.enter import ExecOptions, enter
     from .supervisor import find
 
+    oci_only = ("process", "detach", "pid_file", "console_socket")
+    if _OCI_GLOBALS["oci"] or any(values[k] for k in oci_only) or (rest and container.exists(rest[0])):
+        if not rest:
+            raise CliUsageError("usage: sandboxer exec [--process FILE] [-d] [--pid-file F] ID [CMD [ARG...]]")
+        code = container.exec_process(
+            rest[0], rest[1:], process=values["process"], cwd=values["workdir"], env=tuple(_env_list(values["env"])),
+            user=values["user"], tty=bool(values["tty"]), console_socket=values["console_socket"],
+            detach=bool(values["detach"]), pid_file=values["pid_file"])
+        _FAST_EXIT[0] = True
+        return code
     if len(rest) < 2:
         raise CliUsageError("usage: sandboxer exec [OPTIONS] NAME|ID CMD [ARG...]")
     record = find(rest[0])
@@ -1162,9 +1175,15 @@ COMMANDS = {c.name: c for c in (
             (Opt(("-i", "--interactive"), "interactive", FLAG, "keep stdin open"),
              Opt(("-t", "--tty"), "tty", FLAG, "give the command a pseudo-terminal"),
              Opt(("-e", "--env"), "env", MULTI, "set an environment variable", "K=V"),
-             Opt(("-w", "--workdir"), "workdir", VALUE, "working directory inside", "DIR"),
+             Opt(("-w", "--workdir", "--cwd"), "workdir", VALUE, "working directory inside", "DIR"),
              Opt(("-u", "--user"), "user", VALUE, "run as a user (names from the sandbox's /etc/passwd)",
-                 "USER[:GROUP]"), _DEBUG),
+                 "USER[:GROUP]"),
+             Opt(("--process",), "process", VALUE, "OCI: the process.json to run (args, env, cwd, user, "
+                 "terminal)", "FILE"),
+             Opt(("-d", "--detach"), "detach", FLAG, "OCI: return once it runs (it is your reaper's)"),
+             Opt(("--pid-file",), "pid_file", VALUE, "OCI: write its host PID here", "FILE"),
+             Opt(("--console-socket",), "console_socket", VALUE, "OCI: send its terminal's master here", "SOCK"),
+             _DEBUG),
             cmd_exec, stop_at_positional=True),
     Command("top", "List the processes of a running detached sandbox (UID as inside; host PIDs; NSPID inside).",
             "NAME|ID", (_DEBUG,), cmd_top),

@@ -637,12 +637,10 @@ def test_joining_another_containers_namespaces_by_path(bundle: str, tmp_path: Pa
     assert refused.returncode != 0 and "joining a mount namespace is not supported" in refused.stderr
 
 
-@pytest.mark.skipif(os.getuid() == 0, reason="rootless podman's case: root in a user namespace of a user")
-def test_as_root_of_another_user_namespace_joining_its_network(bundle: str, cid: str) -> None:
-    """What rootless podman asks of its runtime: run as root of podman's user namespace, no user namespace
-    in config.json, join podman's network namespace by path, set a sysctl there, a read-only cgroup mount."""
-    config = make_bundle(bundle, ["sh", "-c", "cat /proc/sys/net/ipv4/ping_group_range; id -u; "
-                                              "readlink /proc/self/ns/net; ls -d /sys/fs/cgroup"])
+def _podman_like_bundle(bundle: str, args: list[str]) -> None:
+    """What rootless podman gives its runtime: no user namespace in config.json, its network namespace joined
+    by path, a sysctl there, a read-only cgroup mount (to be run as root of another user namespace)."""
+    config = make_bundle(bundle, args)
     linux = config["linux"]
     linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in ("user", "network")]
     linux["namespaces"].append({"type": "network", "path": "/proc/self/ns/net"})  # opened by our set-up process
@@ -652,6 +650,14 @@ def test_as_root_of_another_user_namespace_joining_its_network(bundle: str, cid:
     config["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                              "options": ["ro", "nosuid", "noexec", "nodev"]})
     write_config(bundle, config)
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="rootless podman's case: root in a user namespace of a user")
+def test_as_root_of_another_user_namespace_joining_its_network(bundle: str, cid: str) -> None:
+    """What rootless podman asks of its runtime: run as root of podman's user namespace, no user namespace
+    in config.json, join podman's network namespace by path, set a sysctl there, a read-only cgroup mount."""
+    _podman_like_bundle(bundle, ["sh", "-c", "cat /proc/sys/net/ipv4/ping_group_range; id -u; "
+                                             "readlink /proc/self/ns/net; ls -d /sys/fs/cgroup"])
     runtime = " ".join(SANDBOXER)
     # our own state root: the fallback /tmp/sandboxer-0 may belong to the real root of this host
     script = (f"export SANDBOXER_STATE_DIR={bundle}/state; readlink /proc/self/ns/net > {bundle}/netns; "
@@ -667,6 +673,24 @@ def test_as_root_of_another_user_namespace_joining_its_network(bundle: str, cid:
     assert lines[1] == "0"
     assert lines[2] == Path(bundle, "netns").read_text().strip()
     assert lines[3] == "/sys/fs/cgroup"
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="rootless podman's case: root in a user namespace of a user")
+def test_exec_as_root_of_another_user_namespace_joins_its_network(bundle: str, cid: str) -> None:
+    """`podman exec` with sandboxer as the runtime: the container's network namespace (podman's, joined by
+    path) is owned by podman's user namespace — joined before the container's own, which would take the
+    rights to it away."""
+    _podman_like_bundle(bundle, ["sh", "-c", LOOP_UNTIL_TERM])
+    runtime = " ".join(SANDBOXER)
+    script = (f"export SANDBOXER_STATE_DIR={bundle}/state; readlink /proc/self/ns/net > {bundle}/netns; "
+              f"{runtime} create --bundle {bundle} {cid} > {bundle}/out 2> {bundle}/err < /dev/null || exit 1; "
+              f"{runtime} start {cid} || exit 2; "
+              f"{runtime} exec {cid} sh -c 'readlink /proc/self/ns/net; exit 4' > {bundle}/exec; echo $? >> "
+              f"{bundle}/exec; {runtime} delete --force {cid} || exit 3")
+    p = subprocess.run(["unshare", "--map-root-user", "--net", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr + Path(bundle, "err").read_text()
+    assert Path(bundle, "exec").read_text().split() == [Path(bundle, "netns").read_text().strip(), "4"], p.stderr
 
 
 def test_parallel_starts_of_short_lived_processes(bundle: str, cid: str) -> None:
@@ -685,3 +709,64 @@ def test_parallel_starts_of_short_lived_processes(bundle: str, cid: str) -> None
         for one in ids:
             sandboxer("delete", "--force", one)
     assert not any(os.path.exists(os.path.join(oci_root(), one)) for one in ids)
+
+
+def test_exec_runs_a_process_in_the_running_container(bundle: str, cid: str) -> None:
+    """runc's exec: by arguments, by a process.json (what conmon passes, so `podman exec` works), and
+    detached with a pid file; as the container's process runs (namespaces, seccomp, no_new_privs)."""
+    make_bundle(bundle, ["sh", "-c", LOOP_UNTIL_TERM])
+    assert create(bundle, cid).returncode == 0
+    assert sandboxer("start", cid).returncode == 0
+    pid = state(cid)["pid"]
+    p = sandboxer("exec", cid, "sh", "-c", "echo $$; readlink /proc/self/ns/pid; grep -E '^(Seccomp|NoNewPrivs):' "
+                                           "/proc/self/status | tr -d '\\t\\n'; exit 3")
+    assert p.returncode == 3, p.stderr
+    ns_pid, ns, security = p.stdout.split()
+    assert int(ns_pid) > 1 and ns == os.readlink(f"/proc/{pid}/ns/pid")
+    theirs = "".join(line.replace("\t", "").strip() for line in open(f"/proc/{pid}/status")
+                     if line.startswith(("Seccomp:", "NoNewPrivs:")))
+    assert sorted(security.replace("Seccomp", " Seccomp").split()) == sorted(theirs.replace("Seccomp", " Seccomp")
+                                                                             .split())  # the container's
+    process = Path(bundle, "process.json")
+    process.write_text(json.dumps({"args": ["sh", "-c", "echo $GREETING from $(pwd) as $(id -u)"],
+                                   "env": ["PATH=/bin", "GREETING=hello"], "cwd": "/tmp",
+                                   "user": {"uid": 0, "gid": 0}, "terminal": False}))
+    p = sandboxer("exec", "--process", str(process), cid)
+    assert (p.returncode, p.stdout) == (0, "hello from /tmp as 0\n"), p.stderr
+    pid_file = Path(bundle, "exec.pid")
+    process.write_text(json.dumps({"args": ["/bin/busybox", "sleep", "30"], "env": ["PATH=/bin"], "cwd": "/"}))
+    started = time.monotonic()
+    with open(Path(bundle, "exec.out"), "w") as out:  # the process keeps exec's stdio, as runc's does
+        rc = subprocess.run([*SANDBOXER, "exec", "--detach", "--pid-file", str(pid_file), "--process", str(process),
+                             cid], stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=20).returncode
+    assert rc == 0 and time.monotonic() - started < 10, Path(bundle, "exec.out").read_text()
+    child = int(pid_file.read_text())
+    assert open(f"/proc/{child}/cmdline").read() == "/bin/busybox\x00sleep\x0030\x00"
+    assert os.readlink(f"/proc/{child}/ns/pid") == os.readlink(f"/proc/{pid}/ns/pid")
+    assert sandboxer("kill", cid, "KILL").returncode == 0
+    wait_status(cid, "stopped")  # the detached process dies with the container's PID namespace
+    deadline = time.monotonic() + 10
+    from sandboxer.procfs import same_process
+
+    while same_process(child, None):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stopped = sandboxer("exec", cid, "true")
+    assert stopped.returncode != 0 and "it is stopped" in stopped.stderr and stopped.stderr.count("error:") == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (("exec", "--process", "/nonexistent.json", "CID"), "cannot read --process"),
+    (("exec", "--process", "BAD", "CID"), "is not a process object"),
+    (("exec", "--detach", "nosuch-container", "true"), "container nosuch-container does not exist"),
+    (("exec", "CID"), "exec needs a command"),
+])
+def test_exec_bad_input_is_one_line(bundle: str, cid: str, args: tuple[str, ...], message: str) -> None:
+    make_bundle(bundle, ["sh", "-c", LOOP_UNTIL_TERM])
+    assert create(bundle, cid).returncode == 0
+    assert sandboxer("start", cid).returncode == 0
+    bad = Path(bundle, "bad.json")
+    bad.write_text('["not", "an", "object"]')
+    p = sandboxer(*(cid if a == "CID" else str(bad) if a == "BAD" else a for a in args))
+    assert p.returncode != 0 and message in p.stderr and p.stderr.count("error:") == 1, p.stderr
+    assert state(cid)["status"] == "running"

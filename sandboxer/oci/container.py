@@ -193,9 +193,12 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         for notice in plan.notices:
             _print_notice(notice)
         handed, sandbox = sandbox, None  # the supervisor releases it from now on
+        from ..runtime.enter import identity_of
+
         record = {
             "ociVersion": spec.oci_version, "id": cid, "bundle": bundle, "rootfs": rootfs,
             "annotations": dict(spec.annotations), "sandbox": handed.id,
+            "exec": identity_of(plan),  # what 'exec' needs to run a process as the container's runs
             "hooks": {phase: to_json(getattr(spec.hooks, phase)) for phase in ("poststart", "poststop")}
             if spec.hooks else {},
         }
@@ -293,6 +296,59 @@ def start(cid: str) -> None:
             err = sync.error_from_fields(line)
             raise err
     _run_hooks(record, "poststart", "running")
+
+
+def exec_process(cid: str, argv: list[str], *, process: str | None = None, cwd: str | None = None,
+                 env: tuple[str, ...] = (), user: str | None = None, tty: bool = False,
+                 console_socket: str | None = None, detach: bool = False, pid_file: str | None = None) -> int:
+    """runc's ``exec``: one more process in a running container, with its namespaces, capabilities, seccomp
+    filter and no_new_privs; ``process`` is a process.json (args, env, cwd, user, terminal) — what podman's
+    conmon passes — and the flags override it.  Returns its exit code (0 at once with ``detach``)."""
+    from ..runtime.enter import ExecOptions, enter
+
+    record = _read(cid)
+    status = _status(cid, record)
+    if status != "running":
+        raise UsageError(f"cannot exec in container {cid}: it is {status}",
+                         hint="exec needs a running container (sandboxer start it first)")
+    identity = dict(record["exec"])
+    environment = list(identity["env"])
+    if process is not None:
+        proc = _process_json(process)
+        argv = argv or [str(a) for a in proc.get("args") or []]
+        environment = [str(e) for e in proc.get("env") or environment]
+        cwd = cwd or proc.get("cwd")
+        tty = tty or bool(proc.get("terminal"))
+        who = proc.get("user") or {}
+        if user is None and "uid" in who:
+            user = f"{int(who['uid'])}:{int(who.get('gid', 0))}"
+    if not argv:
+        raise UsageError("exec needs a command", hint="give one after the ID, or args in --process")
+    if tty and console_socket is None and not sys.stdin.isatty():
+        raise UsageError("a terminal was asked for but there is none to relay and no --console-socket",
+                         hint="give --console-socket SOCK (its listener gets the terminal)")
+    if pid_file is not None:
+        pid_file = os.path.abspath(pid_file)
+    opts = ExecOptions(stdin_null=False, tty=tty, user=user, env=env, console_socket=console_socket,
+                       detach=detach, pid_file=pid_file)
+    return enter(int(record["pid"]), identity, argv, environment, cwd or identity["cwd"], opts,
+                 started=record.get("pid_start"))
+
+
+def _process_json(path: str) -> dict[str, Any]:
+    """A process.json (runtime-spec config.md "process"), checked for the fields exec uses."""
+    try:
+        with open(path) as f:
+            proc = json.load(f)
+    except OSError as e:
+        raise UsageError(f"cannot read --process {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise UsageError(f"--process {path} is not valid JSON: {e}") from None
+    if not isinstance(proc, dict) or not isinstance(proc.get("args", []), list) \
+            or not isinstance(proc.get("env", []), list) or not isinstance(proc.get("user", {}), dict):
+        raise UsageError(f"--process {path} is not a process object",
+                         hint='give {"args": [...], "env": [...], "cwd": "/", "user": {"uid": 0, "gid": 0}}')
+    return proc
 
 
 def _read_gate(fifo: str, pidfd: int) -> list[list[str]]:

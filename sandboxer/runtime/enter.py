@@ -44,11 +44,13 @@ class ExecOptions:
     report its own errors); ``alongside`` runs in the caller meanwhile (the other end of a pipe).
     """
 
-    __slots__ = ("stdin_null", "tty", "user", "env", "call", "alongside", "pass_fds")
+    __slots__ = ("stdin_null", "tty", "user", "env", "call", "alongside", "pass_fds", "console_socket",
+                 "detach", "pid_file")
 
     def __init__(self, stdin_null: bool = True, tty: bool = False, user: str | None = None,
                  env: tuple[str, ...] = (), call: Callable[[], int] | None = None,
-                 alongside: Callable[[], None] | None = None, pass_fds: tuple[int, ...] = ()) -> None:
+                 alongside: Callable[[], None] | None = None, pass_fds: tuple[int, ...] = (),
+                 console_socket: str | None = None, detach: bool = False, pid_file: str | None = None) -> None:
         self.stdin_null = stdin_null  #: stdin from /dev/null (no -i)
         self.tty = tty                #: a pseudo-terminal of the sandbox's own /dev/pts (-t)
         self.user = user              #: NAME|UID[:GROUP|GID], resolved in the sandbox's /etc files
@@ -56,6 +58,11 @@ class ExecOptions:
         self.call = call
         self.alongside = alongside
         self.pass_fds = pass_fds      #: only the command keeps these (a pipe's end of file depends on it)
+        #: OCI exec: the terminal's master goes to this unix socket instead of being relayed
+        self.console_socket = console_socket
+        #: OCI exec ``--detach``: return once the command has exec'ed; it is left to our caller's reaper
+        self.detach = detach
+        self.pid_file = pid_file      #: OCI exec: the command's host PID is written here once it runs
 
 
 def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], cwd: str,
@@ -100,11 +107,7 @@ def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], c
             sc.set_pdeathsig(signal.SIGKILL)
             if ours is not None:
                 ours.close()
-            for fd, ns in zip(fds, NAMESPACES, strict=True):
-                try:
-                    sc.setns(fd, 0)
-                except OSError as e:
-                    raise SetupError(f"join the {ns} namespace", e.strerror or str(e)) from e
+            _join(fds)
             who = dict(identity)
             if resolve is not None:
                 who.update(resolve())
@@ -128,11 +131,24 @@ def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], c
         ours.close()
         master = received[0] if received else -1
     reader = sync.Reader(msg_r)
+    command = 0
     try:
-        msg = reader.recv()  # end of file: the command has exec'ed
+        while (msg := reader.recv()) is not None and msg[0] == "pid":  # end of file: the command has exec'ed
+            command = int(msg[1])
     finally:
         reader.close()
-    if master >= 0:
+    if msg is None and opts.pid_file is not None:
+        from ..state import write_atomically
+
+        write_atomically(opts.pid_file, str(command))
+    if master >= 0 and opts.console_socket is not None:
+        from .tty import send_console
+
+        try:
+            send_console(opts.console_socket, master)  # the caller's terminal now, not ours to relay
+        finally:
+            os.close(master)
+    elif master >= 0:
         from .tty import relay
 
         if msg is None:
@@ -148,7 +164,34 @@ def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], c
     _, status = os.waitpid(child, 0)
     if msg is not None and msg[0] == "error":
         raise sync.error_from_fields(msg)
-    return ExitStatus.from_wait_status(status).code
+    return 0 if opts.detach else ExitStatus.from_wait_status(status).code
+
+
+def _join(fds: list[int]) -> None:
+    """setns into each namespace (fds in :data:`NAMESPACES` order) that is not ours already.
+
+    An unprivileged caller needs the sandbox's user namespace first: it grants the rights over the
+    others.  A privileged one (root in rootless podman's user namespace, running us as its runtime) may
+    need the opposite for a namespace the container joined by path — podman's network namespace,
+    owned by podman's user namespace, out of reach once inside the container's.  So: every namespace
+    that can be joined now, then the user namespace, then the rest, the mount namespace last.
+    """
+    todo = [(fd, ns) for fd, ns in zip(fds, NAMESPACES, strict=True)
+            if os.fstat(fd).st_ino != os.stat(f"/proc/self/ns/{ns}").st_ino]
+    later = []
+    for fd, ns in todo:
+        if ns in ("user", "mnt"):
+            continue
+        try:
+            sc.setns(fd, 0)
+        except PermissionError:
+            later.append((fd, ns))
+    later = [t for t in todo if t[1] == "user"] + later + [t for t in todo if t[1] == "mnt"]
+    for fd, ns in later:
+        try:
+            sc.setns(fd, 0)
+        except OSError as e:
+            raise SetupError(f"join the {ns} namespace", e.strerror or str(e)) from e
 
 
 def _user_resolver(user: str, idmap: Any) -> Any:
@@ -209,10 +252,13 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
             sync.send_error(msg_w, e, "exec")
         finally:
             os._exit(code)
+    sync.send(msg_w, "pid", grandchild)  # its host PID (we are outside its PID namespace)
     os.close(msg_w)
     for fd in (slave, *opts.pass_fds):
         if fd >= 0:
             os.close(fd)
+    if opts.detach:  # it goes to our caller's reaper (conmon, a shim) as we exit; it runs on
+        return 0
     while True:
         try:
             _, status = os.waitpid(grandchild, 0)
