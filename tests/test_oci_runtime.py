@@ -658,16 +658,8 @@ def test_as_root_of_another_user_namespace_joining_its_network(bundle: str, cid:
     in config.json, join podman's network namespace by path, set a sysctl there, a read-only cgroup mount."""
     _podman_like_bundle(bundle, ["sh", "-c", "cat /proc/sys/net/ipv4/ping_group_range; id -u; "
                                              "readlink /proc/self/ns/net; ls -d /sys/fs/cgroup"])
-    runtime = " ".join(SANDBOXER)
-    # our own state root: the fallback /tmp/sandboxer-0 may belong to the real root of this host
-    script = (f"export SANDBOXER_STATE_DIR={bundle}/state; readlink /proc/self/ns/net > {bundle}/netns; "
-              f"{runtime} create --bundle {bundle} {cid} > {bundle}/out 2> {bundle}/err < /dev/null || exit 1; "
-              f"{runtime} start {cid} || exit 2; "
-              f"while {runtime} state {cid} | grep -q running; do sleep 0.02; done; "
-              f"{runtime} delete {cid} || exit 3")
-    p = subprocess.run(["unshare", "--map-root-user", "--net", "sh", "-c", script], capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 0, p.stderr + Path(bundle, "err").read_text()
+    _as_podman(bundle, cid, f"while $RUNTIME state {cid} | grep -q running; do sleep 0.02; done; "
+                            f"$RUNTIME delete {cid}")
     lines = Path(bundle, "out").read_text().split("\n")
     assert lines[0].split() == ["0", "0"]
     assert lines[1] == "0"
@@ -681,16 +673,22 @@ def test_exec_as_root_of_another_user_namespace_joins_its_network(bundle: str, c
     path) is owned by podman's user namespace — joined before the container's own, which would take the
     rights to it away."""
     _podman_like_bundle(bundle, ["sh", "-c", LOOP_UNTIL_TERM])
-    runtime = " ".join(SANDBOXER)
-    script = (f"export SANDBOXER_STATE_DIR={bundle}/state; readlink /proc/self/ns/net > {bundle}/netns; "
-              f"{runtime} create --bundle {bundle} {cid} > {bundle}/out 2> {bundle}/err < /dev/null || exit 1; "
-              f"{runtime} start {cid} || exit 2; "
-              f"{runtime} exec {cid} sh -c 'readlink /proc/self/ns/net; exit 4' > {bundle}/exec; echo $? >> "
-              f"{bundle}/exec; {runtime} delete --force {cid} || exit 3")
+    _as_podman(bundle, cid, f"$RUNTIME exec {cid} sh -c 'readlink /proc/self/ns/net; exit 4' > {bundle}/exec; "
+                            f"echo $? >> {bundle}/exec; $RUNTIME delete --force {cid}")
+    assert Path(bundle, "exec").read_text().split() == [Path(bundle, "netns").read_text().strip(), "4"]
+
+
+def _as_podman(bundle: str, cid: str, then: str) -> None:
+    """As root of a user namespace of our own with a network namespace (podman's, here ours): create and start
+    the bundle's container, then run the shell commands ``then`` ($RUNTIME: sandboxer), which must succeed."""
+    # our own state root: the fallback /tmp/sandboxer-0 may belong to the real root of this host
+    script = (f"export SANDBOXER_STATE_DIR={bundle}/state RUNTIME='{' '.join(SANDBOXER)}'; "
+              f"readlink /proc/self/ns/net > {bundle}/netns; "
+              f"$RUNTIME create --bundle {bundle} {cid} > {bundle}/out 2> {bundle}/err < /dev/null || exit 1; "
+              f"$RUNTIME start {cid} || exit 2; {then} || exit 3")
     p = subprocess.run(["unshare", "--map-root-user", "--net", "sh", "-c", script], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 0, p.stderr + Path(bundle, "err").read_text()
-    assert Path(bundle, "exec").read_text().split() == [Path(bundle, "netns").read_text().strip(), "4"], p.stderr
 
 
 def test_parallel_starts_of_short_lived_processes(bundle: str, cid: str) -> None:
