@@ -13,7 +13,6 @@ as a warning, as the spec says.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -57,9 +56,9 @@ def run_hooks(plan: Plan, phase: str, *, pid: int, status: str) -> None:
 def send_state(fd: int, plan: Plan, pid: int) -> None:
     """Send PID 1 the state JSON (one line) its createContainer/startContainer hooks read: only the
     caller knows PID 1's host PID, the ``pid`` hooks are given."""
-    data = (state_json(plan, "created", pid) + "\n").encode()
-    while data:
-        data = data[os.write(fd, data):]
+    from .sync import write_all
+
+    write_all(fd, (state_json(plan, "created", pid) + "\n").encode())
 
 
 def run_hook_list(hooks: list[Hook], phase: str, state: str) -> None:

@@ -12,7 +12,7 @@ import os
 
 from ..errors import SandboxerError, SetupError
 
-__all__ = ["send", "send_error", "Reader", "error_from_fields"]
+__all__ = ["send", "send_error", "Reader", "error_from_fields", "write_all"]
 
 
 def _clean(field: object) -> str:
@@ -22,6 +22,12 @@ def _clean(field: object) -> str:
 def send(fd: int, *fields: object) -> None:
     data = ("\t".join(_clean(f) for f in fields) + "\n").encode()
     os.write(fd, data[:4000])
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (a pipe may take it in parts)."""
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def send_error(fd: int, err: BaseException, step: str = "set up the sandbox") -> None:

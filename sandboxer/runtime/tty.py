@@ -18,6 +18,8 @@ import sys
 import termios
 import tty as _tty
 
+from .sync import write_all
+
 __all__ = ["open_pty", "relay", "send_console", "size_like_ours"]
 
 
@@ -62,11 +64,6 @@ def send_console(path: str, master: int) -> None:
                          hint="--console-socket must name a listening unix socket") from e
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data):]
-
-
 def relay(master: int, forward_input: bool = True) -> None:
     """Copy stdin → master and master → stdout until the workload closes the pty.
 
@@ -94,17 +91,17 @@ def relay(master: int, forward_input: bool = True) -> None:
                     data = b""
                 if not data:
                     return  # every copy of the slave is closed: the sandbox ended
-                _write_all(stdout, data)
+                write_all(stdout, data)
             if stdin in ready:
                 try:
                     data = os.read(stdin, 65536)
                 except OSError:  # our terminal hung up
                     data = b""
                 if data:
-                    _write_all(master, data)
+                    write_all(master, data)
                 else:
                     inputs.remove(stdin)
-                    _write_all(master, b"\x04")  # end of input, as a terminal's ^D
+                    write_all(master, b"\x04")  # end of input, as a terminal's ^D
     finally:
         signal.signal(signal.SIGWINCH, old_winch)
         if saved is not None:
