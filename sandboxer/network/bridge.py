@@ -39,10 +39,9 @@ class Attachment:
     def publish(self, mapping: PortMapping) -> None:
         """Publish a port (see :func:`rootlessns.publish`), noted in the lease before anything is done."""
         assert self.lease is not None
-        if mapping.host_port == 0:
-            from .helper import free_port
+        from .helper import with_host_port
 
-            mapping = mapping._replace(host_port=free_port(mapping.host_ip, mapping.proto))
+        mapping = with_host_port(mapping)
         other = networks.published_elsewhere(mapping)
         if other is not None:
             raise UsageError(f"host port {mapping.host_port}/{mapping.proto} is published already, by sandbox "

@@ -14,7 +14,11 @@ import select
 
 from ..errors import SetupError
 
-__all__ = ["spawn", "wait_ready", "kill", "free_port"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from . import PortMapping
+
+__all__ = ["spawn", "wait_ready", "kill", "with_host_port"]
 
 READY_TIMEOUT_S = 10.0
 
@@ -149,11 +153,14 @@ def _reap_dead() -> None:
             _DYING.remove(pid)
 
 
-def free_port(host_ip: str, proto: str) -> int:
-    """A host port free right now (the helper binds it a few ms later)."""
+def with_host_port(mapping: PortMapping) -> PortMapping:
+    """``mapping`` as given, or — with host port 0 (``-p CPORT``) — with a host port free right now
+    (the stack binds it a few ms later)."""
+    if mapping.host_port:
+        return mapping
     import socket
 
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    kind = socket.SOCK_STREAM if mapping.proto == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host_ip, 0))
-        return int(s.getsockname()[1])
+        s.bind((mapping.host_ip, 0))
+        return mapping._replace(host_port=int(s.getsockname()[1]))

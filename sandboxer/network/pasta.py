@@ -70,8 +70,7 @@ def _port_spec(m: PortMapping) -> str:
 def start(pid: int, spec: NetworkSpec, state_dir: str) -> Pasta:
     """Attach pasta to the namespaces of ``pid`` with the ports of ``spec``; return once it serves them."""
     binary = require("pasta")
-    ports = [m._replace(host_port=helper.free_port(m.host_ip, m.proto)) if m.host_port == 0 else m
-             for m in spec.ports]
+    ports = [helper.with_host_port(m) for m in spec.ports]
     stderr = os.path.join(state_dir, "pasta.err")
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     try:

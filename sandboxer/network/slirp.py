@@ -34,8 +34,7 @@ class Slirp:
 
     def publish(self, mapping: PortMapping) -> PortMapping:
         """Forward a host port to the sandbox; a host port of 0 becomes a free one."""
-        if mapping.host_port == 0:
-            mapping = mapping._replace(host_port=helper.free_port(mapping.host_ip, mapping.proto))
+        mapping = helper.with_host_port(mapping)
         add_hostfwd(self.api_socket, mapping, mapping.container_port)
         self.ports.append(mapping)
         return mapping
