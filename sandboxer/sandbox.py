@@ -378,11 +378,10 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None,
     joins: tuple[tuple[int, str], ...] = ()
     outbound_missing = ""
     if network.stack == "bridge":
-        from .network import check_host_name
-
-        check_host_name(hostname, "--hostname")
+        # they go into peers' /etc/hosts: a host name (a DNS label's 63 characters at most) each
+        validate_name(hostname, "--hostname", 63)
         for alias in opts.network_aliases:
-            check_host_name(alias, "--network-alias")
+            validate_name(alias, "--network-alias", 63)
         joins, outbound_missing = _join_network_holder()
         namespaces &= ~CLONE_NEWUSER
         names = (*([opts.name] if opts.name else []), *opts.network_aliases, hostname)

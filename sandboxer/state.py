@@ -77,11 +77,12 @@ def new_id() -> str:
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
-def validate_name(name: str) -> str:
-    """Names follow Docker's rule: ``[a-zA-Z0-9][a-zA-Z0-9_.-]*``."""
-    if not name or not name[0].isalnum() or not set(name) <= _NAME_OK or len(name) > 128:
-        raise UsageError(f"invalid sandbox name {name!r}",
-                         hint="use letters, digits, '_', '.', '-', starting with a letter or digit")
+def validate_name(name: str, what: str = "sandbox name", longest: int = 128) -> str:
+    """Names follow Docker's rule, ``[a-zA-Z0-9][a-zA-Z0-9_.-]*``: sandbox and network names, and the
+    host names peers find in /etc/hosts (nothing in them can start another line or field)."""
+    if not name or not name[0].isalnum() or not set(name) <= _NAME_OK or len(name) > longest:
+        raise UsageError(f"invalid {what} {name!r}",
+                         hint=f"use up to {longest} letters, digits, '_', '.', '-', starting with a letter or digit")
     return name
 
 

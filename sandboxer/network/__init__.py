@@ -20,7 +20,7 @@ from collections import namedtuple
 
 from ..errors import HostError, UsageError
 
-__all__ = ["NetworkSpec", "PortMapping", "Mode", "MODES", "USER_DEFINED", "mode_of", "check_host_name", "parse_network",
+__all__ = ["NetworkSpec", "PortMapping", "Mode", "MODES", "USER_DEFINED", "mode_of", "parse_network",
            "parse_publish", "exposed_ports",
            "preferred_stack", "require_host", "GUEST_ADDRESS", "DNS_ADDRESS", "HOST_GATEWAY", "PORT_IN_USE",
            "etc_files", "host_lines"]
@@ -161,17 +161,6 @@ def _same_port_udp(mapping: PortMapping, mode: str) -> PortMapping:
                      f"({mapping.host_port}): the replies would be lost",
                      hint=f"use -p {mapping.container_port}:{mapping.container_port}/udp, or --network "
                           "slirp4netns:allow_host_loopback=true")
-
-
-def check_host_name(name: str, option: str) -> str:
-    """A name for /etc/hosts (``--hostname``, ``--network-alias``): letters, digits, ``-``, ``_``, ``.``,
-    at most 63 — nothing that could start another line of a peer's hosts file."""
-    ok = 0 < len(name) <= 63 and name[0].isascii() and name[0].isalnum() and \
-        all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
-    if not ok:
-        raise UsageError(f"invalid {option} {name!r}",
-                         hint="use up to 63 letters, digits, '-', '_' or '.', starting with a letter or digit")
-    return name
 
 
 def parse_publish(text: str) -> PortMapping:

@@ -128,11 +128,7 @@ def create(name: str, subnet: str | None = None) -> Network:
     """Define a network; its subnet must not overlap another's (nor 10.0.2.0/24)."""
     from . import MODES
 
-    try:
-        validate_name(name)
-    except UsageError:
-        raise UsageError(f"invalid network name {name!r}",
-                         hint="use letters, digits, '_', '.', '-', starting with a letter or digit") from None
+    validate_name(name, "network name")
     if name in MODES:
         raise UsageError(f"{name!r} is a network mode, not a name a network can have", hint="choose another name")
     with Lock(os.path.join(definitions_dir(), ".lock")):
