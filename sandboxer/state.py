@@ -17,7 +17,7 @@ import stat
 from .errors import HostError, UsageError
 
 __all__ = ["StateDir", "state_root", "new_id", "collect_garbage", "validate_name", "remove_tree",
-           "create_locked_dir", "live_records", "running_record", "use_state_root", "Lock", "is_alive"]
+           "create_locked_dir", "live_records", "running_record", "use_state_root", "Lock", "is_alive", "subdir"]
 
 #: set by the OCI runtime's global ``--root DIR`` (see :func:`use_state_root`)
 _ROOT_OVERRIDE: str | None = None
@@ -66,6 +66,13 @@ def _ensure_private_dir(path: str) -> str:
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise HostError(f"state directory {path} is not a private directory owned by you",
                         hint="remove it or set SANDBOXER_STATE_DIR")
+    return path
+
+
+def subdir(*names: str) -> str:
+    """``<state root>/NAMES…``, made private (0700) if missing: records, OCI containers, the network holder."""
+    path = os.path.join(state_root(), *names)
+    os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
 

@@ -25,7 +25,7 @@ from .errors import UsageError
 from .logfile import DEFAULT_MAX_SIZE, LogWriter, pump
 from .procfs import cgroup, same_process, start_time
 from .procfs import status as procfs_status
-from .state import stale_temporary, state_root, unlink_quiet, write_atomically
+from .state import stale_temporary, state_root, subdir, unlink_quiet, write_atomically
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,9 +40,7 @@ __all__ = ["detach", "spawn", "Answer", "records", "find", "refresh", "stop", "r
 
 
 def _records_dir() -> str:
-    path = os.path.join(state_root(), "records")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+    return subdir("records")
 
 
 def log_path(sandbox_id: str) -> str:

@@ -22,7 +22,7 @@ import time
 from collections import namedtuple
 
 from ..errors import HostError, UsageError
-from ..state import Lock, state_root, unlink_quiet, validate_name, write_atomically
+from ..state import Lock, state_root, subdir, unlink_quiet, validate_name, write_atomically
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -222,11 +222,9 @@ def prune_leases() -> list[tuple[str, str]]:
 # -- leases (call these under rootlessns.lock()) --------------------------------------------------
 
 def _lease_dir(network: Network) -> str:
-    from . import rootlessns
+    from .rootlessns import DIRECTORY
 
-    path = os.path.join(rootlessns.directory(), "leases", network.name)
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+    return subdir(DIRECTORY, "leases", network.name)
 
 
 def _remove_lease_dir(network: Network) -> None:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 
 from .. import syscalls as sc
 from ..errors import HostError, SetupError, UsageError
-from ..state import Lock, state_root, unlink_quiet, write_atomically
+from ..state import Lock, subdir, unlink_quiet, write_atomically
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,6 +48,8 @@ __all__ = ["Holder", "directory", "lock", "current", "ensure", "stop", "request"
            "publish", "unpublish"]
 
 _START_TIMEOUT_S = 10.0
+#: the holder's directory under the state root (see :func:`directory`)
+DIRECTORY = "netns"
 
 
 class Holder(namedtuple("Holder", "pid started protocol", defaults=(0,))):
@@ -71,9 +73,7 @@ class Holder(namedtuple("Holder", "pid started protocol", defaults=(0,))):
 
 def directory() -> str:
     """``<state root>/netns``: the holder record, the lock, the address leases."""
-    path = os.path.join(state_root(), "netns")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+    return subdir(DIRECTORY)
 
 
 def lock() -> Lock:

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import SandboxerError, UsageError
 from ..procfs import start_time
-from ..state import create_locked_dir, is_alive, remove_tree, state_root, validate_name, write_atomically
+from ..state import create_locked_dir, is_alive, remove_tree, state_root, subdir, validate_name, write_atomically
 
 __all__ = ["create", "start", "state", "kill", "delete", "features", "exists", "parse_signal"]
 
@@ -38,9 +38,7 @@ _ERROR = "error"
 
 
 def _root() -> str:
-    path = os.path.join(state_root(), "oci")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+    return subdir("oci")
 
 
 def _dir(cid: str) -> str:
