@@ -485,23 +485,24 @@ def cmd_image(values: dict[str, Any], rest: list[str]) -> int:
     """``sandboxer image ls|inspect|rm|prune|tag|import``, as docker groups them."""
     sub = {"ls": "images", "list": "images", "inspect": "inspect", "rm": "rmi", "prune": "prune",
            "tag": "tag", "import": "import"}
-    if not rest or rest[0] not in sub:
-        raise CliUsageError("usage: sandboxer image ls|inspect|rm|prune|tag|import ...")
-    name = sub[rest[0]]
-    cmd = _IMAGE_ONLY.get(name) or COMMANDS[name]  # 'image inspect' is not the sandboxes' 'inspect'
+    # 'image inspect' is not the sandboxes' 'inspect'
+    table = {word: _IMAGE_ONLY.get(name) or COMMANDS[name] for word, name in sub.items()}
+    return _subcommand(table, rest, "usage: sandboxer image ls|inspect|rm|prune|tag|import ...")
+
+
+def _subcommand(table: dict[str, Command], rest: list[str], usage: str) -> int:
+    """``sandboxer GROUP WORD ...``: the command ``table[WORD]`` with the rest of the arguments."""
+    if not rest or rest[0] not in table:
+        raise CliUsageError(usage)
+    cmd = table[rest[0]]
     sub_values, sub_rest = parse(cmd, rest[1:])
     return cmd.handler(sub_values, sub_rest)
 
 
 def cmd_network(values: dict[str, Any], rest: list[str]) -> int:
     """``sandboxer network create|ls|inspect|rm``, as docker groups them."""
-    aliases = {"list": "ls", "remove": "rm"}
-    name = aliases.get(rest[0], rest[0]) if rest else ""
-    if name not in _NETWORK:
-        raise CliUsageError("usage: sandboxer network create|ls|inspect|rm ...")
-    cmd = _NETWORK[name]
-    sub_values, sub_rest = parse(cmd, rest[1:])
-    return cmd.handler(sub_values, sub_rest)
+    table = {**_NETWORK, "list": _NETWORK["ls"], "remove": _NETWORK["rm"]}
+    return _subcommand(table, rest, "usage: sandboxer network create|ls|inspect|rm ...")
 
 
 def cmd_network_create(values: dict[str, Any], rest: list[str]) -> int:
