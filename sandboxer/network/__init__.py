@@ -218,7 +218,7 @@ def etc_files(state_dir: str, hostname: str, spec: NetworkSpec) -> list[tuple[st
     """(host file, path inside) pairs for /etc/resolv.conf and /etc/hosts of a sandbox with a user-mode
     stack or on a user-defined network (whose hosts file is filled as it attaches, and kept up to date
     as peers come and go: see :func:`sandboxer.network.networks.sync_hosts`)."""
-    user_defined = spec.mode not in MODES
+    user_defined = mode_of(spec.mode) is USER_DEFINED
     out = []
     if spec.dns or not user_defined:  # on a user-defined network, the root's own resolv.conf unless told
         resolv = os.path.join(state_dir, "resolv.conf")
