@@ -53,7 +53,23 @@ def state_root() -> str:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
         return _ensure_private_dir(os.path.join(xdg, "sandboxer"))
-    return _ensure_private_dir(f"/tmp/sandboxer-{os.getuid()}")
+    return _ensure_private_dir(f"/tmp/sandboxer-{_outer_uid()}")
+
+
+def _outer_uid() -> int:
+    """Our uid outside our user namespace: the fallback state root is named by it, so that a process in a
+    user namespace (the network holder, root of rootless podman's running us as its runtime) finds the
+    user's directory rather than uid 0's — the real root's."""
+    uid = os.getuid()
+    try:
+        with open("/proc/self/uid_map") as f:
+            for line in f:
+                inside, outside, count = map(int, line.split())
+                if inside <= uid < inside + count:
+                    return outside + uid - inside
+    except (OSError, ValueError):
+        pass
+    return uid
 
 
 def _ensure_private_dir(path: str) -> str:

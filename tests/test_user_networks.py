@@ -414,3 +414,13 @@ def test_a_half_made_bridge_is_repaired(env: Path, net: str) -> None:
     assert "default via 10.89.0.1 dev eth0" in p.stdout and " 0% packet loss" in p.stdout
     out = subprocess.run([*nsenter, "ip", "-4", "-o", "addr", "show", "sbx0"], capture_output=True, text=True).stdout
     assert "10.89.0.1/24" in out
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="a user's fallback state root")
+def test_the_fallback_state_root_is_the_users_in_a_user_namespace_too() -> None:
+    """/tmp/sandboxer-UID is named by the uid outside the user namespace (inside, ours reads 0)."""
+    probe = "from sandboxer.state import state_root; print(state_root())"
+    env = {k: v for k, v in os.environ.items() if k not in ("SANDBOXER_STATE_DIR", "XDG_RUNTIME_DIR")}
+    inside = subprocess.run(["unshare", "--map-root-user", sys.executable, "-c", probe], env=env,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert inside == f"/tmp/sandboxer-{os.getuid()}"

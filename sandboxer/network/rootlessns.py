@@ -137,7 +137,7 @@ def _start() -> Holder:
     from .holder import PROTOCOL
 
     idmap = default_idmap()
-    log, sock = os.path.join(directory(), "holder.log"), _socket()  # here: in its namespace, our uid is 0
+    log, sock = os.path.join(directory(), "holder.log"), _socket()  # worked out once, for both sides
     if len(os.fsencode(sock)) > _SUN_PATH_MAX or len(os.fsencode(_slirp_socket())) > _SUN_PATH_MAX:
         raise HostError(f"the state directory's path is too long for a socket ({sock})",
                         hint="use a shorter SANDBOXER_STATE_DIR")
