@@ -89,6 +89,19 @@ def test_writes_to_host_root_stay_inside(home_tmp: str) -> None:
     assert sh(f"grep -c {marker} /etc/passwd; test -e /usr/{marker} || echo gone").stdout.split() == ["0", "gone"]
 
 
+def test_host_root_directories_count_one_link_and_tools_still_walk_them() -> None:
+    # fuse-overlayfs runs with static_nlink on the host root (storage/fuse.py): a directory's link count
+    # is 1, as on btrfs, so that stat never makes the daemon read a whole directory; find must not take
+    # it as a leaf, and a directory replaced inside (opaque in the upper layer) must still hide the host's
+    p = sh("stat -c %h /usr /etc; stat -c %h /etc/passwd; find /etc -maxdepth 2 -name passwd -type f | sort; "
+           "rm -rf /usr/share/doc && mkdir /usr/share/doc && ls -A /usr/share/doc | wc -l; "
+           "mkdir -p /opt/a/b && find /opt/a -mindepth 1 | sort", check=True)
+    lines = p.stdout.split()
+    assert lines[:2] == ["1", "1"]
+    assert lines[2] == str(os.stat("/etc/passwd").st_nlink)  # files keep their real count
+    assert "/etc/passwd" in lines[3:-2] and lines[-2:] == ["0", "/opt/a/b"]
+
+
 def test_private_tmp_and_run() -> None:
     p = sh("ls -A /tmp /run | wc -l; touch /tmp/x /run/y && echo ok", check=True)
     assert p.stdout.split() == ["3", "ok"]  # two headers and the blank line between them
