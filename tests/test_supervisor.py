@@ -245,6 +245,33 @@ def test_exec_tty_has_our_window_size_and_ctrl_c_reaches_the_command() -> None:
         sandboxer("rm", "-f", name, check=True)
 
 
+def test_commands_start_with_default_signals_whatever_the_caller_ignored() -> None:
+    """A shell's background job runs with SIGINT and SIGQUIT ignored; neither run's workload nor an
+    exec'd command inherits that (a shell's ``trap ... INT`` would be silently dropped)."""
+    import signal
+    import subprocess
+
+    def ignore() -> None:
+        for sig in (signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)
+
+    def ignored(*args: str) -> int:
+        out = subprocess.run([*SANDBOXER, *args, "grep", "SigIgn", "/proc/self/status"], preexec_fn=ignore,
+                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.split()[1], 16)
+
+    interrupt_or_quit = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGQUIT - 1))
+    assert ignored("run", "--") & interrupt_or_quit == 0
+    name = _name("execsig")
+    sandboxer("run", "-d", "--name", name, "--", "sleep", "3333.3125", check=True)
+    try:
+        _wait_for_exec(name, "true")
+        assert ignored("exec", name) & interrupt_or_quit == 0
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+
+
 def test_exec_user_names_come_from_the_sandboxs_own_passwd() -> None:
     name = _name("execuser")
     # accounts the host does not have, written into the sandbox's /etc only

@@ -20,7 +20,7 @@ from ..errors import SetupError
 from ..procfs import start_time
 from . import sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
-from .init import attach_terminal, env_dict
+from .init import attach_terminal, env_dict, reset_signals
 from .launcher import ExitStatus
 from .reaper import exec_workload
 from .userns import read_idmap
@@ -235,6 +235,7 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
     if grandchild == 0:
         code = 125
         try:
+            reset_signals()  # as PID 1 gives its workload
             if slave >= 0:
                 attach_terminal(slave)
             elif opts.stdin_null:

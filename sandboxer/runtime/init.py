@@ -36,7 +36,7 @@ from .capabilities import drop_bounding, switch_user_and_set_caps
 from .plan import Plan
 from .reaper import exec_workload, run_as_init
 
-__all__ = ["Pipes", "Workload", "setup_main", "attach_terminal", "env_dict", "HANDED_OFF"]
+__all__ = ["Pipes", "Workload", "setup_main", "attach_terminal", "env_dict", "reset_signals", "HANDED_OFF"]
 
 #: the set-up process's report, instead of a wait status, when PID 1 was left to the caller's reaper
 HANDED_OFF = "handed-off"
@@ -367,14 +367,16 @@ def _load_seccomp(plan: Plan) -> None:
         raise SetupError("load seccomp filter", e.strerror or str(e)) from e
 
 
-def _reset_signals() -> None:
+def reset_signals() -> None:
+    """Default dispositions and an empty mask for the workload: what the caller ignored or blocked
+    (a shell's background job ignores SIGINT and SIGQUIT) is not the sandbox's business."""
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
-    _reset_signals()
+    reset_signals()
     call, argv = workload.call, workload.argv
     if call is not None:
         def start() -> int:
