@@ -7,7 +7,9 @@ entry points ~30 ms — together more than a whole sandbox start.  So:
   (``sandboxer_impl``), so built-ins are marked without importing pluggy;
 * the entry points of the ``sandboxer`` group are cached, keyed by the
   modification times of the ``sys.path`` directories (installing or removing
-  a package changes them);
+  a package changes them) — a few environments' worth in one file, so that
+  a pytest run and the command line, whose ``sys.path`` differ, do not
+  evict each other — and held in memory once read;
 * :func:`call` dispatches to the built-ins (and in-process plugins given to
   :func:`register`) directly when no third-party plugin is installed — the
   same functions pluggy would call, in the same order — and through a real
@@ -29,7 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["hookimpl", "plugin_manager", "call", "external_entry_points", "register"]
 
 _BUILTINS = ("sandboxer.builtins",)
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
+#: how many environments (``sys.path`` keys) the cache file remembers
+_CACHE_KEYS = 8
 
 
 def hookimpl(func: Callable[..., Any] | None = None, *, tryfirst: bool = False, trylast: bool = False) -> Any:
@@ -60,25 +64,43 @@ def _path_key() -> str:
     return "|".join(parts)
 
 
+#: (sys.path as it was, what was found for it): a pytest process calls hooks for every test
+_memo: tuple[tuple[str, ...], list[tuple[str, str]]] | None = None
+
+
 def external_entry_points() -> list[tuple[str, str]]:
     """(name, "module:attr") of the installed ``sandboxer`` entry points, cached."""
+    global _memo
+    if _memo is not None and _memo[0] == tuple(sys.path):
+        return _memo[1]
+    path_now = tuple(sys.path)
     key = _path_key()
     path = _cache_path()
+    blocks: list[list[str]] = []
     try:
         with open(path) as f:
-            lines = f.read().splitlines()
-        if lines and lines[0] == key:
-            return [tuple(line.split("=", 1)) for line in lines[1:] if "=" in line]  # type: ignore[misc]
+            blocks = [block.splitlines() for block in f.read().split("\n\n") if block.strip()]
     except OSError:
         pass
+    found: list[tuple[str, str]]
+    for lines in blocks:
+        if lines[0] == key:
+            found = [(name, value) for name, _, value in (line.partition("=") for line in lines[1:]) if value]
+            _memo = (path_now, found)
+            return found
     from importlib.metadata import entry_points
 
     found = sorted((ep.name, ep.value) for ep in entry_points(group="sandboxer"))
+    _memo = (path_now, found)
+    kept = [lines for lines in blocks if lines[0].startswith(_CACHE_VERSION + "|")][:_CACHE_KEYS - 1]
+    if "\n" in key:
+        return found  # a sys.path entry with a line break: not worth a file format that survives it
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}"
         with open(tmp, "w") as f:
-            f.write("\n".join([key, *(f"{n}={v}" for n, v in found)]) + "\n")
+            f.write("\n\n".join("\n".join(lines) for lines in [[key, *(f"{n}={v}" for n, v in found)], *kept])
+                    + "\n")
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home only costs the scan next time

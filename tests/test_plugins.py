@@ -84,3 +84,26 @@ def test_hookspecs_are_documented() -> None:
     for name in dir(hookspecs):
         if name.startswith("sandboxer_"):
             assert getattr(hookspecs, name).__doc__, name
+
+
+def test_entry_point_cache_keeps_several_environments(tmp_path: os.PathLike[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest's sys.path and the command line's differ: neither evicts the other's cached scan."""
+    import sys
+
+    from sandboxer import plugins
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first, second = os.path.join(str(tmp_path), "a"), os.path.join(str(tmp_path), "b")
+    os.mkdir(first)
+    os.mkdir(second)
+    for extra in (first, second, first):
+        monkeypatch.setattr(sys, "path", [extra, *sys.path])
+        monkeypatch.setattr(plugins, "_memo", None)
+        assert plugins.external_entry_points() == []
+        monkeypatch.undo()
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with open(os.path.join(str(tmp_path), "sandboxer", "entry-points")) as f:
+        keys = [block.splitlines()[0] for block in f.read().split("\n\n") if block.strip()]
+    # newest first; the third look-up found the first environment's scan and wrote nothing
+    assert len(keys) == 2 and keys[0].startswith(f"2|{second}:") and keys[1].startswith(f"2|{first}:")
