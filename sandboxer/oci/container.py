@@ -24,11 +24,14 @@ import signal
 import stat
 import sys
 import time
-from typing import Any
 
 from ..errors import SandboxerError, UsageError
 from ..procfs import start_time
 from ..state import create_locked_dir, is_alive, remove_tree, state_root, subdir, validate_name, write_atomically
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["create", "start", "state", "kill", "delete", "features", "exists", "parse_signal"]
 
