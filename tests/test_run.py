@@ -492,3 +492,10 @@ def test_names_are_unique_while_running() -> None:
         proc.kill()
         proc.wait()
     assert sandboxer("run", "--name", name, "--", "true").returncode == 0
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    p = sandboxer("--version", check=True)
+    assert p.stdout == f"sandboxer {version('sandboxer')}\n"
