@@ -60,16 +60,14 @@ def _outer_uid() -> int:
     """Our uid outside our user namespace: the fallback state root is named by it, so that a process in a
     user namespace (the network holder, root of rootless podman's running us as its runtime) finds the
     user's directory rather than uid 0's — the real root's."""
+    from .runtime.userns import read_idmap
+
     uid = os.getuid()
     try:
-        with open("/proc/self/uid_map") as f:
-            for line in f:
-                inside, outside, count = map(int, line.split())
-                if inside <= uid < inside + count:
-                    return outside + uid - inside
-    except (OSError, ValueError):
-        pass
-    return uid
+        outside = read_idmap("self").host_uid(uid)
+    except (OSError, ValueError, TypeError):
+        return uid
+    return uid if outside is None else outside
 
 
 def _ensure_private_dir(path: str) -> str:

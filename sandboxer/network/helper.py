@@ -18,7 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import PortMapping
 
-__all__ = ["spawn", "wait_ready", "kill", "with_host_port"]
+__all__ = ["spawn", "wait_ready", "kill", "with_host_port", "last_line"]
 
 READY_TIMEOUT_S = 10.0
 
@@ -109,16 +109,19 @@ def wait_ready(ready_r: int, child: int, what: str, log: str) -> bytes:
     data = os.read(ready_r, 64) if readable else b""
     if data:
         return data
-    reason = "it did not get ready in time" if not readable else "it exited"
+    reason = last_line(log) or ("it did not get ready in time" if not readable else "it exited")
+    kill(child, wait=True)
+    raise SetupError(f"start {what}", reason, hint=f"see 'sandboxer doctor' ({what}, /dev/net/tun)")
+
+
+def last_line(log: str) -> str:
+    """The last non-blank line of a helper's log ("" if none): where its error, or traceback, ends."""
     try:
         with open(log, errors="replace") as f:
             lines = [line.strip() for line in f if line.strip()]
-        if lines:
-            reason = lines[-1]
     except OSError:
-        pass
-    kill(child, wait=True)
-    raise SetupError(f"start {what}", reason, hint=f"see 'sandboxer doctor' ({what}, /dev/net/tun)")
+        return ""
+    return lines[-1] if lines else ""
 
 
 def kill(pid: int, *, wait: bool = False) -> None:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from .. import syscalls as sc
 from ..errors import HostError, SetupError, UsageError
 from ..state import Lock, subdir, unlink_quiet, write_atomically
+from . import helper
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ def _start() -> Holder:
         os.write(go_w, b"g")
         error = _read_all(msg_r)  # end of file at its exec; an error text if it failed before
         if not error and not (select.select([ready_r], [], [], _START_TIMEOUT_S)[0] and os.read(ready_r, 16)):
-            error = _last_line(log) or "it did not get ready in time"  # its program's traceback ends there
+            error = helper.last_line(log) or "it did not get ready in time"  # its program's traceback ends there
         started = start_time(pid)
         if error or started is None:
             raise SetupError("start the network namespace holder", error or "it exited at once",
@@ -255,15 +256,6 @@ def _read_all(fd: int) -> str:
     return data.decode(errors="replace").strip()
 
 
-def _last_line(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""
-
-
 def request(op: str, *args: object, fd: int | None = None) -> None:
     """Have the holder run ``op`` (see :data:`sandboxer.network.holder.OPS`) in its namespaces, passing
     ``fd`` (a sandbox's network namespace) along; its error is raised here.  Call it under :func:`lock`."""
@@ -302,7 +294,6 @@ def outbound_missing() -> str:
 def _connect_outbound(holder: Holder, exit_r: int) -> str:
     """slirp4netns on the holder (the holder has set up forwarding and NAT); returns what is missing."""
     from ..programs import find
-    from . import helper
     from .slirp import MTU
 
     slirp, nft = find("slirp4netns"), find("nft")

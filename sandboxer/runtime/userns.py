@@ -50,6 +50,11 @@ class IdMap(namedtuple("IdMap", "uids gids")):
     def maps_uid(self, uid: int) -> bool:
         return any(m.container_id <= uid < m.container_id + m.size for m in self.uids)
 
+    def host_uid(self, uid: int) -> int | None:
+        """The uid outside that ``uid`` inside stands for (None: unmapped)."""
+        return next((m.host_id + uid - m.container_id for m in self.uids
+                     if m.container_id <= uid < m.container_id + m.size), None)
+
     def maps_gid(self, gid: int) -> bool:
         return any(m.container_id <= gid < m.container_id + m.size for m in self.gids)
 
@@ -97,8 +102,8 @@ def _with_ranges(own: int, ranges: list[tuple[int, int]]) -> tuple[IdMapping, ..
     return tuple(maps)
 
 
-def read_idmap(pid: int) -> IdMap:
-    """The id maps of the user namespace of ``pid``, as ``/proc`` shows them to us."""
+def read_idmap(pid: int | str) -> IdMap:
+    """The id maps of the user namespace of ``pid`` (or ``"self"``), as ``/proc`` shows them to us."""
     def read(kind: str) -> tuple[IdMapping, ...]:
         with open(f"/proc/{pid}/{kind}_map") as f:
             return tuple(IdMapping(*map(int, line.split())) for line in f if line.strip())
@@ -114,7 +119,11 @@ def default_idmap(root: str = "/") -> IdMap:
     """
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
-        return IdMap(_root_map("uid_map"), _root_map("gid_map"))
+        try:
+            own = read_idmap("self")
+        except (OSError, ValueError, TypeError):
+            own = IdMap((), ())
+        return IdMap(_root_map(own.uids), _root_map(own.gids))
     user = _user_name(uid)
     sub_u = read_id_ranges(os.path.join(root, "etc/subuid"), user, uid)
     sub_g = read_id_ranges(os.path.join(root, "etc/subgid"), user, uid)
@@ -123,18 +132,13 @@ def default_idmap(root: str = "/") -> IdMap:
     return IdMap(_with_ranges(uid, sub_u), _with_ranges(gid, sub_g))
 
 
-def _root_map(kind: str) -> tuple[IdMapping, ...]:
-    """Root's map: 0..65535 straight through — or, when root is itself in a user namespace (rootless
-    podman's, whose runtime sandboxer may be), its own ids straight through, one line per line of its
-    own map: the kernel refuses a line that spans two of the parent's."""
-    try:
-        with open(f"/proc/self/{kind}") as f:
-            own = [tuple(map(int, line.split())) for line in f if line.strip()]
-    except (OSError, ValueError):
-        own = []
-    if not own or own == [(0, 0, 4294967295)]:
+def _root_map(own: tuple[IdMapping, ...]) -> tuple[IdMapping, ...]:
+    """Root's map, given root's ``own``: 0..65535 straight through — or, when root is itself in a user
+    namespace (rootless podman's, whose runtime sandboxer may be), its own ids straight through, one
+    line per line of its own map: the kernel refuses a line that spans two of the parent's."""
+    if not own or own == (IdMapping(0, 0, 4294967295),):
         return (IdMapping(0, 0, 65536),)
-    return tuple(IdMapping(first, first, count) for first, _, count in own)
+    return tuple(IdMapping(m.container_id, m.container_id, m.size) for m in own)
 
 
 def _spawn_helper(name: str, pid: int, maps: tuple[IdMapping, ...]) -> tuple[int, int]:
