@@ -12,6 +12,9 @@ Registered through the ``pytest11`` entry point.  Where things run:
 
 ``tmp_path`` and friends live under pytest's basetemp, which is bound into
 every sandbox: they exist inside and keep what the test wrote.
+
+Sandboxes come from a pool process (:mod:`sandboxer.pool`) that sets the
+next one up while the current test runs; the test's process joins it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ _CONFIG_KEY = pytest.StashKey[SandboxConfig]()
 #: per session: nodeid -> the isolation a test got; (nodeid, path) of kept layers
 _ISOLATION_KEY = pytest.StashKey[dict[str, dict[str, object]]]()
 _KEPT_KEY = pytest.StashKey[list[tuple[str, str]]]()
+_POOL_KEY = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -95,9 +99,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     """Check every sandboxed test's markers now, not inside a forked child."""
     defaults = _defaults(config)
     problems = []
+    sandboxed = False
     for item in items:
         if not _wants_sandbox(item):
             continue
+        sandboxed = True
         if args := [m.args for m in item.iter_markers("sandbox") if m.args]:
             problems.append(f"{item.nodeid}: sandbox marker: positional arguments {args[0]!r}; use keywords")
             continue
@@ -107,6 +113,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             problems.append(f"{item.nodeid}: sandbox marker: {e}")
     if problems:
         raise pytest.UsageError("invalid sandbox markers:\n  " + "\n  ".join(problems))
+    if sandboxed:
+        _pool(config).warm()  # its start-up overlaps the tests that run before the first sandboxed one
 
 
 def _upfront_failure(config: SandboxConfig) -> str | None:
@@ -141,7 +149,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
     config = item.stash.get(_CONFIG_KEY, None) or SandboxConfig()
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    options: dict[str, Any] = {"unavailable": item.config.getini("sandbox_unavailable")}
+    options: dict[str, Any] = {"unavailable": item.config.getini("sandbox_unavailable"),
+                               "pool": _pool(item.config)}
     keep = item.config.getoption("sandbox_keep_failed")
     if keep:
         options["upper_dir"] = _keep_dir(item)
@@ -169,6 +178,22 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             raise pytest.exit.Exception(interrupt["msg"], interrupt["returncode"])
         raise KeyboardInterrupt
     return True
+
+
+def _pool(config: pytest.Config) -> Any:
+    """This process's sandbox pool (:mod:`sandboxer.pool`), which starts on first use."""
+    pool = config.stash.get(_POOL_KEY, None)
+    if pool is None:
+        from sandboxer.pool import Pool
+
+        pool = config.stash[_POOL_KEY] = Pool()
+    return pool
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    pool = config.stash.get(_POOL_KEY, None)
+    if pool is not None:
+        pool.close()  # waits: no sandbox of ours outlives the session
 
 
 def _describe(isolation: dict[str, object]) -> str:

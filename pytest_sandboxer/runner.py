@@ -328,6 +328,7 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
              options: dict[str, Any]) -> Outcome:
     """Steps 1-3 for one item."""
     from sandboxer import SandboxOptions, Volume, run
+    from sandboxer.pool import join, poolable
 
     try:
         _setup_outside(item)
@@ -363,9 +364,20 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
     fd, path = tempfile.mkstemp(prefix="sandboxer-reports-")
     os.unlink(path)
     start = time.monotonic()
+
+    def call() -> int:
+        return _child(item, config, fd, parent_ns)
+
+    pool = options.get("pool")
     try:
-        status = run(opts, lambda: _child(item, config, fd, parent_ns), timeout=config.timeout,
-                     on_notice=lambda _msg: None)
+        if pool is not None and poolable(opts):  # set up ahead of time by the pool; this process only joins
+            parked = pool.get(opts)
+            try:
+                status = join(parked, call, timeout=config.timeout)
+            finally:
+                pool.release(parked)
+        else:
+            status = run(opts, call, timeout=config.timeout, on_notice=lambda _msg: None)
         records = _Channel.receive(fd)
     except SandboxerError as e:
         from sandboxer.images.store import StoreError

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from .oci.spec import Spec
     from .storage import Snapshotter
 
-__all__ = ["SandboxOptions", "Volume", "run", "run_bundle", "load_bundle", "prepare", "DEFAULT_PATH"]
+__all__ = ["SandboxOptions", "Volume", "run", "run_bundle", "load_bundle", "prepare", "execute", "release",
+           "DEFAULT_PATH"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -455,9 +456,14 @@ def execute(plan: Plan, workload: Workload, timeout: float | None = None) -> Exi
     try:
         return _launch(plan, workload, tty=plan.terminal, timeout=timeout)
     finally:
-        for thing in plan.attached:  # slirp4netns and friends go with the sandbox, whatever happened
-            thing.close()
-        plan.state.release()
+        release(plan)
+
+
+def release(plan: Plan) -> None:
+    """What a sandbox held outside itself once it has ended: its helpers and its state directory."""
+    for thing in plan.attached:  # slirp4netns and friends go with the sandbox, whatever happened
+        thing.close()
+    plan.state.release()
 
 
 def run(opts: SandboxOptions, call: Callable[[], int] | None = None,

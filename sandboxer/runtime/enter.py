@@ -20,8 +20,8 @@ from ..errors import SetupError
 from ..procfs import start_time
 from . import sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
-from .init import attach_terminal, env_dict, reset_signals
-from .launcher import ExitStatus
+from .init import attach_terminal, env_dict, flush_std, reset_signals
+from .launcher import ExitStatus, fork, readable_before
 from .reaper import exec_workload
 from .userns import read_idmap
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["enter", "ExecOptions", "NAMESPACES", "identity_of"]
+__all__ = ["enter", "enter_status", "ExecOptions", "NAMESPACES", "identity_of"]
 
 #: join order: user first, mount last
 NAMESPACES = ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt")
@@ -67,11 +67,20 @@ class ExecOptions:
 
 def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], cwd: str,
           opts: ExecOptions | None = None, started: int | None = None) -> int:
-    """Run ``argv`` in the namespaces of ``pid`` with ``identity`` (see the supervisor's record); its status.
+    """Run ``argv`` in the namespaces of ``pid`` with ``identity`` (see the supervisor's record); its
+    exit code (128+N if killed by signal N).
 
     ``started``: the start time of the sandbox's PID 1 (:func:`sandboxer.procfs.start_time`), so that a
     PID reused after the sandbox ended is never joined.
     """
+    return enter_status(pid, identity, argv, env, cwd, opts, started).code
+
+
+def enter_status(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], cwd: str,
+                 opts: ExecOptions | None = None, started: int | None = None, *,
+                 deadline: float | None = None, on_timeout: Callable[[], None] | None = None) -> ExitStatus:
+    """:func:`enter`, returning how the command ended; at ``deadline`` (``time.monotonic``) it calls
+    ``on_timeout`` (which must end the command: kill the sandbox) and the status says ``timed_out``."""
     opts = opts or ExecOptions()
     gone = SetupError("join the sandbox", "it is not running any more", hint="see 'sandboxer ps -a'")
     if started is not None and start_time(pid) != started:
@@ -100,18 +109,20 @@ def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], c
 
         ours, sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     msg_r, msg_w = os.pipe2(os.O_CLOEXEC)
-    child = os.fork()
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)  # the command's raw wait status, as the child saw it
+    child = fork(keep_python=opts.call is not None)
     if child == 0:  # pragma: no cover - runs in the child
         code = 125
         try:
             sc.set_pdeathsig(signal.SIGKILL)
+            os.close(status_r)
             if ours is not None:
                 ours.close()
             _join(fds)
             who = dict(identity)
             if resolve is not None:
                 who.update(resolve())
-            code = _run_in_namespace(who, argv, env, cwd, opts, sock, msg_w)
+            code = _run_in_namespace(who, argv, env, cwd, opts, sock, msg_w, status_w)
         except BaseException as e:
             sync.send_error(msg_w, e, "exec")
         finally:
@@ -119,6 +130,7 @@ def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], c
     for fd in fds:
         os.close(fd)
     os.close(msg_w)
+    os.close(status_w)
     master = -1
     if ours is not None and sock is not None:
         import socket
@@ -154,17 +166,30 @@ def enter(pid: int, identity: dict[str, Any], argv: list[str], env: list[str], c
         if msg is None:
             relay(master, forward_input=not opts.stdin_null)
         os.close(master)
-    if opts.alongside is not None and msg is None:
-        try:
+    timed_out = False
+    try:
+        if opts.alongside is not None and msg is None:
             opts.alongside()
-        except BaseException:
-            os.kill(child, signal.SIGKILL)  # its command dies with it (death signal)
-            os.waitpid(child, 0)
-            raise
+        if deadline is not None and msg is None and not readable_before(status_r, deadline):
+            timed_out = True
+            if on_timeout is not None:
+                on_timeout()
+        raw = b""
+        while chunk := os.read(status_r, 64):
+            raw += chunk
+    except BaseException:
+        os.kill(child, signal.SIGKILL)  # its command dies with it (death signal)
+        os.waitpid(child, 0)
+        raise
+    finally:
+        os.close(status_r)
     _, status = os.waitpid(child, 0)
     if msg is not None and msg[0] == "error":
         raise sync.error_from_fields(msg)
-    return 0 if opts.detach else ExitStatus.from_wait_status(status).code
+    if opts.detach:
+        return ExitStatus(0)
+    ended = ExitStatus.from_wait_status(int(raw) if raw.strip() else status)
+    return ended._replace(timed_out=True) if timed_out else ended
 
 
 def _join(fds: list[int]) -> None:
@@ -211,7 +236,7 @@ def _user_resolver(user: str, idmap: Any) -> Any:
 
 
 def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str], cwd: str, opts: ExecOptions,
-                      sock: Any, msg_w: int) -> int:
+                      sock: Any, msg_w: int, status_w: int) -> int:
     """In the joined namespaces: fork the command into the PID namespace and wait for it."""
     if "home" in identity:  # another user: its HOME, as docker exec -u gives it
         env = [*env, f"HOME={identity['home']}"]
@@ -235,6 +260,7 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
     if grandchild == 0:
         code = 125
         try:
+            os.close(status_w)  # the caller's end of file on it is our parent's exit
             reset_signals()  # as PID 1 gives its workload
             if slave >= 0:
                 attach_terminal(slave)
@@ -246,7 +272,10 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
             if opts.call is not None:
                 sc.set_pdeathsig(signal.SIGKILL)
                 os.close(msg_w)  # started
-                code = opts.call()
+                try:
+                    code = opts.call()
+                finally:
+                    flush_std()  # os._exit follows: Python's buffers would be lost
             else:
                 exec_workload(argv, env_dict(env), msg_w)
         except BaseException as e:
@@ -266,6 +295,7 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
             break
         except InterruptedError:
             continue
+    os.write(status_w, b"%d" % status)
     return ExitStatus.from_wait_status(status).code
 
 

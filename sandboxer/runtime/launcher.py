@@ -29,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["ExitStatus", "run", "HANDED_OFF"]
+__all__ = ["ExitStatus", "run", "start", "wait", "Started", "fork", "readable_before", "HANDED_OFF"]
 
 _PROXIED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT)
 
@@ -113,6 +113,38 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
     namespace — is killed when it expires.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    return wait(start(plan, workload, tty=tty), deadline, workload.pump)
+
+
+class Started:
+    """A sandbox whose workload runs, as :func:`start` leaves it for :func:`wait`."""
+
+    __slots__ = ("plan", "pid", "pid1", "status_r", "master", "proxy")
+
+    def __init__(self, plan: Plan, pid: int, pid1: int, status_r: int, master: int,
+                 proxy: _SignalProxy | None) -> None:
+        self.plan = plan
+        self.pid = pid              #: the set-up process, our child
+        self.pid1 = pid1            #: PID 1's host PID
+        self.status_r = status_r    #: the set-up process's final report (see :func:`_wait`)
+        self.master = master        #: the terminal's master to relay (-t), or -1
+        self.proxy = proxy
+
+    def close(self) -> None:
+        if self.proxy is not None:
+            self.proxy.restore()
+        for fd in (self.status_r, self.master):
+            if fd >= 0:
+                os.close(fd)
+        self.status_r = self.master = -1
+
+
+def start(plan: Plan, workload: Workload, *, tty: bool = False, forward_signals: bool = True) -> Started:
+    """Set the sandbox up and start its workload; :func:`wait` sees it end.
+
+    ``forward_signals``: the signals a user sends us go to PID 1 until :func:`wait` returns (a
+    process that starts many sandboxes at once, the pool, leaves its handlers alone).
+    """
     hooks = plan.hooks
     need_hooks = bool(hooks and (hooks.prestart or hooks.create_runtime or hooks.create_container
                                  or hooks.start_container))
@@ -130,17 +162,11 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
     pipes = Pipes(msg_w=msg_w, go_r=go_r, hooks_r=hooks_r, status_w=status_w, pty_slave=slave)
     driver = plan.snapshotter.name if plan.snapshotter else f"none ({plan.rootfs.kind} root bound as is)"
     _debug(plan, f"sandbox {plan.id[:12]}: storage driver {driver}")
-    proxy = _SignalProxy()
+    proxy = _SignalProxy() if forward_signals else None
     caller = os.getpid()
     flush_std()  # else the child inherits, and later writes, the caller's buffered output
-    held = _hold_logging_handlers() if workload.call is not None else ()
     try:
-        try:
-            pid = os.fork()
-        finally:
-            for handler in held:  # in the child, logging's at-fork hook made them new locks
-                if os.getpid() == caller:
-                    handler.release()
+        pid = fork(keep_python=workload.call is not None)
         if pid == 0:
             for fd in (msg_r, go_w, status_r, hooks_w, master):
                 if fd >= 0:
@@ -149,6 +175,7 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
         for fd in (msg_w, go_r, status_w, hooks_r, slave):
             if fd >= 0:
                 os.close(fd)
+        msg_w = go_r = status_w = hooks_r = slave = -1
         try:
             if master >= 0 and plan.console_socket is not None:
                 from .tty import send_console
@@ -156,23 +183,50 @@ def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | N
                 send_console(plan.console_socket, master)  # the caller's terminal now, not ours to relay
                 os.close(master)
                 master = -1
-            _hand_off(plan, sync.Reader(msg_r), pid, go_w, hooks_w, proxy)
+            pid1 = _hand_off(plan, sync.Reader(msg_r), pid, go_w, hooks_w, proxy)
         except BaseException:
             _kill_and_reap(pid)
             raise
-        status = _wait(pid, status_r, master, proxy.pid, deadline, workload.pump)
-        if status is None:  # OCI create: PID 1 has exec'ed and is its caller's reaper's to wait for
-            return HANDED_OFF
-    finally:
-        proxy.restore()
-        for fd in (msg_r, go_w, status_r, hooks_w, master):
+    except BaseException:
+        if proxy is not None:
+            proxy.restore()
+        for fd in (msg_w, go_r, status_w, hooks_r, slave, status_r, master):
             if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-    plugins.call("sandboxer_stopped", plan=plan, status=status)
+                os.close(fd)
+        raise
+    finally:
+        for fd in (msg_r, go_w, hooks_w):
+            if fd >= 0:
+                os.close(fd)
+    return Started(plan, pid, pid1, status_r, master, proxy)
+
+
+def wait(started: Started, deadline: float | None = None,
+         pump: Callable[[int, float | None], None] | None = None) -> ExitStatus:
+    """Relay the terminal or run ``pump`` until the sandbox ends (killed at ``deadline``); its status."""
+    try:
+        status = _wait(started.pid, started.status_r, started.master, started.pid1, deadline, pump)
+    finally:
+        started.close()
+    if status is None:  # OCI create: PID 1 has exec'ed and is its caller's reaper's to wait for
+        return HANDED_OFF
+    plugins.call("sandboxer_stopped", plan=started.plan, status=status)
     return status
+
+
+def fork(keep_python: bool = False) -> int:
+    """``os.fork``; with ``keep_python`` (the child runs Python on, not just to an exec), no
+    logging handler is mid-write in another thread at that moment (see :func:`_hold_logging_handlers`)."""
+    if not keep_python:
+        return os.fork()
+    parent = os.getpid()
+    held = _hold_logging_handlers()
+    try:
+        return os.fork()
+    finally:
+        for handler in held:  # in the child, logging's at-fork hook made them new locks
+            if os.getpid() == parent:
+                handler.release()
 
 
 def _hold_logging_handlers() -> list:
@@ -197,7 +251,7 @@ def _hold_logging_handlers() -> list:
 
 
 def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int,
-              proxy: _SignalProxy) -> int:
+              proxy: _SignalProxy | None) -> int:
     """Everything between fork and exec; returns PID 1's host PID."""
     reader.expect("userns")
     if plan.namespaces & CLONE_NEWUSER:  # not when it joined one (OCI namespaces[].path): that has its maps
@@ -211,7 +265,8 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
         msg = reader.expect("pid", "hooks") if hooks_due else reader.expect("pid")
         if msg[0] == "pid":
             pid1 = int(msg[1])
-            proxy.target(pid1)
+            if proxy is not None:
+                proxy.target(pid1)
         else:
             hooks_due = False
     if hooks_w >= 0:  # PID 1 has its mounts and waits: the runtime-namespace hooks, then its own
@@ -244,7 +299,7 @@ def _kill_and_reap(pid: int) -> None:
         pass
 
 
-def _wait(pid: int, status_r: int, master: int, pid1: int | None, deadline: float | None,
+def _wait(pid: int, status_r: int, master: int, pid1: int, deadline: float | None,
           pump: Callable[[int, float | None], None] | None = None) -> ExitStatus | None:
     """Relay the terminal (with -t) or run the workload's pump until the sandbox ends; return PID 1's
     status (None: PID 1 was handed off at exec, see :data:`sandboxer.runtime.init.HANDED_OFF`)."""
@@ -254,8 +309,8 @@ def _wait(pid: int, status_r: int, master: int, pid1: int | None, deadline: floa
         relay(master)
     elif pump is not None:
         pump(status_r, deadline)
-    timed_out = deadline is not None and not _readable_before(status_r, deadline)
-    if timed_out and pid1 is not None:
+    timed_out = deadline is not None and not readable_before(status_r, deadline)
+    if timed_out:
         try:
             os.kill(pid1, signal.SIGKILL)  # PID 1: the kernel kills the rest of its namespace
         except ProcessLookupError:
@@ -278,7 +333,7 @@ def _wait(pid: int, status_r: int, master: int, pid1: int | None, deadline: floa
     return status._replace(timed_out=True) if timed_out else status
 
 
-def _readable_before(fd: int, deadline: float) -> bool:
+def readable_before(fd: int, deadline: float) -> bool:
     """Wait for ``fd`` to become readable (or reach end of file) until ``deadline``."""
     import select
 

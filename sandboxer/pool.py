@@ -1,0 +1,356 @@
+"""Sandboxes set up ahead of time, parked, and joined by their caller: the pytest plugin's fast path.
+
+Set up the ordinary way, a sandbox for an in-process workload (a test)
+costs its caller two copies of itself — the set-up process and PID 1 are
+forks of it — and for a process the size of pytest's, much of a test's
+cost was the kernel copying, faulting in and tearing down those copies
+(README, "Speed").  A *pool* is a small process of its own (a fresh,
+single-threaded interpreter) that sets sandboxes up the ordinary way
+(:func:`sandboxer.sandbox.prepare`, :func:`sandboxer.runtime.launcher.start`)
+with a PID 1 that only reaps orphans, one ahead of need: on another core,
+while the current test runs.  The caller joins one with setns, as
+``sandboxer exec`` does (:func:`sandboxer.runtime.enter.enter_status`),
+its workload taking the identity the sandbox's own workload would have
+had; once the workload has ended, the caller releases the sandbox and the
+pool kills its PID 1, which ends its namespaces and mounts, and releases
+its state.
+
+Lifetimes: the pool exits at end of file on its socket, killing its
+sandboxes, and dies with its client (a death signal); each sandbox's
+set-up process and PID 1 die with their parent in turn.  What a SIGKILL
+leaves — state directories — the next run's garbage collection removes,
+as for any sandbox.
+
+Protocol: one JSON object per line on a socketpair.  The client sends
+``{"get": [OPTIONS, SETTINGS]}`` — a :class:`~sandboxer.sandbox.SandboxOptions`
+as an object, and the environment variables that steer sandboxer — and
+reads ``{"ready": PARKED}`` or ``{"error": [MODULE, CLASS, MESSAGE,
+HINT]}``; it sends ``{"release": ID}``, which has no answer.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import sys
+from collections import namedtuple
+
+from .errors import SandboxerError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    from .runtime.launcher import ExitStatus, Started
+    from .sandbox import SandboxOptions
+
+__all__ = ["Pool", "Parked", "join", "poolable", "serve"]
+
+#: besides SANDBOXER_* and XDG_*: see :func:`_settings`
+_SETTINGS = frozenset(("PATH", "HOME", "TERM", "NO_COLOR", "REGISTRY_AUTH_FILE", "PYTHONPATH"))
+#: idle sandboxes kept beyond the one being handed out (different options each); the oldest goes first
+_MAX_IDLE = 4
+
+
+class Parked(namedtuple("Parked", "id pid start identity")):
+    """A sandbox waiting to be joined: its id, PID 1's host PID and start time, and the identity its
+    workload takes (:func:`sandboxer.runtime.enter.identity_of`)."""
+
+    id: str
+    pid: int
+    start: int
+    identity: dict[str, Any]
+    __slots__ = ()
+
+
+def poolable(opts: SandboxOptions) -> bool:
+    """Whether a pool can set up this sandbox ahead of time: options that are plain data, and no
+    writable layer kept on disk (that one is per run, and the caller reads it afterwards)."""
+    return opts.upper_dir is None and (opts.image is None or isinstance(opts.image, str))
+
+
+class Pool:
+    """The client's end: starts the pool process on first use; one request at a time."""
+
+    def __init__(self) -> None:
+        self._sock: Any = None
+        self._proc: Any = None
+        self._buffer = b""
+
+    def warm(self) -> None:
+        """Start the pool process now, so that its start-up overlaps the caller's own work."""
+        if self._sock is None:
+            self._start()
+
+    def get(self, opts: SandboxOptions) -> Parked:
+        """A parked sandbox set up with ``opts``; raises the :class:`SandboxerError` its set-up met."""
+        reply: dict[str, Any] = {}
+        for _ in range(2):  # a pool that died (killed from outside) is replaced once
+            if self._sock is None:
+                self._start()
+            try:
+                self._send({"get": [opts._asdict(), _settings(os.environ)]})
+                reply = self._receive()
+            except OSError:
+                reply = {}
+            if reply:
+                break
+            self.close()
+        if "ready" in reply:
+            return Parked(**reply["ready"])
+        raise _rebuild_error(reply.get("error") or ["", "", "the sandbox pool process stopped", None])
+
+    def release(self, parked: Parked) -> None:
+        """The workload has ended: the pool kills the sandbox (and starts no other in its place)."""
+        if self._sock is not None:
+            try:
+                self._send({"release": parked.id})
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """End the pool: it kills its sandboxes and exits; wait for it, so that nothing outlives us."""
+        if self._sock is None:
+            return
+        self._sock.close()
+        self._sock = None
+        self._buffer = b""
+        try:
+            self._proc.wait(timeout=10)
+        except Exception:
+            self._proc.kill()
+            self._proc.wait()
+
+    def _start(self) -> None:
+        import socket
+        import subprocess
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # our sys.path exactly: the same modules, and the same key to the entry-point cache
+        boot = "import sys, json; sys.path[:] = json.loads(sys.argv[2]); from sandboxer.pool import serve; " \
+               "serve(int(sys.argv[1]))"
+        with theirs:
+            # from /, so that no directory of the caller's shadows a module; its output is nobody's
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", boot, str(theirs.fileno()), json.dumps(sys.path)],
+                pass_fds=(theirs.fileno(),), cwd="/", stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._sock = ours
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self._sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def _receive(self) -> dict[str, Any]:
+        while b"\n" not in self._buffer:
+            chunk = self._sock.recv(1 << 16)
+            if not chunk:
+                return {}
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+
+def _settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables that steer sandboxer itself (where state and images live, which programs run):
+    the pool plans each sandbox with the caller's current ones, which a test session may change."""
+    return {k: v for k, v in environ.items() if k.startswith(("SANDBOXER_", "XDG_")) or k in _SETTINGS}
+
+
+def join(parked: Parked, call: Callable[[], int], timeout: float | None = None) -> ExitStatus:
+    """Run ``call`` in a forked child inside ``parked``, as its workload; how it ended.
+
+    ``timeout`` (seconds): the sandbox is killed, and the status says ``timed_out``.
+    """
+    import time
+
+    from .runtime.enter import ExecOptions, enter_status
+
+    def kill() -> None:
+        try:
+            os.kill(parked.pid, signal.SIGKILL)  # PID 1: the kernel ends everything in its namespace
+        except ProcessLookupError:
+            pass
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    return enter_status(parked.pid, parked.identity, [], [], parked.identity["cwd"],
+                        ExecOptions(call=call), parked.start, deadline=deadline, on_timeout=kill)
+
+
+def _rebuild_error(fields: list[Any]) -> SandboxerError:
+    """The pool's error as the class it was raised with, so that callers tell them apart as usual."""
+    import importlib
+
+    module, name, message, hint = fields
+    cls: type[SandboxerError] = SandboxerError
+    try:
+        found = getattr(importlib.import_module(module), name) if module.startswith("sandboxer") else None
+        if isinstance(found, type) and issubclass(found, SandboxerError):
+            cls = found
+    except ImportError:
+        pass
+    err = cls.__new__(cls)
+    SandboxerError.__init__(err, message, hint)  # subclasses' constructors take other arguments
+    return err
+
+
+# -- the pool process
+
+
+class _Server:
+    """The pool: sandboxes set up on demand and one ahead, kept by options until the client's ``get``.
+
+    It is the caller of each sandbox it starts (:func:`sandboxer.runtime.launcher.start`), and
+    watches each one's status pipe to tear it down (:func:`sandboxer.sandbox.release`) once its
+    PID 1 is gone — killed at ``release``, or dead on its own.
+    """
+
+    def __init__(self, sock: int) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.ready: list[tuple[str, dict[str, Any]]] = []  #: (options, parked), oldest first
+        self.live: dict[int, Started] = {}  #: status fd -> every sandbox started and not yet torn down
+
+    def run(self) -> None:
+        import select
+
+        while True:
+            for fd in select.select([self.sock, *self.live], [], [])[0]:
+                if fd == self.sock:
+                    if not self._read_client():
+                        return
+                else:
+                    self._tear_down(fd)
+
+    def _read_client(self) -> bool:
+        chunk = os.read(self.sock, 1 << 16)
+        if not chunk:
+            return False
+        self.buffer += chunk
+        while b"\n" in self.buffer:
+            line, _, self.buffer = self.buffer.partition(b"\n")
+            message = json.loads(line)
+            if "get" in message:
+                self._get(json.dumps(message["get"]))
+            elif "release" in message:
+                self._kill(message["release"])
+        return True
+
+    def _get(self, key: str) -> None:
+        for i, (k, found) in enumerate(self.ready):
+            if k == key:
+                del self.ready[i]
+                parked = found
+                break
+        else:
+            try:
+                parked = self._start(key)
+            except SandboxerError as e:
+                self._answer({"error": [type(e).__module__, type(e).__name__, e.message, e.hint]})
+                return
+        self._answer({"ready": parked})
+        try:  # the next test most likely wants the same: set it up while this one runs
+            self.ready.append((key, self._start(key)))
+        except SandboxerError:
+            return  # the next get meets the error itself
+        while len(self.ready) > _MAX_IDLE:
+            self._kill(self.ready.pop(0)[1]["id"])
+
+    def _answer(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode() + b"\n"
+        while data:
+            data = data[os.write(self.sock, data):]
+
+    def _start(self, key: str) -> dict[str, Any]:
+        """Set one sandbox up with a parked PID 1; what the client needs to join it."""
+        from .procfs import start_time
+        from .runtime.enter import identity_of
+        from .runtime.init import Workload
+        from .runtime.launcher import start
+        from .runtime.plan import Identity
+        from .sandbox import SandboxOptions, Volume, prepare, release
+
+        values, settings = json.loads(key)
+        for name in [k for k in os.environ if k not in settings and k in _settings(os.environ)]:
+            del os.environ[name]
+        os.environ.update(settings)
+        values["volumes"] = tuple(Volume(*v) for v in values["volumes"])
+        plan = prepare(SandboxOptions(**values)._replace(init=False))  # PID 1 is the reaper itself
+        identity = identity_of(plan)  # the workload's, which the joining process takes
+        # PID 1 stays root of the sandbox: a process that changed its uid is not dumpable, and its
+        # /proc/PID/ns would then be closed to the joining caller
+        plan.identity = Identity(0, 0, (), None)
+        gc.freeze()  # else collections in the set-up process and PID 1 write to every object: copy-on-write
+        try:
+            started = start(plan, Workload(call=_park), forward_signals=False)
+        except BaseException:
+            release(plan)
+            raise
+        self.live[started.status_r] = started
+        return {"id": plan.id, "pid": started.pid1, "start": start_time(started.pid1), "identity": identity}
+
+    def _kill(self, sandbox_id: str) -> None:
+        for started in self.live.values():
+            if started.plan.id == sandbox_id:
+                try:
+                    os.kill(started.pid1, signal.SIGKILL)  # the kernel ends its PID namespace
+                except ProcessLookupError:
+                    pass
+                return
+
+    def _tear_down(self, fd: int) -> None:
+        """PID 1 is gone: collect the set-up process's report, and release what the sandbox held."""
+        from .runtime.launcher import wait
+        from .sandbox import release
+
+        started = self.live.pop(fd)
+        self.ready = [(k, p) for k, p in self.ready if p["id"] != started.plan.id]
+        try:
+            wait(started)
+        finally:
+            release(started.plan)
+
+    def shutdown(self) -> None:
+        for started in self.live.values():
+            self._kill(started.plan.id)
+        for fd in list(self.live):
+            self._tear_down(fd)
+
+
+def _park() -> int:
+    """PID 1 of a parked sandbox: reap what the joined workload leaves behind, until killed."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGCHLD,))
+    while True:
+        signal.sigwaitinfo((signal.SIGCHLD,))
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+
+
+def serve(sock: int) -> None:
+    """The pool process's main: serve the client on ``sock`` until it goes."""
+    from . import syscalls as sc
+
+    parent = os.getppid()
+    sc.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the client's to handle
+    # everything set-up needs, found and imported once, before the first fork
+    from . import builtins, plugins, procfs, sandbox, storage  # noqa: F401
+    from .network import rootlessns  # noqa: F401
+    from .runtime import enter, launcher  # noqa: F401
+    from .seccomp import cache  # noqa: F401
+    from .storage import copy, fuse, overlay  # noqa: F401
+
+    plugins.external_entry_points()
+    server = _Server(sock)
+    try:
+        server.run()
+    finally:
+        server.shutdown()
