@@ -113,7 +113,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             problems.append(f"{item.nodeid}: sandbox marker: {e}")
     if problems:
         raise pytest.UsageError("invalid sandbox markers:\n  " + "\n  ".join(problems))
-    if sandboxed:
+    if sandboxed and not config.getoption("sandbox_keep_failed"):
         _pool(config).warm()  # its start-up overlaps the tests that run before the first sandboxed one
 
 

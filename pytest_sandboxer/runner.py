@@ -328,7 +328,7 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
              options: dict[str, Any]) -> Outcome:
     """Steps 1-3 for one item."""
     from sandboxer import SandboxOptions, Volume, run
-    from sandboxer.pool import join, poolable
+    from sandboxer.pool import poolable
 
     try:
         _setup_outside(item)
@@ -371,11 +371,7 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
     pool = options.get("pool")
     try:
         if pool is not None and poolable(opts):  # set up ahead of time by the pool; this process only joins
-            parked = pool.get(opts)
-            try:
-                status = join(parked, call, timeout=config.timeout)
-            finally:
-                pool.release(parked)
+            status = pool.run(opts, call, timeout=config.timeout)
         else:
             status = run(opts, call, timeout=config.timeout, on_notice=lambda _msg: None)
         records = _Channel.receive(fd)

@@ -67,9 +67,14 @@ class Parked(namedtuple("Parked", "id pid start identity")):
 
 
 def poolable(opts: SandboxOptions) -> bool:
-    """Whether a pool can set up this sandbox ahead of time: options that are plain data, and no
-    writable layer kept on disk (that one is per run, and the caller reads it afterwards)."""
-    return opts.upper_dir is None and (opts.image is None or isinstance(opts.image, str))
+    """Whether a pool can set up this sandbox ahead of time: options that are plain data, no
+    writable layer kept on disk (that one is per run, and the caller reads it afterwards), and no
+    third-party plugin — a cgroup or network plugin attaches the set-up process, and the workload
+    that joins later would run outside what it attached."""
+    from .plugins import external_entry_points
+
+    return (opts.upper_dir is None and (opts.image is None or isinstance(opts.image, str))
+            and not external_entry_points())
 
 
 class Pool:
@@ -96,12 +101,28 @@ class Pool:
                 reply = self._receive()
             except OSError:
                 reply = {}
+            except BaseException:  # interrupted between question and answer: that answer is nobody's
+                self.close()
+                raise
             if reply:
                 break
             self.close()
         if "ready" in reply:
             return Parked(**reply["ready"])
         raise _rebuild_error(reply.get("error") or ["", "", "the sandbox pool process stopped", None])
+
+    def run(self, opts: SandboxOptions, call: Callable[[], int], timeout: float | None = None) -> ExitStatus:
+        """Run ``call`` in a forked child inside a sandbox set up with ``opts`` (see :func:`join`)."""
+        parked = self.get(opts)
+
+        def inside() -> int:
+            self._sock.close()  # the workload has no business with the pool
+            return call()
+
+        try:
+            return join(parked, inside, timeout)
+        finally:
+            self.release(parked)
 
     def release(self, parked: Parked) -> None:
         """The workload has ended: the pool kills the sandbox (and starts no other in its place)."""
@@ -167,17 +188,32 @@ def join(parked: Parked, call: Callable[[], int], timeout: float | None = None) 
     """
     import time
 
+    from .procfs import start_time
     from .runtime.enter import ExecOptions, enter_status
+
+    try:
+        pidfd = os.pidfd_open(parked.pid)  # signals reach this PID 1, never a process that reused its PID
+    except ProcessLookupError:
+        pidfd = -1
+    if pidfd < 0 or start_time(parked.pid) != parked.start:
+        if pidfd >= 0:
+            os.close(pidfd)
+        from .errors import SetupError
+
+        raise SetupError("join the sandbox", "its PID 1 died before the workload joined")
 
     def kill() -> None:
         try:
-            os.kill(parked.pid, signal.SIGKILL)  # PID 1: the kernel ends everything in its namespace
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # PID 1: the kernel ends its namespace
         except ProcessLookupError:
             pass
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    return enter_status(parked.pid, parked.identity, [], [], parked.identity["cwd"],
-                        ExecOptions(call=call), parked.start, deadline=deadline, on_timeout=kill)
+    try:
+        return enter_status(parked.pid, parked.identity, [], [], parked.identity["cwd"],
+                            ExecOptions(call=call), parked.start, deadline=deadline, on_timeout=kill)
+    finally:
+        os.close(pidfd)
 
 
 def _rebuild_error(fields: list[Any]) -> SandboxerError:
@@ -205,7 +241,8 @@ class _Server:
 
     It is the caller of each sandbox it starts (:func:`sandboxer.runtime.launcher.start`), and
     watches each one's status pipe to tear it down (:func:`sandboxer.sandbox.release`) once its
-    PID 1 is gone — killed at ``release``, or dead on its own.
+    PID 1 is gone — killed at ``release``, or dead on its own.  No error of one sandbox stops it:
+    the others, and the test joined to one, go on.
     """
 
     def __init__(self, sock: int) -> None:
@@ -213,6 +250,7 @@ class _Server:
         self.buffer = b""
         self.ready: list[tuple[str, dict[str, Any]]] = []  #: (options, parked), oldest first
         self.live: dict[int, Started] = {}  #: status fd -> every sandbox started and not yet torn down
+        self.pidfds: dict[str, int] = {}    #: sandbox id -> its PID 1, to signal without PID reuse
 
     def run(self) -> None:
         import select
@@ -222,7 +260,7 @@ class _Server:
                 if fd == self.sock:
                     if not self._read_client():
                         return
-                else:
+                elif fd in self.live:
                     self._tear_down(fd)
 
     def _read_client(self) -> bool:
@@ -240,24 +278,35 @@ class _Server:
         return True
 
     def _get(self, key: str) -> None:
-        for i, (k, found) in enumerate(self.ready):
-            if k == key:
-                del self.ready[i]
-                parked = found
-                break
-        else:
+        parked = self._take_ready(key)
+        if parked is None:
             try:
                 parked = self._start(key)
-            except SandboxerError as e:
-                self._answer({"error": [type(e).__module__, type(e).__name__, e.message, e.hint]})
+            except Exception as e:
+                self._answer({"error": _error_fields(e)})
                 return
         self._answer({"ready": parked})
         try:  # the next test most likely wants the same: set it up while this one runs
             self.ready.append((key, self._start(key)))
-        except SandboxerError:
-            return  # the next get meets the error itself
+        except Exception:
+            return  # the next get meets the error itself, and answers it
         while len(self.ready) > _MAX_IDLE:
             self._kill(self.ready.pop(0)[1]["id"])
+
+    def _take_ready(self, key: str) -> dict[str, Any] | None:
+        """A sandbox set up ahead with these options whose PID 1 still lives, or None."""
+        import select
+
+        for i, (k, parked) in enumerate(self.ready):
+            if k == key:
+                del self.ready[i]
+                dead = [fd for fd, started in self.live.items() if started.plan.id == parked["id"]
+                        and select.select([fd], [], [], 0)[0]]
+                if not dead:
+                    return parked
+                self._tear_down(dead[0])
+                return self._take_ready(key)
+        return None
 
     def _answer(self, message: dict[str, Any]) -> None:
         data = json.dumps(message).encode() + b"\n"
@@ -289,17 +338,22 @@ class _Server:
         except BaseException:
             release(plan)
             raise
+        finally:
+            gc.unfreeze()  # ours to collect again
         self.live[started.status_r] = started
+        try:
+            self.pidfds[plan.id] = os.pidfd_open(started.pid1)
+        except ProcessLookupError:
+            pass  # dead already: its status pipe says so, and the next get skips it
         return {"id": plan.id, "pid": started.pid1, "start": start_time(started.pid1), "identity": identity}
 
     def _kill(self, sandbox_id: str) -> None:
-        for started in self.live.values():
-            if started.plan.id == sandbox_id:
-                try:
-                    os.kill(started.pid1, signal.SIGKILL)  # the kernel ends its PID namespace
-                except ProcessLookupError:
-                    pass
-                return
+        pidfd = self.pidfds.get(sandbox_id)
+        if pidfd is not None:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # the kernel ends its PID namespace
+            except ProcessLookupError:
+                pass
 
     def _tear_down(self, fd: int) -> None:
         """PID 1 is gone: collect the set-up process's report, and release what the sandbox held."""
@@ -307,21 +361,40 @@ class _Server:
         from .sandbox import release
 
         started = self.live.pop(fd)
-        self.ready = [(k, p) for k, p in self.ready if p["id"] != started.plan.id]
+        sandbox_id = started.plan.id
+        self.ready = [(k, p) for k, p in self.ready if p["id"] != sandbox_id]
+        pidfd = self.pidfds.pop(sandbox_id, None)
+        if pidfd is not None:
+            os.close(pidfd)
         try:
             wait(started)
-        finally:
+        except Exception:
+            pass  # a set-up process killed from outside, a plugin's stopped hook: release anyway
+        try:
             release(started.plan)
+        except Exception:
+            pass  # what is left, the next run's garbage collection removes
 
     def shutdown(self) -> None:
-        for started in self.live.values():
-            self._kill(started.plan.id)
+        for sandbox_id in list(self.pidfds):
+            self._kill(sandbox_id)
         for fd in list(self.live):
             self._tear_down(fd)
 
 
+def _error_fields(e: Exception) -> list[Any]:
+    if isinstance(e, SandboxerError):
+        return [type(e).__module__, type(e).__name__, e.message, e.hint]
+    return ["sandboxer.errors", "SandboxerError", f"the sandbox pool failed: {e!r}", None]
+
+
 def _park() -> int:
-    """PID 1 of a parked sandbox: reap what the joined workload leaves behind, until killed."""
+    """PID 1 of a parked sandbox: reap what the joined workload leaves behind, until killed.
+
+    It keeps no file descriptor: the pool's pipes and sockets are none of the sandbox's business,
+    and its root user could reach them through /proc/1/fd.
+    """
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGCHLD,))
     while True:
         signal.sigwaitinfo((signal.SIGCHLD,))
@@ -340,6 +413,7 @@ def serve(sock: int) -> None:
     sc.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent:
         return
+    os.set_inheritable(sock, False)  # not into the helpers the sandboxes start
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the client's to handle
     # everything set-up needs, found and imported once, before the first fork
     from . import builtins, plugins, procfs, sandbox, storage  # noqa: F401

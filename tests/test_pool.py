@@ -155,3 +155,29 @@ def test_sandboxes_follow_the_callers_settings(pool: Pool, tmp_path, monkeypatch
     finally:
         pool.release(parked)
     assert _gone(parked.id)
+
+
+def test_workload_cannot_reach_the_pool(pool: Pool) -> None:
+    """Neither the test's process nor the sandbox's PID 1 holds the pool's socket or pipes."""
+    r, w = os.pipe()
+
+    def inside() -> int:
+        os.close(r)
+        os.write(w, f"{pool._sock.fileno()} {sorted(os.listdir('/proc/1/fd'))}".encode())
+        return 0
+
+    status = pool.run(OPTS, inside)
+    os.close(w)
+    with os.fdopen(r) as f:
+        assert (status.code, f.read()) == (0, "-1 ['0', '1', '2']")
+
+
+def test_third_party_plugins_keep_sandboxes_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin attaches the set-up process (a cgroup): a workload joining later would escape it."""
+    from sandboxer import plugins
+    from sandboxer.pool import poolable
+
+    assert poolable(OPTS)
+    assert not poolable(OPTS._replace(upper_dir="/tmp/kept"))
+    monkeypatch.setattr(plugins, "external_entry_points", lambda: [("limits", "some.module:Plugin")])
+    assert not poolable(OPTS)

@@ -110,6 +110,7 @@ def enter_status(pid: int, identity: dict[str, Any], argv: list[str], env: list[
         ours, sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     msg_r, msg_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)  # the command's raw wait status, as the child saw it
+    flush_std()  # else the child inherits, and may write again, what we have buffered
     child = fork(keep_python=opts.call is not None)
     if child == 0:  # pragma: no cover - runs in the child
         code = 125
@@ -131,6 +132,28 @@ def enter_status(pid: int, identity: dict[str, Any], argv: list[str], env: list[
         os.close(fd)
     os.close(msg_w)
     os.close(status_w)
+    try:
+        msg, raw, timed_out = _follow(msg_r, status_r, ours, sock, opts, deadline, on_timeout)
+    except BaseException:
+        os.kill(child, signal.SIGKILL)  # its command dies with it (death signal)
+        os.waitpid(child, 0)
+        raise
+    finally:
+        os.close(status_r)
+    _, status = os.waitpid(child, 0)
+    if msg is not None and msg[0] == "error":
+        raise sync.error_from_fields(msg)
+    if opts.detach:
+        return ExitStatus(0)
+    ended = ExitStatus.from_wait_status(int(raw) if raw.strip() else status)
+    return ended._replace(timed_out=True) if timed_out else ended
+
+
+def _follow(msg_r: int, status_r: int, ours: Any, sock: Any, opts: ExecOptions,
+            deadline: float | None, on_timeout: Callable[[], None] | None) -> tuple[Any, bytes, bool]:
+    """The caller's side while the command runs: its start (or set-up error), the terminal, the
+    deadline; returns the last message, the command's raw wait status (b"" if none came) and
+    whether the deadline passed."""
     master = -1
     if ours is not None and sock is not None:
         import socket
@@ -163,33 +186,22 @@ def enter_status(pid: int, identity: dict[str, Any], argv: list[str], env: list[
     elif master >= 0:
         from .tty import relay
 
-        if msg is None:
-            relay(master, forward_input=not opts.stdin_null)
-        os.close(master)
+        try:
+            if msg is None:
+                relay(master, forward_input=not opts.stdin_null)
+        finally:
+            os.close(master)
     timed_out = False
-    try:
-        if opts.alongside is not None and msg is None:
-            opts.alongside()
-        if deadline is not None and msg is None and not readable_before(status_r, deadline):
-            timed_out = True
-            if on_timeout is not None:
-                on_timeout()
-        raw = b""
-        while chunk := os.read(status_r, 64):
-            raw += chunk
-    except BaseException:
-        os.kill(child, signal.SIGKILL)  # its command dies with it (death signal)
-        os.waitpid(child, 0)
-        raise
-    finally:
-        os.close(status_r)
-    _, status = os.waitpid(child, 0)
-    if msg is not None and msg[0] == "error":
-        raise sync.error_from_fields(msg)
-    if opts.detach:
-        return ExitStatus(0)
-    ended = ExitStatus.from_wait_status(int(raw) if raw.strip() else status)
-    return ended._replace(timed_out=True) if timed_out else ended
+    if opts.alongside is not None and msg is None:
+        opts.alongside()
+    if deadline is not None and msg is None and not readable_before(status_r, deadline):
+        timed_out = True
+        if on_timeout is not None:
+            on_timeout()
+    raw = b""
+    while chunk := os.read(status_r, 64):
+        raw += chunk
+    return msg, raw, timed_out
 
 
 def _join(fds: list[int]) -> None:
