@@ -30,7 +30,6 @@ HINT]}``; it sends ``{"release": ID}``, which has no answer.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
@@ -332,14 +331,11 @@ class _Server:
         # PID 1 stays root of the sandbox: a process that changed its uid is not dumpable, and its
         # /proc/PID/ns would then be closed to the joining caller
         plan.identity = Identity(0, 0, (), None)
-        gc.freeze()  # else collections in the set-up process and PID 1 write to every object: copy-on-write
         try:
             started = start(plan, Workload(call=_park), forward_signals=False)
         except BaseException:
             release(plan)
             raise
-        finally:
-            gc.unfreeze()  # ours to collect again
         self.live[started.status_r] = started
         try:
             self.pidfds[plan.id] = os.pidfd_open(started.pid1)
