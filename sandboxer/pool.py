@@ -66,14 +66,16 @@ class Parked(namedtuple("Parked", "id pid start identity")):
 
 
 def poolable(opts: SandboxOptions) -> bool:
-    """Whether a pool can set up this sandbox ahead of time: options that are plain data, no
-    writable layer kept on disk (that one is per run, and the caller reads it afterwards), and no
+    """Whether a pool can set up this sandbox ahead of time: options that are plain data; no
+    writable layer kept on disk (that one is per run, and the caller reads it afterwards); not on a
+    user-defined network (its holder's user namespace is out of reach from the pool's own); and no
     third-party plugin — a cgroup or network plugin attaches the set-up process, and the workload
     that joins later would run outside what it attached."""
+    from .network import USER_DEFINED, mode_of
     from .plugins import external_entry_points
 
     return (opts.upper_dir is None and (opts.image is None or isinstance(opts.image, str))
-            and not external_entry_points())
+            and mode_of(opts.network) is not USER_DEFINED and not external_entry_points())
 
 
 class Pool:
@@ -83,6 +85,7 @@ class Pool:
         self._sock: Any = None
         self._proc: Any = None
         self._buffer = b""
+        self._greeted = False
 
     def warm(self) -> None:
         """Start the pool process now, so that its start-up overlaps the caller's own work."""
@@ -96,6 +99,8 @@ class Pool:
             if self._sock is None:
                 self._start()
             try:
+                if not self._greeted:
+                    self._greet()
                 self._send({"get": [opts._asdict(), _settings(os.environ)]})
                 reply = self._receive()
             except OSError:
@@ -138,6 +143,7 @@ class Pool:
         self._sock.close()
         self._sock = None
         self._buffer = b""
+        self._greeted = False
         try:
             self._proc.wait(timeout=10)
         except Exception:
@@ -159,6 +165,21 @@ class Pool:
                 pass_fds=(theirs.fileno(),), cwd="/", stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._sock = ours
+
+    def _greet(self) -> None:
+        """The pool's first word: "userns" when it has unshared a user namespace of its own, which
+        we map (newuidmap, once per session) before it sets anything up (see :func:`serve`)."""
+        hello = self._receive()
+        if hello.get("hello") == "userns":
+            from .runtime.userns import default_idmap, write_idmap
+
+            try:
+                write_idmap(self._proc.pid, default_idmap())
+            except BaseException:
+                self.close()
+                raise
+            self._send({"go": True})
+        self._greeted = bool(hello)
 
     def _send(self, message: dict[str, Any]) -> None:
         self._sock.sendall(json.dumps(message).encode() + b"\n")
@@ -254,6 +275,7 @@ class _Server:
     def run(self) -> None:
         import select
 
+        self._dispatch()  # what came along with the greeting
         while True:
             for fd in select.select([self.sock, *self.live], [], [])[0]:
                 if fd == self.sock:
@@ -262,11 +284,27 @@ class _Server:
                 elif fd in self.live:
                     self._tear_down(fd)
 
+    def next_message(self) -> dict[str, Any]:
+        """Wait for the client's next message ({} at end of file)."""
+        while b"\n" not in self.buffer:
+            chunk = os.read(self.sock, 1 << 16)
+            if not chunk:
+                return {}
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
     def _read_client(self) -> bool:
         chunk = os.read(self.sock, 1 << 16)
         if not chunk:
             return False
         self.buffer += chunk
+        self._dispatch()
+        return True
+
+    def _dispatch(self) -> None:
+        """Act on every whole message read so far."""
         while b"\n" in self.buffer:
             line, _, self.buffer = self.buffer.partition(b"\n")
             message = json.loads(line)
@@ -274,7 +312,6 @@ class _Server:
                 self._get(json.dumps(message["get"]))
             elif "release" in message:
                 self._kill(message["release"])
-        return True
 
     def _get(self, key: str) -> None:
         parked = self._take_ready(key)
@@ -282,9 +319,9 @@ class _Server:
             try:
                 parked = self._start(key)
             except Exception as e:
-                self._answer({"error": _error_fields(e)})
+                self.answer({"error": _error_fields(e)})
                 return
-        self._answer({"ready": parked})
+        self.answer({"ready": parked})
         try:  # the next test most likely wants the same: set it up while this one runs
             self.ready.append((key, self._start(key)))
         except Exception:
@@ -307,7 +344,7 @@ class _Server:
                 return self._take_ready(key)
         return None
 
-    def _answer(self, message: dict[str, Any]) -> None:
+    def answer(self, message: dict[str, Any]) -> None:
         data = json.dumps(message).encode() + b"\n"
         while data:
             data = data[os.write(self.sock, data):]
@@ -411,6 +448,16 @@ def serve(sock: int) -> None:
         return
     os.set_inheritable(sock, False)  # not into the helpers the sandboxes start
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the client's to handle
+    from .runtime.userns import default_idmap
+
+    # with subordinate ids, a user namespace of our own that maps them all, once: each sandbox's
+    # user namespace is then a child of it, whose maps we write ourselves — not newuidmap and
+    # newgidmap, two set-uid programs that cost ~4.5 ms of CPU per sandbox
+    nest = os.getuid() != 0 and not default_idmap().single
+    if nest:
+        sc.unshare(sc.CLONE_NEWUSER)
+    server = _Server(sock)
+    server.answer({"hello": "userns" if nest else "ready"})
     # everything set-up needs, found and imported once, before the first fork
     from . import builtins, plugins, procfs, sandbox, storage  # noqa: F401
     from .network import rootlessns  # noqa: F401
@@ -419,7 +466,8 @@ def serve(sock: int) -> None:
     from .storage import copy, fuse, overlay  # noqa: F401
 
     plugins.external_entry_points()
-    server = _Server(sock)
+    if nest and "go" not in server.next_message():
+        return  # the client could not map us, and said why itself
     try:
         server.run()
     finally:

@@ -179,5 +179,33 @@ def test_third_party_plugins_keep_sandboxes_in_process(monkeypatch: pytest.Monke
 
     assert poolable(OPTS)
     assert not poolable(OPTS._replace(upper_dir="/tmp/kept"))
+    assert poolable(OPTS._replace(network="slirp4netns")) and not poolable(OPTS._replace(network="mynet"))
     monkeypatch.setattr(plugins, "external_entry_points", lambda: [("limits", "some.module:Plugin")])
     assert not poolable(OPTS)
+
+
+def test_ids_map_as_in_any_sandbox(pool: Pool, tmp_path) -> None:
+    """The pool's sandboxes are user namespaces nested in its own, mapped without newuidmap: ids
+    still land on the caller's subordinate ranges on the host."""
+    from sandboxer import Volume
+    from sandboxer.runtime.userns import default_idmap
+
+    idmap = default_idmap()
+    if idmap.single or os.getuid() == 0:
+        pytest.skip("no subordinate ids here: the pool does not nest")
+    target = tmp_path / "owned"
+
+    def chown() -> int:
+        target.write_text("x")
+        os.chown(target, 1000, 1000)
+        return 0
+
+    status, _, _ = run_in(pool, chown, OPTS._replace(volumes=(Volume(str(tmp_path), str(tmp_path)),)))
+    assert status.code == 0
+
+    def host(maps: tuple, inside: int) -> int:
+        return next(m.host_id + inside - m.container_id for m in maps
+                    if m.container_id <= inside < m.container_id + m.size)
+
+    st = target.stat()
+    assert (st.st_uid, st.st_gid) == (host(idmap.uids, 1000), host(idmap.gids, 1000))
