@@ -84,7 +84,7 @@ class Pool:
     def __init__(self) -> None:
         self._sock: Any = None
         self._proc: Any = None
-        self._buffer = b""
+        self._lines = _Lines(-1)
         self._greeted = False
 
     def warm(self) -> None:
@@ -101,8 +101,8 @@ class Pool:
             try:
                 if not self._greeted:
                     self._greet()
-                self._send({"get": [opts._asdict(), _settings(os.environ)]})
-                reply = self._receive()
+                self._lines.send({"get": [opts._asdict(), _settings(os.environ)]})
+                reply = self._lines.next()
             except OSError:
                 reply = {}
             except BaseException:  # interrupted between question and answer: that answer is nobody's
@@ -132,7 +132,7 @@ class Pool:
         """The workload has ended: the pool kills the sandbox (and starts no other in its place)."""
         if self._sock is not None:
             try:
-                self._send({"release": parked.id})
+                self._lines.send({"release": parked.id})
             except OSError:
                 pass
 
@@ -142,7 +142,6 @@ class Pool:
             return
         self._sock.close()
         self._sock = None
-        self._buffer = b""
         self._greeted = False
         try:
             self._proc.wait(timeout=10)
@@ -165,11 +164,12 @@ class Pool:
                 pass_fds=(theirs.fileno(),), cwd="/", stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._sock = ours
+        self._lines = _Lines(ours.fileno())
 
     def _greet(self) -> None:
         """The pool's first word: "userns" when it has unshared a user namespace of its own, which
         we map (newuidmap, once per session) before it sets anything up (see :func:`serve`)."""
-        hello = self._receive()
+        hello = self._lines.next()
         if hello.get("hello") == "userns":
             from .runtime.userns import default_idmap, write_idmap
 
@@ -178,21 +178,41 @@ class Pool:
             except BaseException:
                 self.close()
                 raise
-            self._send({"go": True})
+            self._lines.send({"go": True})
         self._greeted = bool(hello)
 
-    def _send(self, message: dict[str, Any]) -> None:
-        self._sock.sendall(json.dumps(message).encode() + b"\n")
+class _Lines:
+    """One JSON object per line, both ways, over a socket's file descriptor (both ends use it)."""
 
-    def _receive(self) -> dict[str, Any]:
-        while b"\n" not in self._buffer:
-            chunk = self._sock.recv(1 << 16)
-            if not chunk:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode() + b"\n"
+        while data:
+            data = data[os.write(self.fd, data):]
+
+    def fill(self) -> bool:
+        """Read what has come (blocking until something does); False at end of file."""
+        chunk = os.read(self.fd, 1 << 16)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def pop(self) -> dict[str, Any] | None:
+        """The next whole message read so far, or None."""
+        if b"\n" not in self.buffer:
+            return None
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def next(self) -> dict[str, Any]:
+        """The next message, waiting for it ({} at end of file)."""
+        while (message := self.pop()) is None:
+            if not self.fill():
                 return {}
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        reply: dict[str, Any] = json.loads(line)
-        return reply
+        return message
 
 
 def _settings(environ: Mapping[str, str]) -> dict[str, str]:
@@ -267,7 +287,7 @@ class _Server:
 
     def __init__(self, sock: int) -> None:
         self.sock = sock
-        self.buffer = b""
+        self.lines = _Lines(sock)
         self.ready: list[tuple[str, dict[str, Any]]] = []  #: (options, parked), oldest first
         self.live: dict[int, Started] = {}  #: status fd -> every sandbox started and not yet torn down
         self.pidfds: dict[str, int] = {}    #: sandbox id -> its PID 1, to signal without PID reuse
@@ -284,30 +304,15 @@ class _Server:
                 elif fd in self.live:
                     self._tear_down(fd)
 
-    def next_message(self) -> dict[str, Any]:
-        """Wait for the client's next message ({} at end of file)."""
-        while b"\n" not in self.buffer:
-            chunk = os.read(self.sock, 1 << 16)
-            if not chunk:
-                return {}
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        message: dict[str, Any] = json.loads(line)
-        return message
-
     def _read_client(self) -> bool:
-        chunk = os.read(self.sock, 1 << 16)
-        if not chunk:
+        if not self.lines.fill():
             return False
-        self.buffer += chunk
         self._dispatch()
         return True
 
     def _dispatch(self) -> None:
         """Act on every whole message read so far."""
-        while b"\n" in self.buffer:
-            line, _, self.buffer = self.buffer.partition(b"\n")
-            message = json.loads(line)
+        while (message := self.lines.pop()) is not None:
             if "get" in message:
                 self._get(json.dumps(message["get"]))
             elif "release" in message:
@@ -319,9 +324,9 @@ class _Server:
             try:
                 parked = self._start(key)
             except Exception as e:
-                self.answer({"error": _error_fields(e)})
+                self.lines.send({"error": _error_fields(e)})
                 return
-        self.answer({"ready": parked})
+        self.lines.send({"ready": parked})
         try:  # the next test most likely wants the same: set it up while this one runs
             self.ready.append((key, self._start(key)))
         except Exception:
@@ -343,11 +348,6 @@ class _Server:
                 self._tear_down(dead[0])
                 return self._take_ready(key)
         return None
-
-    def answer(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message).encode() + b"\n"
-        while data:
-            data = data[os.write(self.sock, data):]
 
     def _start(self, key: str) -> dict[str, Any]:
         """Set one sandbox up with a parked PID 1; what the client needs to join it."""
@@ -457,7 +457,7 @@ def serve(sock: int) -> None:
     if nest:
         sc.unshare(sc.CLONE_NEWUSER)
     server = _Server(sock)
-    server.answer({"hello": "userns" if nest else "ready"})
+    server.lines.send({"hello": "userns" if nest else "ready"})
     # everything set-up needs, found and imported once, before the first fork
     from . import builtins, plugins, procfs, sandbox, storage  # noqa: F401
     from .network import rootlessns  # noqa: F401
@@ -466,7 +466,7 @@ def serve(sock: int) -> None:
     from .storage import copy, fuse, overlay  # noqa: F401
 
     plugins.external_entry_points()
-    if nest and "go" not in server.next_message():
+    if nest and "go" not in server.lines.next():
         return  # the client could not map us, and said why itself
     try:
         server.run()
