@@ -15,6 +15,11 @@ had; once the workload has ended, the caller releases the sandbox and the
 pool kills its PID 1, which ends its namespaces and mounts, and releases
 its state.
 
+With subordinate ids, the pool unshares a user namespace of its own, which
+its client maps once (newuidmap, newgidmap); each sandbox's user namespace
+is a child of it, and the pool writes its maps itself, its own ids
+straight through — the two set-uid helpers are not run for every sandbox.
+
 Lifetimes: the pool exits at end of file on its socket, killing its
 sandboxes, and dies with its client (a death signal); each sandbox's
 set-up process and PID 1 die with their parent in turn.  What a SIGKILL
@@ -180,6 +185,7 @@ class Pool:
                 raise
             self._lines.send({"go": True})
         self._greeted = bool(hello)
+
 
 class _Lines:
     """One JSON object per line, both ways, over a socket's file descriptor (both ends use it)."""
