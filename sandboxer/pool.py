@@ -248,18 +248,22 @@ def join(parked: Parked, call: Callable[[], int], timeout: float | None = None) 
 
         raise SetupError("join the sandbox", "its PID 1 died before the workload joined")
 
-    def kill() -> None:
-        try:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # PID 1: the kernel ends its namespace
-        except ProcessLookupError:
-            pass
-
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         return enter_status(parked.pid, parked.identity, [], [], parked.identity["cwd"],
-                            ExecOptions(call=call), parked.start, deadline=deadline, on_timeout=kill)
+                            ExecOptions(call=call), parked.start, deadline=deadline,
+                            on_timeout=lambda: _kill_pid1(pidfd))
     finally:
         os.close(pidfd)
+
+
+def _kill_pid1(pidfd: int) -> None:
+    """SIGKILL a sandbox's PID 1 through its pidfd (never a process that reused its PID): the kernel
+    then ends everything in its PID namespace."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _rebuild_error(fields: list[Any]) -> SandboxerError:
@@ -365,7 +369,7 @@ class _Server:
         from .sandbox import SandboxOptions, Volume, prepare, release
 
         values, settings = json.loads(key)
-        for name in [k for k in os.environ if k not in settings and k in _settings(os.environ)]:
+        for name in _settings(os.environ).keys() - settings.keys():
             del os.environ[name]
         os.environ.update(settings)
         values["volumes"] = tuple(Volume(*v) for v in values["volumes"])
@@ -389,10 +393,7 @@ class _Server:
     def _kill(self, sandbox_id: str) -> None:
         pidfd = self.pidfds.get(sandbox_id)
         if pidfd is not None:
-            try:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # the kernel ends its PID namespace
-            except ProcessLookupError:
-                pass
+            _kill_pid1(pidfd)
 
     def _tear_down(self, fd: int) -> None:
         """PID 1 is gone: collect the set-up process's report, and release what the sandbox held."""

@@ -203,9 +203,5 @@ def test_ids_map_as_in_any_sandbox(pool: Pool, tmp_path) -> None:
     status, _, _ = run_in(pool, chown, OPTS._replace(volumes=(Volume(str(tmp_path), str(tmp_path)),)))
     assert status.code == 0
 
-    def host(maps: tuple, inside: int) -> int:
-        return next(m.host_id + inside - m.container_id for m in maps
-                    if m.container_id <= inside < m.container_id + m.size)
-
     st = target.stat()
-    assert (st.st_uid, st.st_gid) == (host(idmap.uids, 1000), host(idmap.gids, 1000))
+    assert (st.st_uid, st.st_gid) == (idmap.host_uid(1000), idmap.host_gid(1000))

@@ -58,6 +58,11 @@ class IdMap(namedtuple("IdMap", "uids gids")):
     def maps_gid(self, gid: int) -> bool:
         return any(m.container_id <= gid < m.container_id + m.size for m in self.gids)
 
+    def host_gid(self, gid: int) -> int | None:
+        """The gid outside that ``gid`` inside stands for (None: unmapped)."""
+        return next((m.host_id + gid - m.container_id for m in self.gids
+                     if m.container_id <= gid < m.container_id + m.size), None)
+
 
 def read_id_ranges(path: str, user: str, uid: int) -> list[tuple[int, int]]:
     """The (start, count) ranges of ``user`` in a subuid/subgid file.
