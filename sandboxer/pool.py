@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from collections import namedtuple
 
+from . import signals
 from .errors import SandboxerError
 
 TYPE_CHECKING = False
@@ -261,7 +261,7 @@ def _kill_pid1(pidfd: int) -> None:
     """SIGKILL a sandbox's PID 1 through its pidfd (never a process that reused its PID): the kernel
     then ends everything in its PID namespace."""
     try:
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        signals.pidfd_send_signal(pidfd, signals.SIGKILL)
     except ProcessLookupError:
         pass
 
@@ -435,9 +435,9 @@ def _park() -> int:
     and its root user could reach them through /proc/1/fd.
     """
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGCHLD,))
+    signals.pthread_sigmask(signals.SIG_BLOCK, (signals.SIGCHLD,))
     while True:
-        signal.sigwaitinfo((signal.SIGCHLD,))
+        signals.sigwaitinfo((signals.SIGCHLD,))
         try:
             while os.waitpid(-1, os.WNOHANG)[0] > 0:
                 pass
@@ -450,11 +450,11 @@ def serve(sock: int) -> None:
     from . import syscalls as sc
 
     parent = os.getppid()
-    sc.set_pdeathsig(signal.SIGKILL)
+    sc.set_pdeathsig(signals.SIGKILL)
     if os.getppid() != parent:
         return
     os.set_inheritable(sock, False)  # not into the helpers the sandboxes start
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the client's to handle
+    signals.signal(signals.SIGINT, signals.SIG_IGN)  # a terminal's Ctrl-C is the client's to handle
     from .runtime.userns import default_idmap
 
     # with subordinate ids, a user namespace of our own that maps them all, once: each sandbox's

@@ -15,12 +15,11 @@ its supervisor, known by PID and start time, is gone) is marked exited
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import time
 from collections.abc import Callable
 
+from . import jsonread, signals
 from .errors import UsageError
 from .logfile import DEFAULT_MAX_SIZE, LogWriter, pump
 from .procfs import cgroup, same_process, start_time
@@ -48,6 +47,8 @@ def log_path(sandbox_id: str) -> str:
 
 
 def _write(record: dict[str, Any]) -> None:
+    import json  # loaded by writers only: readers parse with jsonread
+
     path = os.path.join(_records_dir(), f"{record['id']}.json")
     write_atomically(path, json.dumps(record))
 
@@ -55,7 +56,7 @@ def _write(record: dict[str, Any]) -> None:
 def _read(sandbox_id: str) -> dict[str, Any] | None:
     try:
         with open(os.path.join(_records_dir(), f"{sandbox_id}.json")) as f:
-            record: dict[str, Any] = json.load(f)
+            record: dict[str, Any] = jsonread.loads(f.read())
     except (OSError, ValueError):
         return None
     if record.get("status") == "running" and not _alive(record):
@@ -316,7 +317,7 @@ def _reason(status: ExitStatus, oom_killed: bool) -> str:
     "oom" (SIGKILLed while its cgroup counted an OOM kill)."""
     if status.timed_out:
         return "timeout"
-    if oom_killed and status.signal == signal.SIGKILL:
+    if oom_killed and status.signal == signals.SIGKILL:
         return "oom"
     return "exit" if status.signal is None else "signal"
 
@@ -407,12 +408,12 @@ def stop(record: dict[str, Any], timeout: float = 10.0) -> None:
     if record["status"] != "running":
         return
     if timeout > 0:
-        signal_process(record, "supervisor", signal.SIGTERM)
+        signal_process(record, "supervisor", signals.SIGTERM)
         if _ended(record, timeout):
             return
-    if signal_process(record, "pid", signal.SIGKILL) and _ended(record, 5.0):
+    if signal_process(record, "pid", signals.SIGKILL) and _ended(record, 5.0):
         return
-    signal_process(refresh(record), "supervisor", signal.SIGKILL)  # it takes the sandbox along (PDEATHSIG)
+    signal_process(refresh(record), "supervisor", signals.SIGKILL)  # it takes the sandbox along (PDEATHSIG)
     _ended(record, 30.0)
 
 
@@ -478,13 +479,13 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             attached = running_record(record["id"], "network")  # a user-defined network's address
         except UsageError:  # it ended meanwhile
             ports = attached = None
-        out["Ports"] = json.loads(ports) if ports else []
+        out["Ports"] = jsonread.loads(ports) if ports else []
         network["SandboxKey"] = f"/proc/{pid}/ns/net"
         network["Ports"] = {f"{p['container_port']}/{p['proto']}": [{"HostIp": p["host_ip"],
                                                                       "HostPort": str(p["host_port"])}]
                             for p in out["Ports"]}
         if attached:
-            place = json.loads(attached)
+            place = jsonread.loads(attached)
             network["IPAddress"] = place["address"]
             network["Networks"] = {place["network"]: {
                 "IPAddress": place["address"], "IPPrefixLen": place["prefixlen"], "Gateway": place["gateway"],
@@ -503,7 +504,7 @@ def status_text(record: dict[str, Any], now: float | None = None) -> str:
     reason = record.get("reason")
     if reason == "signal" and record.get("signal"):
         try:
-            return f"{text}, {signal.Signals(int(record['signal'])).name}"
+            return f"{text}, {signals.name(int(record['signal']))}"
         except ValueError:
             return f"{text}, signal {record['signal']}"
     extra = {"timeout": "timed out", "oom": "OOM killed", "error": "failed to start",

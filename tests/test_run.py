@@ -27,6 +27,25 @@ def test_readme_command_runs_as_root_of_the_sandbox() -> None:
     assert {"etc", "usr", "proc"} <= set(listing)
 
 
+def test_the_run_path_imports_nothing_it_does_not_need() -> None:
+    """Every module ``run -- CMD`` loads is start-up time (the command's figure in the README): no json,
+    no enum (the signal module's enums: sandboxer.signals), no dataclasses, typing, subprocess or pluggy."""
+    import site
+    import sys
+    from pathlib import Path
+
+    slow = {"json", "re", "enum", "functools", "dataclasses", "typing", "subprocess", "pluggy", "signal"}
+    code = ("import sys, atexit; from sandboxer.cli import main; atexit.register(lambda: print(*sorted("
+            f"set({sorted(slow)!r}) & set(sys.modules)), file=sys.stderr)); sys.exit(main(sys.argv[1:]))")
+    bare = subprocess.run(
+        [sys.executable, "-S", "-c", code, "run", "--", "sh", "-c", "echo bare"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                          *site.getsitepackages()])},
+        capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 0 and bare.stdout == "bare\n", bare.stderr
+    assert bare.stderr.strip() == "", bare.stderr
+
+
 def test_hostname_option_and_env() -> None:
     p = sh('hostname; echo "$FOO $HOSTNAME"', "--hostname", "box1", "-e", "FOO=bar", check=True)
     assert p.stdout.split("\n")[:2] == ["box1", "bar box1"]

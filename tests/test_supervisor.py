@@ -714,14 +714,15 @@ def test_exec_cp_top_and_tty_in_an_image_without_python(busybox: Path, home_tmp:
         assert t.wait() == 0 and b"/dev/pts/0" in t.output and b"20 70" in t.output
         # as an installed sandboxer starts: no site hooks that import half the library beforehand
         # (the test venv's editable-install finder imports warnings, which os.execvpe needs); and
-        # asking whether NAME is an OCI container must not load the OCI spec's dataclasses (~25 ms)
+        # asking whether NAME is an OCI container must not load the OCI spec's dataclasses (~25 ms), nor
+        # reading the record json (re, enum: ~8 ms; sandboxer.jsonread)
         import site
         import sys
 
         bare = subprocess.run(
             [sys.executable, "-S", "-c", "import sys, atexit; from sandboxer.cli import main; assert 'warnings' not in "
-             "sys.modules; atexit.register(lambda: print(*sorted({'sandboxer.oci.spec', 'dataclasses', 'typing'} "
-             "& set(sys.modules)), file=sys.stderr)); sys.exit(main(sys.argv[1:]))",
+             "sys.modules; atexit.register(lambda: print(*sorted({'sandboxer.oci.spec', 'dataclasses', 'typing', "
+             "'json', 're', 'enum'} & set(sys.modules)), file=sys.stderr)); sys.exit(main(sys.argv[1:]))",
              "exec", name, "sh", "-c", "echo bare"],
             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                                               *site.getsitepackages()])},

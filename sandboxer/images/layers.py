@@ -142,13 +142,11 @@ def _run_unpacker(src_fd: int, dest_fd: int, codec: str) -> dict[str, Any]:
 
 def _unpack_child(src_fd: int, dest_fd: int, codec: str, idmap: IdMap, out_fd: int) -> None:
     """The child's side: unpack, then report stats or the one error.  Never raises."""
-    import signal
-
-    from .. import syscalls
+    from .. import signals, syscalls
 
     record: dict[str, object]
     try:
-        syscalls.set_pdeathsig(signal.SIGKILL)
+        syscalls.set_pdeathsig(signals.SIGKILL)
         os.umask(0)
         with _open_tar(src_fd, codec) as tar:
             record = {"stats": asdict(_Unpacker(dest_fd, idmap).run(tar))}

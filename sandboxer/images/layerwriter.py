@@ -87,13 +87,11 @@ def as_mapped_root(fn: Callable[..., _T], *args: object) -> _T:
 
 def _report(fn: Callable[..., object], args: tuple[object, ...], out_fd: int) -> None:
     """The child's side: run, then write one JSON record (result or error).  Never raises."""
-    import signal
-
-    from .. import syscalls
+    from .. import signals, syscalls
 
     record: dict[str, object]
     try:
-        syscalls.set_pdeathsig(signal.SIGKILL)
+        syscalls.set_pdeathsig(signals.SIGKILL)
         record = {"result": fn(*args)}
     except SandboxerError as e:
         record = {"error": e.message[:_RESULT_LIMIT], "hint": e.hint}

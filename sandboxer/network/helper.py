@@ -78,20 +78,18 @@ def _spawn_detached(argv: list[str], actions: list[tuple[int, int, int]]) -> int
 
 
 def _fork_exec(argv: list[str], keep: tuple[int, ...], null: int, out: int) -> int:
-    import signal
-
-    from .. import syscalls
+    from .. import signals, syscalls
 
     parent = os.getpid()
     env = dict(os.environ)
     child = os.fork()
     if child == 0:  # only async-signal-safe work from here: no locks, no imports
         try:
-            syscalls.set_pdeathsig(signal.SIGKILL)
+            syscalls.set_pdeathsig(signals.SIGKILL)
             if os.getppid() != parent:
                 os._exit(125)  # the caller died before the signal was armed
-            for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; an ignored SIGPIPE stops pasta
-                signal.signal(sig, signal.SIG_DFL)
+            for sig in (signals.SIGPIPE, signals.SIGXFSZ):  # Python ignores them; an ignored SIGPIPE stops pasta
+                signals.signal(sig, signals.SIG_DFL)
             os.dup2(null, 0)
             os.dup2(out, 1)
             os.dup2(out, 2)

@@ -29,12 +29,12 @@ import json
 import os
 import re
 import select
-import signal
 import socket
 import struct
 import sys
 from collections.abc import Callable
 
+from .. import signals
 from .. import syscalls as sc
 from ..errors import SetupError
 from . import netlink
@@ -193,7 +193,7 @@ def _peer_allowed(conn: socket.socket) -> bool:
 
 
 def serve(listener: socket.socket, commit: int) -> None:  # pragma: no cover - the holder's loop
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reap themselves
+    signals.signal(signals.SIGCHLD, signals.SIG_IGN)  # children reap themselves
     watched = [listener.fileno(), commit]
     while True:
         readable = select.select(watched, [], [])[0]
@@ -210,7 +210,7 @@ def serve(listener: socket.socket, commit: int) -> None:  # pragma: no cover - t
         if os.fork() == 0:
             code = 1
             try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # nft is waited for with subprocess
+                signals.signal(signals.SIGCHLD, signals.SIG_DFL)  # nft is waited for with subprocess
                 listener.close()
                 _handle(conn)
                 code = 0

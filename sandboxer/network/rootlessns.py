@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import sys
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 
+from .. import signals
 from .. import syscalls as sc
 from ..errors import HostError, SetupError, UsageError
 from ..state import Lock, subdir, unlink_quiet, write_atomically
@@ -118,7 +118,7 @@ def stop() -> None:
     holder = current()
     if holder is not None:
         try:
-            os.kill(holder.pid, signal.SIGKILL)
+            os.kill(holder.pid, signals.SIGKILL)
         except ProcessLookupError:
             pass
     for name in ("holder", "holder.sock", "slirp.sock", "outbound-missing"):
@@ -181,7 +181,7 @@ def _start() -> Holder:
     except BaseException:
         if pid:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signals.SIGKILL)
             except ProcessLookupError:
                 pass
         raise
@@ -215,8 +215,8 @@ def _holder_main(msg_w: int, go_r: int, keep: tuple[int, ...], log: str,
                     pass
         for fd in keep:
             os.set_inheritable(fd, True)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
+        for sig in (signals.SIGPIPE, signals.SIGXFSZ, signals.SIGINT):
+            signals.signal(sig, signals.SIG_DFL)
         # the caller's sandboxer, not whichever one a bare python would import from "/"
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         path = os.environ.get("PYTHONPATH")

@@ -17,14 +17,13 @@ the supervisor died before start, since PID 1 dies with it (parent-death signals
 
 from __future__ import annotations
 
-import json
 import os
 import select
-import signal
 import stat
 import sys
 import time
 
+from .. import jsonread, signals
 from ..errors import SandboxerError, UsageError
 from ..procfs import start_time
 from ..state import create_locked_dir, is_alive, remove_tree, state_root, subdir, validate_name, write_atomically
@@ -61,7 +60,7 @@ def exists(cid: str) -> bool:
 def _read(cid: str) -> dict[str, Any]:
     try:
         with open(os.path.join(_dir(cid), _STATE)) as f:
-            record: dict[str, Any] = json.load(f)
+            record: dict[str, Any] = jsonread.loads(f.read())
     except (OSError, ValueError):
         raise UsageError(f"container {cid} does not exist",
                          hint=f"see the ID given to 'sandboxer create' (state root {state_root()})") from None
@@ -123,6 +122,8 @@ def _run_hooks(record: dict[str, Any], phase: str, status: str) -> None:
     hooks = record.get("hooks", {}).get(phase)
     if not hooks:
         return
+    import json
+
     from ..runtime.hooks import run_hook_list
     from .spec import Hook, from_json
 
@@ -206,6 +207,8 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         pid, pid_start, supervisor = _supervise(plan, lock_fd, path)
         record.update(pid=pid, pid_start=pid_start, supervisor_pid=supervisor[0], supervisor_start=supervisor[1],
                       created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        import json  # loaded by the verbs that write only: readers parse with jsonread
+
         write_atomically(os.path.join(path, _STATE), json.dumps(record))
         if pid_file is not None:
             write_atomically(pid_file, str(pid))
@@ -213,7 +216,7 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         if sandbox is not None:
             sandbox.release()
         if pid:
-            _kill_quietly(pid, signal.SIGKILL)
+            _kill_quietly(pid, signals.SIGKILL)
         if record is not None:  # the container was (partly) set up: runtime-spec "runtime.md" lifecycle
             _run_hooks(record, "poststop", "stopped")  # goes on at "destroy, then poststop hooks"
         remove_tree(path)
@@ -340,7 +343,7 @@ def _process_json(path: str) -> dict[str, Any]:
     """A process.json (runtime-spec config.md "process"), checked for the fields exec uses."""
     try:
         with open(path) as f:
-            proc = json.load(f)
+            proc = jsonread.loads(f.read())
     except OSError as e:
         raise UsageError(f"cannot read --process {path}: {e.strerror}") from None
     except ValueError as e:
@@ -379,10 +382,14 @@ def _read_gate(fifo: str, pidfd: int) -> list[list[str]]:
 
 def parse_signal(text: str) -> int:
     """``KILL``, ``SIGKILL``, ``kill`` or ``9``."""
+    if text.isdigit():
+        return int(text)
+    import signal  # its Signals enum, for names; the run and exec paths use the lighter ..signals
+
     name = text.upper()
     try:
-        return int(name) if name.isdigit() else int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
-    except (KeyError, ValueError):
+        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except KeyError:
         raise UsageError(f"unknown signal {text!r}", hint="a name (TERM, SIGKILL) or a number (15)") from None
 
 
@@ -456,7 +463,7 @@ def delete(cid: str, force: bool = False) -> None:
                              hint=f"stop it first (sandboxer kill {cid} KILL), or use delete --force")
         pid = int(record["pid"])
         if status != "stopped":
-            _kill_quietly(pid, signal.SIGKILL)
+            _kill_quietly(pid, signals.SIGKILL)
             _wait_gone(pid, record.get("pid_start"), 10.0)
         # the supervisor tears the sandbox down (mounts, its state dir) once PID 1 has gone
         if not _wait_gone(int(record["supervisor_pid"]), record.get("supervisor_start"), 10.0):

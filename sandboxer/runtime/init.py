@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import sys
 from collections.abc import Callable
 
+from .. import signals
 from .. import syscalls as sc
 from ..errors import SetupError
 from . import mounts, sync
@@ -42,9 +42,9 @@ __all__ = ["Pipes", "Workload", "setup_main", "attach_terminal", "env_dict", "re
 HANDED_OFF = "handed-off"
 
 _EARLY_NS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWNET | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                 signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE, signal.SIGTSTP,
-                 signal.SIGTTIN, signal.SIGTTOU)
+_STOP_SIGNALS = (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT,
+                 signals.SIGUSR1, signals.SIGUSR2, signals.SIGPIPE, signals.SIGTSTP,
+                 signals.SIGTTIN, signals.SIGTTOU)
 TIOCSCTTY = 0x540E
 
 
@@ -90,11 +90,11 @@ def setup_main(plan: Plan, pipes: Pipes, workload: Workload, caller: int) -> Non
     """The set-up process (see module docstring).  Never returns."""
     code = 125
     try:
-        sc.set_pdeathsig(signal.SIGKILL)
+        sc.set_pdeathsig(signals.SIGKILL)
         if os.getppid() != caller:
             os._exit(125)  # the caller died before the death signal was armed
         for sig in _STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)  # PID 1 decides; reset there
+            signals.signal(sig, signals.SIG_IGN)  # PID 1 decides; reset there
         code = _setup(plan, pipes, workload)
     except BaseException as e:  # report everything: the caller must not hang
         sync.send_error(pipes.msg_w, e)
@@ -218,7 +218,7 @@ def container_main(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) ->
     """PID 1 of the sandbox (see module docstring).  Never returns."""
     code = 125
     try:
-        sc.set_pdeathsig(signal.SIGKILL)
+        sc.set_pdeathsig(signals.SIGKILL)
         code = _container(plan, pipes, workload, rootfs)
     except BaseException as e:
         for fd in (pipes.gate_w, pipes.msg_w):  # the gate first: the caller kills us once it reads msg_w
@@ -371,8 +371,8 @@ def reset_signals() -> None:
     """Default dispositions and an empty mask for the workload: what the caller ignored or blocked
     (a shell's background job ignores SIGINT and SIGQUIT) is not the sandbox's business."""
     for sig in _STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        signals.signal(sig, signals.SIG_DFL)
+    signals.pthread_sigmask(signals.SIG_SETMASK, ())
 
 
 def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:

@@ -11,12 +11,11 @@ collects PID 1's wait status from the status pipe.  See
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from collections import namedtuple
 
-from .. import plugins
+from .. import plugins, signals
 from ..errors import SandboxerError, SetupError
 from ..syscalls import CLONE_NEWUSER
 from . import sync
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ExitStatus", "run", "start", "wait", "Started", "fork", "readable_before", "HANDED_OFF"]
 
-_PROXIED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT)
+_PROXIED = (signals.SIGTERM, signals.SIGHUP, signals.SIGUSR1, signals.SIGUSR2, signals.SIGINT, signals.SIGQUIT)
 
 
 class ExitStatus(namedtuple("ExitStatus", "code signal timed_out", defaults=(None, False))):
@@ -54,7 +53,7 @@ class ExitStatus(namedtuple("ExitStatus", "code signal timed_out", defaults=(Non
         if self.timed_out:
             return "timed out; process tree killed"
         if self.signal is not None:
-            return f"killed by {signal.Signals(self.signal).name}"
+            return f"killed by {signals.name(self.signal)}"
         return f"exited with status {self.code}"
 
 
@@ -79,10 +78,10 @@ class _SignalProxy:
     def __init__(self) -> None:
         self.pid: int | None = None
         self.pending: list[int] = []
-        self.saved = {sig: signal.signal(sig, self._handle) for sig in _PROXIED}
+        self.saved = {sig: signals.signal(sig, self._handle) for sig in _PROXIED}
 
     def _handle(self, sig: int, _frame: object) -> None:
-        if sig in (signal.SIGINT, signal.SIGQUIT) and _terminal_sent_it():
+        if sig in (signals.SIGINT, signals.SIGQUIT) and _terminal_sent_it():
             return  # the terminal already signalled the whole foreground group
         if self.pid is None:
             self.pending.append(sig)
@@ -103,7 +102,7 @@ class _SignalProxy:
 
     def restore(self) -> None:
         for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
+            signals.signal(sig, handler)
 
 
 def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | None = None) -> ExitStatus:
@@ -296,7 +295,7 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
 
 def _kill_and_reap(pid: int) -> None:
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signals.SIGKILL)
     except ProcessLookupError:
         pass
     try:
@@ -318,7 +317,7 @@ def _wait(pid: int, status_r: int, master: int, pid1: int, deadline: float | Non
     timed_out = deadline is not None and not readable_before(status_r, deadline)
     if timed_out:
         try:
-            os.kill(pid1, signal.SIGKILL)  # PID 1: the kernel kills the rest of its namespace
+            os.kill(pid1, signals.SIGKILL)  # PID 1: the kernel kills the rest of its namespace
         except ProcessLookupError:
             pass
     raw = b""

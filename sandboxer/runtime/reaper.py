@@ -12,16 +12,15 @@ workload's status (128+N if it was killed by signal N), like tini.
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable
 
-from .. import syscalls
+from .. import signals, syscalls
 from . import sync
 
 __all__ = ["run_as_init", "exec_workload"]
 
-_FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
-              signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT, signal.SIGTSTP, signal.SIGALRM)
+_FORWARDED = (signals.SIGHUP, signals.SIGINT, signals.SIGQUIT, signals.SIGTERM, signals.SIGUSR1,
+              signals.SIGUSR2, signals.SIGWINCH, signals.SIGCONT, signals.SIGTSTP, signals.SIGALRM)
 
 
 def run_as_init(start: Callable[[], int], msg_w: int, status_w: int) -> int:
@@ -36,7 +35,7 @@ def run_as_init(start: Callable[[], int], msg_w: int, status_w: int) -> int:
     if child == 0:
         code = 125
         try:
-            syscalls.set_pdeathsig(signal.SIGKILL)
+            syscalls.set_pdeathsig(signals.SIGKILL)
             if os.isatty(0):  # keep job control working: the workload owns the terminal
                 os.setpgid(0, 0)
                 _take_terminal()
@@ -52,7 +51,7 @@ def run_as_init(start: Callable[[], int], msg_w: int, status_w: int) -> int:
             pass
 
     for sig in _FORWARDED:
-        signal.signal(sig, forward)
+        signals.signal(sig, forward)
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
@@ -67,13 +66,13 @@ def run_as_init(start: Callable[[], int], msg_w: int, status_w: int) -> int:
 
 
 def _take_terminal() -> None:
-    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    old = signals.signal(signals.SIGTTOU, signals.SIG_IGN)
     try:
         os.tcsetpgrp(0, os.getpgrp())
     except OSError:
         pass
     finally:
-        signal.signal(signal.SIGTTOU, old)
+        signals.signal(signals.SIGTTOU, old)
 
 
 def exec_workload(argv: list[str], env: dict[str, str], msg_w: int, also: int = -1) -> None:

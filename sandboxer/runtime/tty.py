@@ -12,12 +12,12 @@ import errno
 import fcntl
 import os
 import select
-import signal
 import struct
 import sys
 import termios
 import tty as _tty
 
+from .. import signals
 from .sync import write_all
 
 __all__ = ["open_pty", "relay", "send_console", "size_like_ours"]
@@ -74,7 +74,7 @@ def relay(master: int, forward_input: bool = True) -> None:
     if forward_input and os.isatty(stdin):
         saved = termios.tcgetattr(stdin)
         _tty.setraw(stdin)
-    old_winch = signal.signal(signal.SIGWINCH, lambda *_: _copy_winsize(stdout, master))
+    old_winch = signals.signal(signals.SIGWINCH, lambda *_: _copy_winsize(stdout, master))
     inputs = [master, stdin] if forward_input else [master]
     try:
         while True:
@@ -103,6 +103,6 @@ def relay(master: int, forward_input: bool = True) -> None:
                     inputs.remove(stdin)
                     write_all(master, b"\x04")  # end of input, as a terminal's ^D
     finally:
-        signal.signal(signal.SIGWINCH, old_winch)
+        signals.signal(signals.SIGWINCH, old_winch)
         if saved is not None:
             termios.tcsetattr(stdin, termios.TCSADRAIN, saved)

@@ -11,10 +11,9 @@ no readiness wait, and the daemon runs in the foreground as our child with
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Sequence
 
-from .. import syscalls
+from .. import signals, syscalls
 from ..errors import SetupError
 from ..programs import find
 from . import Snapshotter
@@ -73,7 +72,7 @@ def _spawn_daemon(path: str, argv: list[str], keep_fd: int, target: str) -> None
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:
-            syscalls.set_pdeathsig(signal.SIGKILL)
+            syscalls.set_pdeathsig(signals.SIGKILL)
             if os.getppid() != parent:
                 os._exit(1)
             syscalls.unshare(syscalls.CLONE_NEWNS)
