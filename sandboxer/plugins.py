@@ -160,10 +160,10 @@ def call(hook: str, **kwargs: Any) -> list[Any]:
 
 
 def _call_builtins(hook: str, kwargs: dict[str, Any]) -> list[Any]:
-    import importlib
-
+    for name in _BUILTINS:
+        __import__(name)  # what importlib.import_module does, without loading importlib and warnings
     impls = []
-    plugins = [importlib.import_module(name) for name in _BUILTINS] + [p for p, _ in _local]
+    plugins = [sys.modules[name] for name in _BUILTINS] + [p for p, _ in _local]
     for plugin in reversed(plugins):  # pluggy calls the last registered first
         impl = getattr(plugin, hook, None)
         if impl is not None and hasattr(impl, "sandboxer_impl"):

@@ -23,7 +23,8 @@ FALLBACK_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
 
 def find(name: str) -> str | None:
     """The executable ``name`` on $PATH (then the usual system dirs), or None."""
-    for d in (*os.get_exec_path(), *FALLBACK_DIRS):
+    search = os.environ.get("PATH", os.defpath).split(os.pathsep)  # os.get_exec_path's, without its warnings import
+    for d in (*search, *FALLBACK_DIRS):
         path = os.path.join(d, name)
         if os.access(path, os.X_OK) and not os.path.isdir(path):
             return path
