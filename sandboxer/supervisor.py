@@ -172,6 +172,9 @@ def spawn(body: Callable[[int], int], step: str, close: tuple[int, ...] = ()) ->
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
+            from .syscalls import close_inherited
+
+            close_inherited()  # a caller's pipe held open by a long-lived supervisor would never see EOF
             code = body(ready_w)
         finally:
             os._exit(code)

@@ -23,7 +23,7 @@ __all__ = [
     "prctl", "capget", "capset", "seccomp_set_filter", "ioctl_int",
     "set_pdeathsig", "set_no_new_privs", "cap_bound_drop", "cap_ambient_clear",
     "cap_ambient_raise", "set_keepcaps", "statfs_flags", "mount_setattr_rdonly_recursive",
-    "interface_up", "malloc_trim",
+    "interface_up", "malloc_trim", "cloexec_from", "close_inherited",
 ]
 
 CLONE_NEWNS = 0x00020000
@@ -276,3 +276,45 @@ def interface_up(name: str = "lo") -> None:
 def malloc_trim() -> None:
     """Give the C heap's free memory back to the kernel (a long-lived process after a busy start)."""
     _libc.malloc_trim(0)
+
+
+CLOSE_RANGE_CLOEXEC = 4
+
+
+def cloexec_from(low: int) -> None:
+    """Mark every descriptor from ``low`` up close-on-exec, so that an exec'd workload gets only
+    what was dup'ed below ``low`` — not what sandboxer's own caller left open (a shell's
+    ``7</some/dir`` would be a way out of the sandbox).  ``close_range`` (Linux 5.11) in one call;
+    else one by one, up to the descriptor limit."""
+    try:
+        if _libc.close_range(low, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC) == 0:
+            return
+    except AttributeError:  # a libc without the wrapper (glibc < 2.34)
+        pass
+    import resource
+
+    for fd in range(low, min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 20)):
+        try:
+            os.set_inheritable(fd, False)
+        except OSError:
+            pass  # not open
+
+
+def close_inherited(keep: tuple[int, ...] = ()) -> None:
+    """Close the descriptors from 3 up that this process inherited across exec (those without
+    close-on-exec: everything Python opens has it), but ``keep``: for a process that outlives its
+    caller — a supervisor, an init — and must not hold the caller's pipes open or hand its files on."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: the rare OCI root without it
+        import resource
+
+        fds = list(range(3, min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16)))
+    for fd in fds:
+        if fd < 3 or fd in keep:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                os.close(fd)
+        except OSError:
+            pass  # the listing's own descriptor, closed by now

@@ -67,6 +67,27 @@ def test_workdir() -> None:
     assert sh("pwd", "-w", "/usr/share", check=True).stdout.strip() == "/usr/share"
 
 
+def test_descriptors_the_caller_left_open_stay_outside(tmp_path: pytest.TempPathFactory) -> None:
+    """A shell's ``7</dir`` reaching the workload would be a way out of the sandbox: ``openat``
+    through it reads (and writes) the host's files under any root.  Neither the command nor, with
+    ``--init``, PID 1 (whose descriptors the command reaches through /proc/1/fd) may hold it."""
+    outside = os.path.join(str(tmp_path), "outside")
+    os.mkdir(outside)
+    with open(os.path.join(outside, "secret"), "w") as f:
+        f.write("host only")
+    fd = os.open(outside, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        script = (f"cat /proc/self/fd/{fd}/secret /proc/1/fd/{fd}/secret 2>/dev/null; "
+                  "for f in /proc/self/fd/* /proc/1/fd/*; do readlink $f; done")
+        for init in ([], ["--init"]):
+            p = subprocess.run([*SANDBOXER, "run", *init, "--", "sh", "-c", script], pass_fds=(fd,),
+                               capture_output=True, text=True, timeout=60)
+            assert p.returncode != 0 or p.stdout, p.stderr
+            assert "host only" not in p.stdout and outside not in p.stdout, (init, p.stdout)
+    finally:
+        os.close(fd)
+
+
 def test_exit_status_is_the_commands() -> None:
     assert sh("exit 3").returncode == 3
     # PID 1 of a namespace cannot be killed from inside (as in Docker) ...

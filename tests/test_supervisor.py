@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -196,6 +197,35 @@ def test_exec_joins_the_sandbox_as_its_workload_runs() -> None:
         sandboxer("rm", "-f", name, check=True)
     gone = sandboxer("exec", name, "true")
     assert gone.returncode == 125 and "no such sandbox" in gone.stderr
+
+
+def test_a_detached_sandbox_keeps_none_of_its_callers_descriptors(tmp_path: Path) -> None:
+    """``run -d`` returns, and the caller's pipe sees end of file: the supervisor does not hold it for
+    the sandbox's lifetime; ``exec`` hands the joined command nothing of its caller's either."""
+    name = _name("fds")
+    r, w = os.pipe()
+    secret = tmp_path / "secret"
+    secret.write_text("host only")
+    opened = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    dir_fd = os.dup2(opened, 57)  # a number no shell or ls of the sandbox would have open
+    os.close(opened)
+    try:
+        subprocess.run([*SANDBOXER, "run", "-d", "--name", name, "--", "sleep", "3333.3125"], pass_fds=(w, dir_fd),
+                       check=True, capture_output=True, timeout=60)
+        os.close(w)
+        w = -1
+        ready = select.select([r], [], [], 10)[0]
+        assert ready and os.read(r, 1) == b"", "a process of the detached sandbox holds the caller's pipe"
+        script = f"cat /proc/self/fd/{dir_fd}/secret; ls /proc/self/fd"
+        p = subprocess.run([*SANDBOXER, "exec", name, "sh", "-c", script], pass_fds=(dir_fd,),
+                           capture_output=True, text=True, timeout=60)
+        assert p.stdout.split()[-1].isdigit(), p.stderr  # the listing ran
+        assert "host only" not in p.stdout and str(dir_fd) not in p.stdout.split(), p.stdout
+    finally:
+        for fd in (r, w, dir_fd):
+            if fd >= 0:
+                os.close(fd)
+        sandboxer("rm", "-f", name, check=True)
 
 
 def test_inspect_reports_state_namespaces_and_security() -> None:

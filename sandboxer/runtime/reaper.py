@@ -43,6 +43,7 @@ def run_as_init(start: Callable[[], int], msg_w: int, status_w: int) -> int:
         finally:
             os._exit(code)
     os.close(msg_w)
+    syscalls.close_inherited()  # the workload could reach PID 1's descriptors through /proc/1/fd
 
     def forward(sig: int, _frame: object) -> None:
         try:
@@ -81,6 +82,7 @@ def exec_workload(argv: list[str], env: dict[str, str], msg_w: int, also: int = 
     A failure is reported on ``msg_w`` and, if given, on ``also`` (the OCI start gate, which
     ``start`` reads).
     """
+    syscalls.cloexec_from(3)  # stdio only: nothing the caller of sandboxer had open
     try:
         _execvpe(argv, env)
     except FileNotFoundError:
