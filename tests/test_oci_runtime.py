@@ -317,6 +317,10 @@ def test_create_refuses_bad_input_and_leaves_nothing(bundle: str, cid: str, tmp_
     assert p.stderr.startswith("sandboxer: error: ") and "Traceback" not in p.stderr
     p = create(bundle, cid, "--pid-file", str(tmp_path / "no-such-dir" / "pid"))
     assert p.returncode != 0 and "no such directory" in p.stderr
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    p = create(bundle, cid, "--pid-file", str(locked / "pid"))  # refused before any hook or process runs
+    assert p.returncode != 0 and "not writable" in p.stderr and "Errno" not in p.stderr, p.stderr
     config = json.loads(Path(bundle, "config.json").read_text())
     config["process"]["cwd"] = "relative"
     write_config(bundle, config)
@@ -741,6 +745,9 @@ def test_exec_runs_a_process_in_the_running_container(bundle: str, cid: str) -> 
     child = int(pid_file.read_text())
     assert open(f"/proc/{child}/cmdline").read() == "/bin/busybox\x00sleep\x0030\x00"
     assert os.readlink(f"/proc/{child}/ns/pid") == os.readlink(f"/proc/{pid}/ns/pid")
+    nowhere = sandboxer("exec", "--detach", "--pid-file", str(Path(bundle, "no-dir", "x.pid")), cid, "sleep", "31")
+    assert nowhere.returncode != 0 and "no such directory" in nowhere.stderr  # and nothing was started:
+    assert "sleep 31" not in sandboxer("exec", cid, "/bin/busybox", "ps", check=True).stdout
     assert sandboxer("kill", cid, "KILL").returncode == 0
     wait_status(cid, "stopped")  # the detached process dies with the container's PID namespace
     deadline = time.monotonic() + 10

@@ -24,7 +24,7 @@ import sys
 import time
 
 from .. import jsonread, signals
-from ..errors import SandboxerError, UsageError
+from ..errors import SandboxerError, SetupError, UsageError
 from ..procfs import start_time
 from ..state import create_locked_dir, is_alive, remove_tree, state_root, subdir, validate_name, write_atomically
 
@@ -168,9 +168,7 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         raise UsageError("process.terminal is true but no --console-socket was given",
                          hint="the terminal's master end is sent there; or set terminal to false")
     if pid_file is not None:
-        pid_file = os.path.abspath(pid_file)
-        if not os.path.isdir(os.path.dirname(pid_file)):
-            raise UsageError(f"--pid-file {pid_file}: no such directory", hint="create the directory first")
+        pid_file = _pid_file(pid_file)
     path = _dir(cid)
     if os.path.lexists(path):
         raise UsageError(f"container {cid} already exists", hint=f"delete it first: sandboxer delete {cid}")
@@ -211,7 +209,11 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
 
         write_atomically(os.path.join(path, _STATE), json.dumps(record))
         if pid_file is not None:
-            write_atomically(pid_file, str(pid))
+            try:
+                write_atomically(pid_file, str(pid))
+            except OSError as e:  # checked up front; this is a race with whoever changed the directory
+                raise SetupError(f"write --pid-file {pid_file}", e.strerror or str(e),
+                                 hint="give a file in a directory you can write") from None
     except BaseException:
         if sandbox is not None:
             sandbox.release()
@@ -302,6 +304,18 @@ def start(cid: str) -> None:
     _run_hooks(record, "poststart", "running")
 
 
+def _pid_file(path: str) -> str:
+    """``--pid-file`` checked before anything starts: written once the process runs, it must not fail then."""
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise UsageError(f"--pid-file {path}: no such directory", hint="create the directory first")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--pid-file {path}: the directory is not writable",
+                         hint="give a file in a directory you can write")
+    return path
+
+
 def exec_process(cid: str, argv: list[str], *, process: str | None = None, cwd: str | None = None,
                  env: tuple[str, ...] = (), user: str | None = None, tty: bool = False,
                  console_socket: str | None = None, detach: bool = False, pid_file: str | None = None) -> int:
@@ -332,7 +346,7 @@ def exec_process(cid: str, argv: list[str], *, process: str | None = None, cwd: 
         raise UsageError("a terminal was asked for but there is none to relay and no --console-socket",
                          hint="give --console-socket SOCK (its listener gets the terminal)")
     if pid_file is not None:
-        pid_file = os.path.abspath(pid_file)
+        pid_file = _pid_file(pid_file)
     opts = ExecOptions(stdin_null=False, tty=tty, user=user, env=env, console_socket=console_socket,
                        detach=detach, pid_file=pid_file)
     return enter(int(record["pid"]), identity, argv, environment, cwd or identity["cwd"], opts,

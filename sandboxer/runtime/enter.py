@@ -175,7 +175,13 @@ def _follow(msg_r: int, status_r: int, ours: Any, sock: Any, opts: ExecOptions,
     if msg is None and opts.pid_file is not None:
         from ..state import write_atomically
 
-        write_atomically(opts.pid_file, str(command))
+        try:
+            write_atomically(opts.pid_file, str(command))
+        except OSError as e:  # the command must not run on unseen, as runc's exec would not leave it
+            if command:
+                os.kill(command, signals.SIGKILL)
+            raise SetupError(f"write --pid-file {opts.pid_file}", e.strerror or str(e),
+                             hint="give a file in a directory you can write") from None
     if master >= 0 and opts.console_socket is not None:
         from .tty import send_console
 
