@@ -395,16 +395,26 @@ def _read_gate(fifo: str, pidfd: int) -> list[list[str]]:
 
 
 def parse_signal(text: str) -> int:
-    """``KILL``, ``SIGKILL``, ``kill`` or ``9``."""
+    """``KILL``, ``SIGKILL``, ``kill``, ``9``, or a real-time one as ``RTMIN+3`` / ``SIGRTMAX-1`` (as runc)."""
+    name = text.upper().removeprefix("SIG")
+    number: int | None = None
     if text.isdigit():
-        return int(text)
-    import signal  # its Signals enum, for names; the run and exec paths use the lighter ..signals
+        number = int(text)
+    elif name.startswith(("RTMIN", "RTMAX")):
+        base = signals.SIGRTMIN if name.startswith("RTMIN") else signals.SIGRTMAX
+        offset = name[5:]
+        if offset == "" or (offset[0] in "+-" and offset[1:].isdigit()):
+            number = base + int(offset or "0")
+    else:
+        import signal  # its Signals enum, for names; the run and exec paths use the lighter ..signals
 
-    name = text.upper()
-    try:
-        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
-    except KeyError:
-        raise UsageError(f"unknown signal {text!r}", hint="a name (TERM, SIGKILL) or a number (15)") from None
+        member = signal.Signals.__members__.get(f"SIG{name}")
+        number = int(member) if member is not None else None
+    if number is None or (number != 0 and number not in signals.valid_signals()):  # 0: only "does it exist"
+        raise UsageError(f"unknown signal {text!r}",
+                         hint="a name (TERM, SIGKILL, RTMIN+1) or a number from 1 to "
+                              f"{max(signals.valid_signals())}")
+    return number
 
 
 def kill(cid: str, sig: int, all_processes: bool = False) -> None:
