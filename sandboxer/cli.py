@@ -673,6 +673,21 @@ def _one(rest: list[str], usage: str) -> Any:
     return find(rest[0])
 
 
+def _each(names: list[str], action: Callable[[str], object]) -> int:
+    """``action(name)`` for every name, as docker does for rm/stop/kill/inspect: one that fails is
+    reported (one line) and the others are still handled; the exit status says whether any failed."""
+    from .errors import SandboxerError
+
+    failed = False
+    for name in names:
+        try:
+            action(name)
+        except SandboxerError as e:
+            _print_error(e)
+            failed = True
+    return 125 if failed else 0
+
+
 def cmd_logs(values: dict[str, Any], rest: list[str]) -> int:
     """``logs [-f] [--tail N] [-t] NAME|ID``: stdout records to our stdout, stderr ones to our stderr."""
     from .logfile import read
@@ -708,10 +723,12 @@ def _each_stopped(verb: str, action: Callable[[dict[str, Any], float], object], 
         raise CliUsageError(f"usage: sandboxer {verb} [-t SECS] NAME|ID...")
     timeout = _seconds(values["time"], "-t", 10.0)
     assert timeout is not None
-    for name in rest:
+
+    def one(name: str) -> None:
         action(find(name), timeout)
         print(name)
-    return 0
+
+    return _each(rest, one)
 
 
 def cmd_stop(values: dict[str, Any], rest: list[str]) -> int:
@@ -747,7 +764,8 @@ def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
     from .errors import UsageError
 
     sig = container.parse_signal(str(values["signal"] or "KILL"))
-    for name in rest:
+
+    def one(name: str) -> None:
         try:
             record = find(name)
         except UsageError as e:
@@ -759,10 +777,10 @@ def cmd_kill(values: dict[str, Any], rest: list[str]) -> int:
             raise UsageError(f"sandbox {name} is not running")
         if sig == signals.SIGKILL:
             stop(record, timeout=0)
-        else:
-            if not signal_process(record, "supervisor", sig):  # forwarded to PID 1 by the supervisor
-                raise UsageError(f"sandbox {name} is not running")
-    return 0
+        elif not signal_process(record, "supervisor", sig):  # forwarded to PID 1 by the supervisor
+            raise UsageError(f"sandbox {name} is not running")
+
+    return _each(rest, one)
 
 
 def cmd_exec(values: dict[str, Any], rest: list[str]) -> int:
@@ -827,13 +845,14 @@ def cmd_inspect(values: dict[str, Any], rest: list[str]) -> int:
 
     if not rest:
         raise CliUsageError("usage: sandboxer inspect [--format TEMPLATE] NAME|ID...")
-    facts = [inspect(find(name)) for name in rest]
+    facts: list[dict[str, Any]] = []
+    code = _each(rest, lambda name: facts.append(inspect(find(name))))  # as docker: what exists, and errors
     if values["format"]:
         for fact in facts:
             print(_template(values["format"], fact))
-        return 0
-    print(json.dumps(facts, indent=2))
-    return 0
+    elif facts or not code:
+        print(json.dumps(facts, indent=2))
+    return code
 
 
 def _template(text: str, facts: dict[str, Any]) -> str:
@@ -875,11 +894,14 @@ def cmd_rm(values: dict[str, Any], rest: list[str]) -> int:
 
     if not rest:
         raise CliUsageError("usage: sandboxer rm [-f] NAME|ID...")
-    for name in rest:
+
+    def one(name: str) -> None:
         remove(find(name), force=bool(values["force"]))
         print(name)
+
+    code = _each(rest, one)
     _FAST_EXIT[0] = True  # records, logs and state are gone, synchronously
-    return 0
+    return code
 
 
 def cmd_cp(values: dict[str, Any], rest: list[str]) -> int:

@@ -170,6 +170,28 @@ def test_bad_names_and_signals_are_one_line() -> None:
     assert sandboxer("run", "-d", "-t", "--", "true").returncode == 125
 
 
+def test_commands_on_several_names_handle_each_and_report_the_missing_ones() -> None:
+    """As docker's: ``rm a nosuch b`` removes a and b, says nosuch does not exist, and exits non-zero."""
+    import json
+
+    a, b = _name("multi-a"), _name("multi-b")
+    for name in (a, b):
+        sandboxer("run", "-d", "--name", name, "--", "sleep", "3333.0625", check=True)
+    try:
+        p = sandboxer("inspect", a, "nosuch-sandbox", b)
+        assert p.returncode == 125 and "no such sandbox: nosuch-sandbox" in p.stderr
+        assert [f["Name"] for f in json.loads(p.stdout)] == [a, b]
+        p = sandboxer("stop", "-t", "1", "nosuch-sandbox", a)
+        assert p.returncode == 125 and p.stdout.split() == [a] and p.stderr.count("error:") == 1
+        p = sandboxer("kill", b, "nosuch-sandbox")
+        assert p.returncode == 125 and "no such sandbox or container: nosuch-sandbox" in p.stderr
+        assert a not in _ps() and b not in _ps()
+    finally:
+        p = sandboxer("rm", "-f", a, "nosuch-sandbox", b)
+    assert p.returncode == 125 and p.stdout.split() == [a, b], p.stderr
+    assert a not in _ps("-a") and b not in _ps("-a")
+
+
 def test_exec_joins_the_sandbox_as_its_workload_runs() -> None:
     name = _name("exec")
     sandboxer("run", "-d", "--name", name, "--hostname", "boxy", "--", "sh", "-c",
