@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 
 import pytest
 from conftest import sandboxer
@@ -121,6 +122,36 @@ def test_failing_prestart_hook_aborts_the_start(tmp_path: os.PathLike[str]) -> N
     assert p.returncode == 125
     assert "hooks.prestart[0]" in p.stderr
     assert "should-not-run" not in p.stdout
+
+
+def test_a_hook_that_times_out_takes_its_children_along(tmp_path: os.PathLike[str]) -> None:
+    """A hook's timeout kills what it started too (its process group), not only the hook; and a hook
+    that leaves a child running on purpose does not hold the start until that child exits."""
+    import time
+
+    bundle = str(tmp_path)
+    hanging = os.path.join(bundle, "hang.sh")
+    with open(hanging, "w") as f:
+        f.write("#!/bin/sh\n/bin/sleep 2222.75\n")
+    daemonising = os.path.join(bundle, "daemon.sh")
+    with open(daemonising, "w") as f:
+        f.write("#!/bin/sh\n/bin/sleep 2222.5 &\necho started >&2\nexit 0\n")
+    for script in (hanging, daemonising):
+        os.chmod(script, stat.S_IRWXU)
+    config = make_bundle(bundle, ["true"])
+    config["hooks"] = {"prestart": [{"path": hanging, "timeout": 1}]}
+    write_config(bundle, config)
+    p = sandboxer("run", "--bundle", bundle)
+    assert p.returncode == 125 and "timed out after 1s" in p.stderr
+    assert subprocess.run(["pgrep", "-f", "sleep 2222.75"], capture_output=True).returncode == 1  # none left
+    config["hooks"] = {"prestart": [{"path": daemonising}]}
+    write_config(bundle, config)
+    started = time.monotonic()
+    try:
+        p = sandboxer("run", "--bundle", bundle)
+        assert p.returncode == 0 and time.monotonic() - started < 30, p.stderr
+    finally:
+        subprocess.run(["pkill", "-f", "sleep 2222.5"])
 
 
 @pytest.mark.parametrize(("change", "message"), [

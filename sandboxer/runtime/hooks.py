@@ -13,10 +13,12 @@ as a warning, as the spec says.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+from .. import signals
 from ..errors import SetupError
 
 if TYPE_CHECKING:
@@ -67,24 +69,47 @@ def run_hook_list(hooks: list[Hook], phase: str, state: str) -> None:
     A failure of a ``prestart``/``create*``/``startContainer`` hook raises; the others only warn.
     """
     for i, hook in enumerate(hooks):
-        argv = list(hook.args) or [hook.path]
-        env = dict(e.split("=", 1) for e in hook.env if "=" in e)
-        try:
-            done = subprocess.run(argv, executable=hook.path, input=state.encode(), env=env,
-                                  timeout=hook.timeout, capture_output=True, check=False)
-            said = done.stderr.decode(errors="replace").strip()[-200:]
-            failure = (f"exited with status {done.returncode}" + (f": {said}" if said else "")
-                       if done.returncode else None)
-        except subprocess.TimeoutExpired:
-            failure = f"timed out after {hook.timeout}s"
-        except OSError as e:
-            failure = e.strerror or str(e)
+        failure = _run_one(hook, state)
         if failure is None:
             continue
         where = f"hooks.{_camel(phase)}[{i}] ({hook.path})"
         if phase in _FATAL:
             raise SetupError(f"run {where}", failure)
         print(f"sandboxer: warning: {where} {failure}", file=sys.stderr)
+
+
+def _run_one(hook: Hook, state: str) -> str | None:
+    """Run one hook; what went wrong, or None.
+
+    Its stderr goes to a memory file, not a pipe: a hook that leaves a child running in the
+    background (a network set-up daemon) must not hold the runtime until that child exits.  It
+    runs in a process group of its own, so that a timeout kills the child it started too.
+    """
+    argv = list(hook.args) or [hook.path]
+    env = dict(e.split("=", 1) for e in hook.env if "=" in e)
+    err = os.memfd_create("hook-stderr", os.MFD_CLOEXEC)
+    try:
+        try:
+            proc = subprocess.Popen(argv, executable=hook.path, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=err, env=env, start_new_session=True)
+        except OSError as e:
+            return e.strerror or str(e)
+        try:
+            proc.communicate(state.encode(), timeout=hook.timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signals.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            return f"timed out after {hook.timeout}s"
+        if proc.returncode == 0:
+            return None
+        os.lseek(err, 0, os.SEEK_SET)
+        said = os.read(err, 1 << 16).decode(errors="replace").strip()[-200:]
+        return f"exited with status {proc.returncode}" + (f": {said}" if said else "")
+    finally:
+        os.close(err)
 
 
 def _camel(name: str) -> str:
