@@ -23,7 +23,7 @@ __all__ = [
     "prctl", "capget", "capset", "seccomp_set_filter", "ioctl_int",
     "set_pdeathsig", "set_no_new_privs", "cap_bound_drop", "cap_ambient_clear",
     "cap_ambient_raise", "set_keepcaps", "statfs_flags", "mount_setattr_rdonly_recursive",
-    "interface_up", "malloc_trim", "cloexec_from", "close_inherited",
+    "interface_up", "malloc_trim", "cloexec_from", "close_inherited", "personality",
 ]
 
 CLONE_NEWNS = 0x00020000
@@ -318,3 +318,9 @@ def close_inherited(keep: tuple[int, ...] = ()) -> None:
                 os.close(fd)
         except OSError:
             pass  # the listing's own descriptor, closed by now
+
+
+def personality(persona: int) -> None:
+    """Set the execution domain (``PER_LINUX32``: ``uname -m`` says i686) for this process and its execs."""
+    _libc.personality.argtypes = (ctypes.c_ulong,)
+    _check(_libc.personality(persona), f"personality({persona:#x})")

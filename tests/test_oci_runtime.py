@@ -575,6 +575,34 @@ def test_devices_sysctl_and_process_fields(bundle: str, cid: str) -> None:
     assert lines[1:] == ["fifo", "1", "321", "0027", "0", "0", "100"]
 
 
+def test_time_namespace_offsets_and_personality(bundle: str, cid: str) -> None:
+    """A ``time`` namespace is created (its clocks shifted by ``linux.timeOffsets``), and
+    ``linux.personality`` LINUX32 makes ``uname -m`` say i686: neither silently ignored."""
+    config = make_bundle(bundle, ["sh", "-c", "readlink /proc/self/ns/time; cat /proc/self/timens_offsets; "
+                                              "cut -d. -f1 /proc/uptime; uname -m"])
+    config["linux"]["namespaces"].append({"type": "time"})
+    config["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365}, "monotonic": {"secs": 7, "nanosecs": 5}}
+    config["linux"]["personality"] = {"domain": "LINUX32"}
+    write_config(bundle, config)
+    p = _run_to_end(bundle, cid)
+    assert p.returncode == 0, p.stderr
+    ns, *offsets, uptime, machine = p.stdout.split("\n")[:-1]
+    assert ns != os.readlink("/proc/self/ns/time")
+    assert sorted(line.split() for line in offsets) == [["boottime", str(86400 * 365), "0"], ["monotonic", "7", "5"]]
+    assert int(uptime) >= 86400 * 365 and machine in ("i686", "armv8l")
+    assert sandboxer("delete", "--force", cid).returncode == 0
+    for broken, where in (({"domain": "BOGUS"}, "linux.personality.domain"),):
+        config["linux"]["personality"] = broken
+        write_config(bundle, config)
+        p = create(bundle, cid)
+        assert p.returncode != 0 and where in p.stderr, p.stderr
+    config["linux"].pop("personality")
+    config["linux"]["timeOffsets"] = {"realtime": {"secs": 1}}
+    write_config(bundle, config)
+    p = create(bundle, cid)
+    assert p.returncode != 0 and "linux.timeOffsets.realtime" in p.stderr, p.stderr
+
+
 def test_refused_devices_and_sysctls_leave_nothing(bundle: str, cid: str) -> None:
     config = make_bundle(bundle, ["true"])
     config["linux"]["sysctl"] = {"kernel.panic": "1"}
@@ -586,6 +614,11 @@ def test_refused_devices_and_sysctls_leave_nothing(bundle: str, cid: str) -> Non
     write_config(bundle, config)
     p = create(bundle, cid)
     assert p.returncode != 0 and "linux.devices[0]" in p.stderr
+    config["linux"]["devices"] = []
+    config["process"]["user"] = {"uid": 0, "gid": 0, "additionalGids": [4242]}  # unmapped: refused, not dropped
+    write_config(bundle, config)
+    p = create(bundle, cid)
+    assert p.returncode != 0 and "process.user.additionalGids[0]" in p.stderr, p.stderr
     assert not os.path.exists(os.path.join(oci_root(), cid))
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["enter", "enter_status", "ExecOptions", "NAMESPACES", "identity_of"]
 
 #: join order: user first, mount last
-NAMESPACES = ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt")
+NAMESPACES = ("user", "ipc", "uts", "net", "cgroup", "pid", "time", "mnt")
 _SOL_SOCKET, _SCM_RIGHTS = 1, 1  # the socket module's names, without importing it in the child
 
 

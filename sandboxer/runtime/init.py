@@ -124,6 +124,11 @@ def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
     rootfs = _mount_rootfs(plan)
     if plan.namespaces & sc.CLONE_NEWPID:
         _step("unshare pid namespace", sc.unshare, sc.CLONE_NEWPID)
+    if plan.namespaces & sc.CLONE_NEWTIME:  # like the PID namespace, it is PID 1's: ours only for children
+        _step("unshare time namespace", sc.unshare, sc.CLONE_NEWTIME)
+        if plan.time_offsets:  # only before a first process is in it
+            _step("set the time namespace's offsets", _write, "/proc/self/timens_offsets",
+                  "".join(f"{clock} {secs} {nanos}\n" for clock, secs, nanos in plan.time_offsets))
     # OCI create: from its exec on, PID 1 belongs to whoever reaps the caller's orphans (conmon, a
     # containerd shim: they wait for it themselves), as runc's does: we leave when it execs
     started_r = -1
@@ -271,6 +276,8 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     if plan.hostname is not None:
         _step("set hostname", sc.sethostname, plan.hostname)
     _set_rlimits(plan.rlimits)
+    if plan.personality is not None:
+        _step("set the personality", sc.personality, plan.personality)
     if plan.oom_score_adj is not None:
         _step("set oom_score_adj", _write, "/proc/self/oom_score_adj", str(plan.oom_score_adj))
     if plan.no_new_privileges:

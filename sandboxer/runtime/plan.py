@@ -83,7 +83,7 @@ class Plan:
         "identity", "caps", "no_new_privileges", "oom_score_adj", "rlimits", "seccomp_bpf",
         "seccomp_flags", "terminal", "init", "stdin_null", "hooks", "spec", "bundle",
         "annotations", "debug", "notices", "upper_dir", "network", "attached", "start_gate",
-        "console_socket", "joins", "root_propagation", "sysctls", "devices",
+        "console_socket", "joins", "root_propagation", "sysctls", "devices", "time_offsets", "personality",
     )
 
     def __init__(self, *, id: str, state: StateDir, rootfs: Rootfs, idmap: IdMap, namespaces: int,
@@ -148,6 +148,10 @@ class Plan:
         self.sysctls: tuple[tuple[str, str, bool], ...] = ()
         #: device nodes: (path inside, "bind" to bind the host's node at the same path, or "fifo")
         self.devices: tuple[tuple[str, str], ...] = ()
+        #: a time namespace's clock offsets: (``monotonic``/``boottime``, seconds, nanoseconds)
+        self.time_offsets: tuple[tuple[str, int, int], ...] = ()
+        #: ``personality(2)`` persona for the workload (``PER_LINUX32``…); None: leave it
+        self.personality: int | None = None
 
     @property
     def short_id(self) -> str:

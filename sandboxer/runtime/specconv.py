@@ -127,6 +127,38 @@ def seccomp_program(profile: dict[str, object] | str | None, bounding: list[str]
     return seccomp.cached_bpf(resolved), seccomp.filter_flags(resolved)
 
 
+#: ``linux.personality.domain`` -> the persona (linux/personality.h)
+PERSONALITIES = {"LINUX": 0x0000, "LINUX32": 0x0008}
+
+
+def _personality(raw: dict[str, object] | None) -> int | None:
+    if raw is None:
+        return None
+    domain = raw.get("domain")
+    if domain not in PERSONALITIES:
+        raise ConfigError("linux.personality.domain", f"unsupported domain {domain!r}",
+                          hint="LINUX or LINUX32")
+    if raw.get("flags"):
+        raise ConfigError("linux.personality.flags", "flags are not supported", hint="leave them out")
+    return PERSONALITIES[str(domain)]
+
+
+def _time_offsets(raw: dict[str, object] | None) -> tuple[tuple[str, int, int], ...]:
+    """``linux.timeOffsets``: the clocks a time namespace shifts (written before its first process)."""
+    out = []
+    for clock, offset in (raw or {}).items():
+        where = f"linux.timeOffsets.{clock}"
+        if clock not in ("monotonic", "boottime"):
+            raise ConfigError(where, "unknown clock", hint="monotonic or boottime")
+        if not isinstance(offset, dict):
+            raise ConfigError(where, "must be an object", hint='{"secs": N, "nanosecs": N}')
+        secs, nanos = offset.get("secs", 0), offset.get("nanosecs", 0)
+        if type(secs) is not int or type(nanos) is not int or not 0 <= nanos < 1_000_000_000:
+            raise ConfigError(where, "secs must be an integer and nanosecs one from 0 to 999999999")
+        out.append((clock, secs, nanos))
+    return tuple(out)
+
+
 def idmap_from_spec(spec: Spec) -> IdMap | None:
     """The spec's ``linux.uidMappings``/``gidMappings``, if it has any — or, when it joins the user
     namespace of a process (``/proc/PID/ns/user``), that namespace's maps."""
@@ -161,6 +193,12 @@ def plan_from_spec(spec: Spec, rootfs: Rootfs, state: StateDir, *, idmap: IdMap,
     if not idmap.maps_uid(user.uid) or not idmap.maps_gid(user.gid):
         raise ConfigError("process.user", f"{user.uid}:{user.gid} is not mapped in the user namespace",
                           hint="map it in linux.uidMappings/gidMappings (or use a subuid range)")
+    for i, gid in enumerate(user.additional_gids):
+        if not idmap.maps_gid(gid) or (idmap.single and gid != user.gid):  # a one-id map denies setgroups
+            raise ConfigError(f"process.user.additionalGids[{i}]", f"group {gid} cannot be given: "
+                              + ("it is not mapped in the user namespace" if not idmap.maps_gid(gid)
+                                 else "a single-id map denies setgroups"),
+                              hint="map it in linux.gidMappings (or use a subgid range: see 'sandboxer doctor')")
     caps = proc.capabilities
     names = {k: list(getattr(caps, k)) if caps else [] for k in
              ("bounding", "effective", "permitted", "inheritable", "ambient")}
@@ -182,6 +220,7 @@ def plan_from_spec(spec: Spec, rootfs: Rootfs, state: StateDir, *, idmap: IdMap,
         hooks=spec.hooks, spec=spec, bundle=bundle, annotations=dict(spec.annotations), debug=debug)
     if linux is not None:
         plan.joins, plan.sysctls, plan.devices = joins, _sysctls(spec), _devices(spec)
+        plan.time_offsets, plan.personality = _time_offsets(linux.time_offsets), _personality(linux.personality)
         plan.root_propagation = PROPAGATION[linux.rootfs_propagation] if linux.rootfs_propagation else 0
     if (linux is None or linux.namespace("user") is None) and os.getuid() != 0:
         plan.notices.append("config.json asks for no user namespace: running rootless, sandboxer adds one "
