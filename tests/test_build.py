@@ -410,6 +410,28 @@ def test_bad_input_is_one_line_exit_125_and_leaves_nothing(store: Path, tmp_path
     assert set(state_entries()) == before
 
 
+def test_add_refuses_an_archive_that_writes_through_its_own_symlink(store: Path, tmp_path: Path) -> None:
+    """``evil -> /somewhere`` then ``evil/file``: unpacked, the file would land wherever the link points.
+    The build step fails with the member named, instead of tagging an image no one can run."""
+    import io
+    import tarfile
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    with tarfile.open(ctx / "evil.tar", "w") as tar:
+        link = tarfile.TarInfo("evil")
+        link.type, link.linkname = tarfile.SYMTYPE, str(tmp_path)
+        tar.addfile(link)
+        member = tarfile.TarInfo("evil/escaped")
+        member.size = 3
+        tar.addfile(member, io.BytesIO(b"hi\n"))
+    (ctx / "Containerfile").write_text(f"FROM {BUSYBOX}\nADD evil.tar /x/\n")
+    p = _build("--pull", "never", "-t", "sandboxer-test/bad-add-link", str(ctx), check=False)
+    assert p.returncode == 125 and "member 'evil/escaped' goes through the symlink 'evil'" in p.stderr, p.stderr
+    assert "sandboxer-test/bad-add-link" not in sandboxer("images", check=True).stdout
+    assert not (tmp_path / "escaped").exists()
+
+
 def test_bad_command_lines(store: Path, tmp_path: Path) -> None:
     p = _build("-t", "x", str(tmp_path / "missing"), check=False)
     assert p.returncode == 125 and f"build context {tmp_path / 'missing'} is not a directory" in p.stderr

@@ -427,12 +427,21 @@ def _is_archive(path: str) -> bool:
 
 def _archive_entries(dest: list[str], path: str, what: str) -> Iterator[_Entry]:
     """ADD of an archive: its members below ``dest``, owners and modes as the archive says."""
+    links: set[tuple[str, ...]] = set()  # the archive's own symlinks: no later member may go through one
     with tarfile.open(path, "r:*", encoding="utf-8", errors="surrogateescape") as tar:
         for m in tar:
             parts = [p for p in m.name.split("/") if p not in ("", ".")]
             if ".." in parts:
                 raise LayerWriteError(f"{what}: {os.path.basename(path)}: member {m.name!r} points outside "
                                       "the destination", hint="the archive is malformed or hostile")
+            through = next((parts[:i] for i in range(1, len(parts)) if tuple(parts[:i]) in links), None)
+            if through is not None:  # unpacked, it would write wherever the link points (the unpacker refuses it)
+                raise LayerWriteError(f"{what}: {os.path.basename(path)}: member {m.name!r} goes through the "
+                                      f"symlink {'/'.join(through)!r}", hint="the archive is malformed or hostile")
+            if m.issym():
+                links.add(tuple(parts))
+            elif tuple(parts) in links:
+                links.discard(tuple(parts))  # replaced by a directory or file of the same name
             if any(p.startswith(WHITEOUT_PREFIX) for p in parts):
                 raise LayerWriteError(f"{what}: {os.path.basename(path)}: member {m.name!r} is a whiteout name",
                                       hint="an archive to unpack must not hold .wh.* names")
