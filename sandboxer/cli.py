@@ -383,13 +383,46 @@ def cmd_rmi(values: dict[str, Any], rest: list[str]) -> int:
         raise CliUsageError("'sandboxer rmi' needs at least one IMAGE")
     store = _store()
     for name in rest:
-        ref, _ = store.lookup(name)
+        ref, digest = store.lookup(name)
+        users = [] if values["force"] else _sandboxes_using(store, ref, digest)
+        if users:
+            from .errors import UsageError
+
+            raise UsageError(f"image {ref.familiar} is used by sandbox {', '.join(users)}",
+                             hint=f"remove the sandbox first (sandboxer rm -f {users[0]}), or force: "
+                                  f"sandboxer rmi -f {name}")
         store.untag(ref)
         print(f"Untagged: {ref.familiar}")
     _, layers = store.prune()  # what no remaining image (or running sandbox) uses
     for layer in layers:
         print(f"Deleted: {layer}")
     return 0
+
+
+def _sandboxes_using(store: Any, ref: Any, digest: str) -> list[str]:
+    """Sandboxes that need the name ``ref`` (a detached one's record restarts by name, exited or not)
+    or, when it is the image's last name, its layers (a running one, started in the foreground)."""
+    from .errors import SandboxerError
+    from .images.reference import parse_reference
+    from .images.store import StoreError
+    from .state import IMAGE_LAYERS, live_records
+    from .supervisor import records
+
+    users = []
+    for record in records(all_=True):
+        try:
+            if record.get("image") and parse_reference(record["image"]) == ref:
+                users.append(record.get("name") or record["id"][:12])
+        except SandboxerError:
+            continue
+    if not users and list(store.read_index().values()).count(digest) == 1:
+        try:
+            chain = "\n".join(store.image_from_manifest(ref, digest).diff_ids) + "\n"
+        except StoreError:
+            return users
+        if chain in live_records(IMAGE_LAYERS):
+            users.append("(a running one)")
+    return users
 
 
 def cmd_tag(values: dict[str, Any], rest: list[str]) -> int:
@@ -1118,8 +1151,9 @@ COMMANDS = {c.name: c for c in (
             (Opt(("-q", "--quiet"), "quiet", FLAG, "only image ids"), _DEBUG), cmd_images),
     Command("image", "Manage images: ls, inspect, rm, prune, tag, import.", "SUBCOMMAND ...", (_DEBUG,),
             cmd_image, stop_at_positional=True),
-    Command("rmi", "Remove image names; layers no other image or sandbox uses go too.", "IMAGE...",
-            (_DEBUG,), cmd_rmi),
+    Command("rmi", "Remove image names; layers no other image or sandbox uses go too.", "[-f] IMAGE...",
+            (Opt(("-f", "--force"), "force", FLAG, "even when a sandbox uses it (as its record or while it runs)"),
+             _DEBUG), cmd_rmi),
     Command("tag", "Give an image another name.", "SOURCE TARGET", (_DEBUG,), cmd_tag),
     Command("pull", "Fetch an image from a registry into the store.", "[OPTIONS] NAME[:TAG|@DIGEST]",
             (_PLATFORM, _TLS, Opt(("-q", "--quiet"), "quiet", FLAG, "no progress lines"), _DEBUG), cmd_pull),

@@ -183,14 +183,33 @@ def test_prune_never_removes_layers_of_a_running_sandbox(store: Path) -> None:
                             stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
-        sandboxer("rmi", "sandboxer-test/running", check=True)
-        sandboxer("rmi", BUSYBOX, check=True)  # now no image refers to the busybox layer
+        sandboxer("rmi", "sandboxer-test/running", check=True)  # another name remains: only untagged
+        refused = sandboxer("rmi", BUSYBOX)  # its last name, while a sandbox runs it
+        assert refused.returncode == 125 and "is used by sandbox" in refused.stderr and "rmi -f" in refused.stderr
+        sandboxer("rmi", "-f", BUSYBOX, check=True)  # now no image refers to the busybox layer
         assert len(os.listdir(Store().root + "/layers")) == 1, "a running sandbox's layer was pruned"
     finally:
         proc.kill()
         proc.wait()
         sandboxer("import", str(store / "busybox.tar"), BUSYBOX, check=True)  # restore for later tests
     sandboxer("image", "prune", check=True)
+
+
+@needs_subids
+def test_rmi_refuses_an_image_a_detached_sandbox_restarts_from(store: Path) -> None:
+    """As docker's: a detached sandbox, exited or not, restarts by its image's name, so ``rmi`` of that
+    name is refused (naming the sandbox) unless forced."""
+    name = f"rmi-user-{os.getpid()}"
+    sandboxer("tag", BUSYBOX, "sandboxer-test/kept", check=True)
+    sandboxer("run", "-d", "--name", name, "sandboxer-test/kept", "true", check=True)
+    try:
+        sandboxer("wait", name, check=True)
+        p = sandboxer("rmi", "sandboxer-test/kept")
+        assert p.returncode == 125 and f"used by sandbox {name}" in p.stderr, p.stderr
+        assert sandboxer("restart", name).returncode == 0
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+    sandboxer("rmi", "sandboxer-test/kept", check=True)
 
 
 @needs_subids
