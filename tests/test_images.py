@@ -136,13 +136,28 @@ def test_a_failed_import_leaves_nothing_in_the_store(store: Path, tmp_path: Path
     bad.write_text("no tar here\n" * 100)
     p = sandboxer("import", str(bad), "sandboxer-test/broken")
     assert p.returncode == 125 and p.stderr.startswith("sandboxer: error: layer ")
-    assert "Traceback" not in p.stderr
+    assert "Traceback" not in p.stderr and "not a tar archive; nothing was imported" in p.stderr, p.stderr
     assert contents() == before
     good = _layer(tmp_path / "good.tar", {"a/file": "1"})  # a layer that unpacks, then a bad one
     with pytest.raises(SandboxerError):
         s.add_image(parse_reference("sandboxer-test/broken"), [good, str(bad)], {}, "test")
     assert contents() == before
     assert sandboxer("run", "sandboxer-test/broken", "true").returncode == 125
+
+
+@needs_subids
+def test_import_says_which_device_nodes_it_left_out(store: Path, tmp_path: Path) -> None:
+    """A rootless unpacker cannot make device nodes: it skips them, and says so (once, at unpack time)."""
+    import tarfile
+
+    tarball = tmp_path / "with-device.tar"
+    with tarfile.open(tarball, "w") as tar:
+        node = tarfile.TarInfo("dev/sda")
+        node.type, node.devmajor, node.devminor = tarfile.BLKTYPE, 8, 0
+        tar.addfile(node)
+    p = sandboxer("import", str(tarball), "sandboxer-test/with-device", check=True)
+    assert "dev/sda: device 8:0 skipped" in p.stderr and p.stderr.startswith("sandboxer: notice: "), p.stderr
+    sandboxer("rmi", "sandboxer-test/with-device", check=True)
 
 
 def test_unknown_images_and_bad_names_fail_clearly(store: Path) -> None:

@@ -34,8 +34,8 @@ from typing import Any, TypeVar, cast
 from ..errors import SandboxerError
 from ..runtime.userns import IdMap, default_idmap, mapped_root_reply
 
-__all__ = ["LayerError", "LayerStats", "LayerStream", "apply_layer", "layer_codec", "MAX_MEMBER_SIZE",
-           "OPAQUE_XATTR"]
+__all__ = ["LayerError", "LayerStats", "CORRUPT_HINT", "LayerStream", "apply_layer", "layer_codec",
+           "MAX_MEMBER_SIZE", "OPAQUE_XATTR"]
 
 #: largest (apparent) size of one file; a sparse member can declare any size for free
 MAX_MEMBER_SIZE = 16 << 30
@@ -58,7 +58,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAGIC = ((b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zst"))
 _T = TypeVar("_T")
 _HOSTILE = "the image is malformed or hostile; nothing was unpacked outside the layer directory"
-_CORRUPT = "the layer blob is damaged or truncated; remove the image and pull it again"
+CORRUPT_HINT = "the layer blob is damaged or truncated; remove the image and pull it again"
 
 
 class LayerError(SandboxerError):
@@ -225,7 +225,7 @@ def _forget_headers(tar: tarfile.TarFile) -> None:
 def _describe(e: BaseException) -> tuple[str, str | None]:
     """An unexpected error as (message, hint): a bad stream, a refusing filesystem, or a bug."""
     if isinstance(e, tarfile.TarError):
-        return f"the tar stream is corrupt or truncated ({type(e).__name__}: {e})", _CORRUPT
+        return f"the tar stream is corrupt or truncated ({type(e).__name__}: {e})", CORRUPT_HINT
     if isinstance(e, OSError):
         return e.strerror or str(e), "the filesystem of the layer directory refused it"
     return f"{type(e).__name__}: {e}", "this is a bug in sandboxer; please report it"

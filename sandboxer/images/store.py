@@ -21,6 +21,7 @@ removed inside a user namespace mapped like a sandbox's.
 from __future__ import annotations
 
 import os
+import sys
 
 from .. import jsonread
 from ..errors import SandboxerError, UsageError
@@ -255,8 +256,10 @@ class Store:
             staging = self._staging("layer")
             os.mkdir(staging, 0o755)
             try:
-                apply_layer(self.blob_path(blob_digest), staging, label=diff_id[:19])
+                stats = apply_layer(self.blob_path(blob_digest), staging, label=diff_id[:19])
                 os.rename(staging, final)
+                for note in stats.notes:  # what was left out (device nodes need privileges): said once, here
+                    print(f"sandboxer: notice: layer {diff_id[:19]}…: {note}", file=sys.stderr)
             except BaseException:
                 _remove_any_owner(staging)
                 raise
@@ -450,8 +453,12 @@ class Store:
             try:
                 diff_id = diff_id_of(self.blob_path(blob))
                 self.ensure_layer(diff_id, blob)
-            except SandboxerError:  # not a usable layer: leave nothing of this import behind
+            except SandboxerError as e:  # not a usable layer: leave nothing of this import behind
                 self._discard([b for b, _ in blobs] + [blob], diff_ids)
+                from .layers import CORRUPT_HINT
+
+                if getattr(e, "hint", None) == CORRUPT_HINT:  # "pull it again" is for a pulled layer
+                    e.hint = f"{tarball} is damaged, truncated or not a tar archive; nothing was imported"
                 raise
             blobs.append((blob, size))
             diff_ids.append(diff_id)
@@ -565,9 +572,8 @@ def _architecture() -> str:
 
 
 def _unknown(ref: Reference) -> StoreError:
-    return StoreError(f"no such image: {ref.familiar}",
-                      hint="see 'sandboxer images', or make one with 'sandboxer import ROOTFS.tar NAME'; "
-                           "to run a command on the host's root, put it after --: sandboxer run -- CMD")
+    return StoreError(f"no such image: {ref.familiar}",  # 'run' adds how to run on the host's root
+                      hint="see 'sandboxer images', or make one with 'sandboxer import ROOTFS.tar NAME'")
 
 
 def _disk_error(err: OSError, root: str) -> SandboxerError:
