@@ -106,6 +106,8 @@ def test_containerfile_syntax_as_docker_reads_it() -> None:
     ("FROM a\nRUN echo \\\n", "CF:2: the last instruction ends with a line continuation"),
     ("FROM a\nENV A=\"unterminated\n", "CF:2: unterminated \" quote"),
     ("FROM a\nCOPY --bogus=1 x y\n", "CF:2: COPY: unknown flag --bogus"),
+    ("FROM a\nRUN true\nEXPOSE 80 abc\n", "CF:3: EXPOSE: invalid port 'abc'"),  # at parse time, before any RUN
+    ("FROM a\nEXPOSE 70000\n", "CF:2: EXPOSE: invalid port '70000'"),
 ])
 def test_containerfile_errors_name_file_line_and_instruction(text: str, message: str) -> None:
     from sandboxer.images.containerfile import ContainerfileError, parse

@@ -503,7 +503,8 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
     try:
         f = open(tmp, "wb")
     except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror}") from None
+        raise UsageError(f"cannot write {path}: {e.strerror}",
+                         hint="-o needs a file in a directory that exists and you can write") from None
     try:
         with f:
             yield f

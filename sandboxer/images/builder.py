@@ -37,7 +37,15 @@ from typing import Any
 
 from ..errors import SandboxerError, UsageError
 from ..runtime.init import env_dict
-from .containerfile import ContainerfileError, Instruction, chmod_flag, expand_word, name_values, split_words
+from .containerfile import (
+    ContainerfileError,
+    Instruction,
+    chmod_flag,
+    expand_word,
+    expose_ports,
+    name_values,
+    split_words,
+)
 from .reference import Reference, parse_reference
 from .store import Image, Store, StoreError, _architecture
 
@@ -400,7 +408,7 @@ class _Builder:
         ports = dict(self.config.get("ExposedPorts") or {})
         names = []
         for word in self._words(ins):
-            for port in _ports(word, ins):
+            for port in expose_ports(word, ins):
                 ports[port] = {}
                 names.append(port)
         self.config["ExposedPorts"] = ports
@@ -627,19 +635,6 @@ def _destination(dest: str, workdir: str) -> str:
     into = dest.endswith(("/", "/.", "/..")) or dest in (".", "..")
     path = os.path.normpath(os.path.join(workdir, dest))
     return path.rstrip("/") + "/" if into else path
-
-
-def _ports(word: str, ins: Instruction) -> list[str]:
-    """``80``, ``80/udp``, ``8000-8002/tcp`` as ExposedPorts keys."""
-    port, _, proto = word.partition("/")
-    proto = (proto or "tcp").lower()
-    first, dash, last = port.partition("-")
-    if proto not in ("tcp", "udp", "sctp") or not first.isdigit() or (dash and not last.isdigit()):
-        raise ins.error(f"invalid port {word!r}", hint="EXPOSE PORT[/tcp|udp|sctp] or a range 8000-8010")
-    low, high = int(first), int(last) if dash else int(first)
-    if not 0 < low <= high <= 65535:
-        raise ins.error(f"invalid port {word!r}", hint="ports are 1-65535")
-    return [f"{p}/{proto}" for p in range(low, high + 1)]
 
 
 def _clip(text: str, limit: int = 80) -> str:

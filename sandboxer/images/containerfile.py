@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from ..errors import SandboxerError
 
 __all__ = ["Instruction", "ContainerfileError", "parse", "parse_file", "default_containerfile", "expand_word",
-           "split_words", "name_values", "chmod_flag", "SUPPORTED"]
+           "split_words", "name_values", "chmod_flag", "expose_ports", "SUPPORTED"]
 
 #: instruction -> the flags it takes (``--name=value``)
 SUPPORTED: dict[str, frozenset[str]] = {
@@ -231,8 +231,13 @@ def _check(ins: Instruction) -> None:
                 raise ins.error(f"invalid argument name {name!r}", hint="ARG NAME[=DEFAULT] ...")
     elif k == "RUN" and "network" in ins.flags and ins.flags["network"] not in ("none", "host", "default"):
         raise ins.error(f"unsupported --network={ins.flags['network']}", hint="use none, host or default")
-    elif k == "EXPOSE" and not split_words(args, ins.where):
-        raise ins.error("needs at least one port", hint="EXPOSE PORT[/PROTOCOL] ...")
+    elif k == "EXPOSE":
+        words = split_words(args, ins.where)
+        if not words:
+            raise ins.error("needs at least one port", hint="EXPOSE PORT[/PROTOCOL] ...")
+        for word in words:
+            if "$" not in word:  # checked now, before any RUN; a variable's value only when the step runs
+                expose_ports(word, ins)
 
 
 def _chmod(ins: Instruction) -> int:
@@ -425,3 +430,16 @@ def default_containerfile(context: str) -> str:
         if os.path.exists(path):
             return path
     return os.path.join(context, "Containerfile")
+
+
+def expose_ports(word: str, ins: Instruction) -> list[str]:
+    """``80``, ``80/udp``, ``8000-8002/tcp`` as ExposedPorts keys."""
+    port, _, proto = word.partition("/")
+    proto = (proto or "tcp").lower()
+    first, dash, last = port.partition("-")
+    if proto not in ("tcp", "udp", "sctp") or not first.isdigit() or (dash and not last.isdigit()):
+        raise ins.error(f"invalid port {word!r}", hint="EXPOSE PORT[/tcp|udp|sctp] or a range 8000-8010")
+    low, high = int(first), int(last) if dash else int(first)
+    if not 0 < low <= high <= 65535:
+        raise ins.error(f"invalid port {word!r}", hint="ports are 1-65535")
+    return [f"{p}/{proto}" for p in range(low, high + 1)]
