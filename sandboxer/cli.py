@@ -1124,8 +1124,8 @@ def _log_error(message: str) -> None:
     try:
         with open(path, "a") as f:
             f.write(line + "\n")
-    except OSError:
-        pass
+    except OSError as e:  # said once on stderr, beside the error it was to record
+        print(f"sandboxer: warning: cannot write --log {path}: {e.strerror}", file=sys.stderr)
 
 
 _CREATE_OPTS = (

@@ -197,6 +197,12 @@ def read(path: str, last: int | None = None, running: Callable[[], bool] | None 
         if f is None or _rotated(f, path):
             if f is not None:  # what was written to it just before the rotation
                 yield from _read_file(f, rest)[0]
+                between = _open_quiet(f"{path}.1")
+                if between is not None and os.fstat(between.fileno()).st_ino != os.fstat(f.fileno()).st_ino:
+                    with between:  # it rotated twice since we looked: the file in between, whole
+                        yield from _read_file(between)[0]
+                elif between is not None:
+                    between.close()
                 f.close()
             f, rest = _open_quiet(path), b""
             if f is not None:

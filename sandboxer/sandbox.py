@@ -486,6 +486,9 @@ def load_bundle(bundle: str) -> tuple[Spec, str]:
     """A bundle's checked spec and the absolute path of its rootfs."""
     from .oci.spec import load, require_runnable
 
+    if not os.path.isdir(bundle):
+        raise UsageError(f"bundle {bundle} is not a directory",
+                         hint="give the bundle's directory, the one holding config.json and rootfs/")
     spec = load(bundle)
     require_runnable(spec)
     assert spec.root is not None

@@ -53,6 +53,9 @@ def test_spec_writes_a_template_and_refuses_to_overwrite(tmp_path: os.PathLike[s
     again = sandboxer("spec", "--bundle", str(tmp_path))
     assert again.returncode == 125
     assert "config.json" in again.stderr and "Traceback" not in again.stderr
+    file_given = sandboxer("run", "--bundle", os.path.join(tmp_path, "config.json"))  # the file, not its directory
+    assert file_given.returncode == 125 and "is not a directory" in file_given.stderr
+    assert "the bundle's directory" in file_given.stderr
 
 
 def test_spec_defaults_to_the_current_directory(tmp_path: os.PathLike[str]) -> None:

@@ -432,6 +432,8 @@ def test_global_root_log_and_log_format(bundle: str, tmp_path: Path, cid: str) -
     assert sandboxer(*g, "state", cid).returncode != 0
     entry = json.loads(Path(log).read_text().splitlines()[-1])
     assert entry["level"] == "error" and f"container {cid} does not exist" in entry["msg"]
+    nowhere = sandboxer("--root", root, "--log", str(tmp_path / "no-dir" / "log"), "state", cid)
+    assert nowhere.returncode != 0 and "cannot write --log" in nowhere.stderr  # said, not swallowed
 
 
 def test_global_flags_accepted_and_refused(bundle: str, cid: str) -> None:

@@ -407,6 +407,23 @@ def test_log_rotation_keeps_one_old_file_and_loses_nothing_at_exit() -> None:
     assert not os.path.exists(log) and not os.path.exists(log + ".1")
 
 
+def test_a_follower_loses_nothing_when_the_log_rotates_twice_between_its_reads(tmp_path: Path) -> None:
+    """Two rotations between two reads: the file it held is gone, the one between is ``.1``, whole."""
+    from sandboxer.logfile import LogWriter, read
+
+    path = str(tmp_path / "x.log")
+    writer = LogWriter(path, max_size=200)
+    writer.write(1, b"first\n")
+    deadline = time.monotonic() + 2  # then the "sandbox" has ended: the follower returns
+    follower = read(path, running=lambda: time.monotonic() < deadline)
+    assert next(follower).data == b"first"
+    for i in range(8):  # a few records a file: two rotations, then some lines in the new file
+        writer.write(1, b"line-%d\n" % i)
+    writer.close()
+    assert os.path.exists(path + ".1")
+    assert [r.data for r in follower] == [b"line-%d" % i for i in range(8)]
+
+
 def test_logs_follow_sees_output_across_a_rotation_until_the_end() -> None:
     name = _name("follow")
     sandboxer("run", "-d", "--name", name, "--log-opt", "max-size=8k", "--", "sh", "-c",
