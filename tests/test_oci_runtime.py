@@ -365,6 +365,30 @@ def test_kill_refuses_an_unknown_signal_and_kills_a_created_container(bundle: st
     assert sandboxer("delete", cid).returncode == 0
 
 
+def test_delete_force_during_a_create_waits_for_it_and_leaves_nothing(bundle: str, cid: str) -> None:
+    """containerd's pattern after a create timed out: delete --force.  It must not report success
+    while that create goes on to leave a container behind."""
+    hook = Path(bundle, "slow-hook.sh")
+    hook.write_text("#!/bin/sh\nsleep 1.5\n")
+    hook.chmod(0o755)
+    config = make_bundle(bundle, ["sh", "-c", LOOP_UNTIL_TERM])
+    config["hooks"] = {"prestart": [{"path": str(hook)}]}
+    write_config(bundle, config)
+    with open(Path(bundle, "create.out"), "w") as out:
+        creating = subprocess.Popen([*SANDBOXER, "create", "--bundle", bundle, cid], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=out)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.isdir(os.path.join(oci_root(), cid)):  # the create is at work
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert sandboxer("delete", "--force", cid).returncode == 0
+        finally:
+            creating.wait(timeout=60)
+    assert sandboxer("state", cid).returncode != 0  # deleted once created, not left behind
+    assert not os.path.exists(os.path.join(oci_root(), cid))
+
+
 def test_delete_of_a_created_container_needs_no_force(bundle: str, cid: str) -> None:
     make_bundle(bundle, ["sh", "-c", "echo never"])
     assert create(bundle, cid).returncode == 0

@@ -477,7 +477,9 @@ def delete(cid: str, force: bool = False) -> None:
     except UsageError:
         if not force:
             raise
-        if os.path.isdir(path) and not is_alive(path):  # a create still at work holds the lock
+        if _wait_while_created(cid, path):  # a create was at work: it finished, so delete what it made
+            delete(cid, force=True)
+        elif os.path.isdir(path) and not is_alive(path):  # what a crashed create left
             remove_tree(path)
         return
     with _Lock(path):
@@ -494,6 +496,24 @@ def delete(cid: str, force: bool = False) -> None:
             print(f"sandboxer: warning: the supervisor of {cid} is still running", file=sys.stderr)
         _run_hooks(record, "poststop", "stopped")
         remove_tree(path)
+
+
+#: how long ``delete --force`` waits for a ``create`` at work (hooks included) to finish or fail
+_CREATE_WAIT_S = 60.0
+
+
+def _wait_while_created(cid: str, path: str) -> bool:
+    """Wait until a ``create`` that holds the container's lock has written its state (True) or failed
+    and left (False): a tool's ``delete --force`` after its own create timed out must not succeed
+    while that create goes on to leave a container behind."""
+    state_file = os.path.join(path, _STATE)
+    deadline = time.monotonic() + _CREATE_WAIT_S
+    while os.path.isdir(path) and is_alive(path) and not os.path.exists(state_file):
+        if time.monotonic() > deadline:
+            raise UsageError(f"container {cid} is still being created",
+                             hint="its create is still running (a slow hook?); delete --force it again later")
+        time.sleep(0.05)
+    return os.path.exists(state_file)
 
 
 # --- features ------------------------------------------------------------------------------------
