@@ -3,8 +3,10 @@
 Markers apply as pytest users expect: a test's own marker, then its class's,
 then its module's (``pytestmark``), then the ini defaults — the nearest one
 wins, keyword by keyword.  Every mistake (an unknown keyword, a wrong type,
-a volume source that does not exist) is found at collection time and named
-with the test and the keyword.
+a volume source or seccomp profile that does not exist, an unknown
+capability or user) is found at collection time and named with the test and
+the keyword; what only a sandbox's set-up can tell (a user of an image, a
+malformed seccomp profile) fails the test, never skips it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ __all__ = ["MarkerError", "SandboxConfig", "KEYWORDS", "REQUIREMENTS", "from_mar
 
 #: what ``require=[...]`` can ask for
 REQUIREMENTS = ("userns", "pid", "mount", "network", "ipc", "uts", "seccomp", "no_new_privs", "cgroup")
+#: ``seccomp=`` values that name no file
+_SECCOMP_BUILTIN = ("default", "unconfined")
 _SIZE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.IGNORECASE)
 
 
@@ -28,6 +32,10 @@ class MarkerError(Exception):
 
 def _str(value: object) -> bool:
     return isinstance(value, str)
+
+
+def _hostname(value: object) -> bool:
+    return isinstance(value, str) and len(value.encode()) <= 64  # the kernel's HOST_NAME_MAX
 
 
 def _strings(value: object) -> bool:
@@ -77,18 +85,23 @@ def _require(value: object) -> bool:
     return isinstance(value, (list, tuple)) and all(v in REQUIREMENTS for v in value)
 
 
-def _accepted_by(module: str, parser: str) -> Any:
-    """A keyword check: a string that sandboxer's own ``module.parser`` accepts (imported when used)."""
+def _seccomp(value: object) -> bool:
+    return isinstance(value, str) and (value in _SECCOMP_BUILTIN or os.path.isfile(value))
+
+
+def _accepted_by(module: str, parser: str, shape: Any = _str, *more: object) -> Any:
+    """A keyword check: a value of the right ``shape`` that sandboxer's own ``module.parser(value, *more)``
+    accepts (imported when used)."""
 
     def check(value: object) -> bool:
         import importlib
 
         from sandboxer.errors import UsageError
 
-        if not isinstance(value, str):
+        if not shape(value):
             return False
         try:
-            getattr(importlib.import_module(module), parser)(value)
+            getattr(importlib.import_module(module), parser)(value, *more)
         except UsageError:
             return False
         return True
@@ -98,6 +111,7 @@ def _accepted_by(module: str, parser: str) -> Any:
 
 _network = _accepted_by("sandboxer.network", "parse_network")
 _image = _accepted_by("sandboxer.images.reference", "parse_reference")
+_capabilities = _accepted_by("sandboxer.sandbox", "capability_set", _strings, ())  # (cap_add, cap_drop)
 
 
 #: keyword -> (check, what a valid value looks like)
@@ -107,13 +121,13 @@ KEYWORDS: dict[str, tuple[Any, str]] = {
     "volumes": (_volumes, 'a list of "SRC:DST[:ro|rw]" strings or (src, dst[, "ro"]) tuples'),
     "writable": (_strings, "a list of host paths"),
     "env": (_env, "a dict of str to str"),
-    "hostname": (_str, "a string"),
-    "user": (_user, 'a uid or "UID[:GID]"'),
+    "hostname": (_hostname, "a string of at most 64 bytes"),
+    "user": (_user, 'a uid, or "UID[:GID]" with numbers or names'),
     "timeout": (_number, "a positive number of seconds"),
     "read_only": (_bool, "True or False"),
-    "cap_add": (_strings, 'a list of capability names, e.g. ["NET_ADMIN"]'),
-    "cap_drop": (_strings, "a list of capability names"),
-    "seccomp": (_str, '"default", "unconfined" or a profile path'),
+    "cap_add": (_capabilities, 'a list of capability names, e.g. ["NET_ADMIN"] (see capabilities(7))'),
+    "cap_drop": (_capabilities, 'a list of capability names, e.g. ["NET_RAW"] (see capabilities(7))'),
+    "seccomp": (_seccomp, '"default", "unconfined" or the path of an existing profile'),
     "memory": (_memory, 'a size such as "256M" or a number of bytes'),
     "cpus": (_cpus, "a positive number of CPUs, e.g. 1.5"),
     "pids": (_pids, "a positive number of processes"),
@@ -202,6 +216,26 @@ def from_markers(keyword_sets: Sequence[Mapping[str, object]], defaults: Mapping
             setattr(config, key, list(value))  # type: ignore[call-overload]
         elif key == "env":
             config.env = dict(value)  # type: ignore[call-overload]
+        elif key == "seccomp" and value not in _SECCOMP_BUILTIN:
+            config.seccomp = os.path.abspath(str(value))  # a sandbox is planned elsewhere (the pool's cwd is /)
         else:
             setattr(config, key, value)
+    if config.user is not None and config.image is None:
+        _check_host_user(config.user)
     return config
+
+
+def _check_host_user(user: str) -> None:
+    """``user=`` names must exist on the host root (an image's own accounts are read when it runs)."""
+    import grp
+    import pwd
+
+    name, _, group = user.partition(":")
+    for kind, value, lookup, where in (("user", name, pwd.getpwnam, "/etc/passwd"),
+                                       ("group", group, grp.getgrnam, "/etc/group")):
+        if value and not value.isdigit():
+            try:
+                lookup(value)
+            except KeyError:
+                raise MarkerError(f"user={user!r}: no {kind} {value!r} on this host "
+                                  f"(use a numeric UID[:GID] or a name from {where})") from None

@@ -25,9 +25,11 @@ from typing import Any
 import pytest
 
 from .handle import SandboxHandle
-from .options import MarkerError, SandboxConfig, from_markers
+from .options import KEYWORDS, MarkerError, SandboxConfig, from_markers
 
 _CONFIG_KEY = pytest.StashKey[SandboxConfig]()
+#: the ini and command line's sandbox options, under every test's markers
+_DEFAULTS_KEY = pytest.StashKey[dict[str, object]]()
 #: per session: nodeid -> the isolation a test got; (nodeid, path) of kept layers
 _ISOLATION_KEY = pytest.StashKey[dict[str, dict[str, object]]]()
 _KEPT_KEY = pytest.StashKey[list[tuple[str, str]]]()
@@ -67,9 +69,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_KEPT_KEY] = []
     if config.getini("sandbox_unavailable") not in ("fail", "skip"):
         raise pytest.UsageError("sandbox_unavailable must be 'fail' or 'skip'")
+    # checked once, now; with --no-sandbox nothing is sandboxed, so nothing of it is used
+    config.stash[_DEFAULTS_KEY] = {} if config.getoption("no_sandbox") else _defaults(config)
 
 
 def _defaults(config: pytest.Config) -> dict[str, object]:
+    """The ini and command line's defaults, checked as markers are: one error at start-up, not one per test."""
     out: dict[str, object] = {}
     timeout = config.getoption("sandbox_timeout") or config.getini("sandbox_timeout")
     if timeout:
@@ -79,12 +84,11 @@ def _defaults(config: pytest.Config) -> dict[str, object]:
             raise pytest.UsageError(f"sandbox_timeout: not a number: {timeout!r}") from None
     network = config.getoption("sandbox_network") or config.getini("sandbox_network")
     if network:
-        from .options import KEYWORDS
-
-        if not KEYWORDS["network"][0](network):
-            raise pytest.UsageError(f"sandbox network: unknown mode or network {network!r} (use none, host, pasta, "
-                                    "slirp4netns, or a network made with 'sandboxer network create')")
         out["network"] = network
+    for key, value in out.items():
+        check, expected = KEYWORDS[key]
+        if not check(value):
+            raise pytest.UsageError(f"sandbox_{key} (--sandbox-{key}): {value!r}: expected {expected}")
     return out
 
 
@@ -94,13 +98,18 @@ def _wants_sandbox(item: pytest.Item) -> bool:
     return item.config.getoption("sandbox_all") or item.get_closest_marker("sandbox") is not None
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
-                                  items: list[pytest.Item]) -> None:
-    """Check every sandboxed test's markers now, not inside a forked child."""
-    defaults = _defaults(config)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Check every sandboxed test's markers now, not inside a forked child.
+
+    Only the tests that will run: this hook comes after every plugin's
+    deselection (``-k``, ``-m``, ``--lf``), which ``pytest_collection_modifyitems``
+    can't be sure of.
+    """
+    config = session.config
+    defaults = config.stash[_DEFAULTS_KEY]
     problems = []
     sandboxed = False
-    for item in items:
+    for item in session.items:
         if not _wants_sandbox(item):
             continue
         sandboxed = True
@@ -128,19 +137,6 @@ def _upfront_failure(config: SandboxConfig) -> str | None:
     return None
 
 
-def _missing(config: SandboxConfig, isolation: dict[str, object]) -> list[str]:
-    """Required isolation the test did not actually get."""
-    namespaces = isolation.get("namespaces")
-    got = set(namespaces) if isinstance(namespaces, list) else set()
-    names = {"userns": "user", "pid": "pid", "mount": "mnt", "network": "net", "ipc": "ipc", "uts": "uts"}
-    missing = [req for req, ns in names.items() if req in config.require and ns not in got]
-    if "seccomp" in config.require and isolation.get("seccomp") != "filter":
-        missing.append("seccomp")
-    if "no_new_privs" in config.require and not isolation.get("no_new_privs"):
-        missing.append("no_new_privs")
-    return missing
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
     if not _wants_sandbox(item):
@@ -161,9 +157,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         interrupt = None
     else:
         reports, isolation, interrupt = runner.run_item(item, nextitem, config, options)
-        if isolation and (missing := _missing(config, isolation)):
-            reports = runner.refused(item, None, f"required isolation missing: {', '.join(missing)}",
-                                     teardown=False)
     if isolation:
         item.config.stash[_ISOLATION_KEY][item.nodeid] = isolation
         for rep in reports:
@@ -212,8 +205,9 @@ def _keep_dir(item: pytest.Item) -> str:
 
 
 def _keep_or_remove(item: pytest.Item, path: str, reports: list[pytest.TestReport]) -> None:
-    if any(r.failed for r in reports):
-        upper = os.path.join(path, "upper")
+    """Keep a failed test's writable layer; remove it, or the empty directory of a sandbox that never started."""
+    upper = os.path.join(path, "upper")
+    if any(r.failed for r in reports) and os.path.isdir(upper):
         item.config.stash[_KEPT_KEY].append((item.nodeid, upper))
         for rep in reports:
             if rep.failed:
@@ -237,11 +231,19 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 @pytest.fixture
-def sandbox_factory() -> Any:
+def sandbox_factory(request: pytest.FixtureRequest) -> Any:
     """Make sandboxes on the host root: ``sandbox_factory(**SandboxOptions keywords)``.
 
-    All of them are removed after the test.
+    All of them are removed after the test.  Not in a sandboxed test: a
+    sandbox has no ``/dev/fuse`` to make sandboxes in (refused at set-up,
+    rather than failing later with a host error that blames the host).
     """
+    if _wants_sandbox(request.node):
+        name = "sandbox" if "sandbox" in request.fixturenames else "sandbox_factory"
+        how = "remove its sandbox marker" if request.node.get_closest_marker("sandbox") else "leave out --sandbox-all"
+        pytest.fail(f"the {name} fixture cannot be used inside a sandboxed test; a sandbox cannot make sandboxes "
+                    f"of its own (it has no /dev/fuse) (hint: {how}: the fixture's commands run in sandboxes "
+                    "already)", pytrace=False)
     handles: list[SandboxHandle] = []
 
     def make(**options: Any) -> SandboxHandle:

@@ -6,10 +6,11 @@ The order of events, for one sandboxed test:
    class) and every fixture of a wider scope than ``function``, so they
    exist once and are inherited by fork — not re-created per test.
 2. Fork into a new sandbox (:func:`sandboxer.run` with an in-process
-   workload).  There, run the normal pytest protocol for the item — its
-   function-scoped fixtures, the call, their teardown — with capturing and
-   assertion rewriting exactly as pytest set them up, and write the
-   serialised reports to a file descriptor shared with the parent.
+   workload).  There, read the isolation the test got (and go no further
+   if it lacks what it requires), run the normal pytest protocol for the
+   item — its function-scoped fixtures, the call, their teardown — with
+   capturing and assertion rewriting exactly as pytest set them up, and
+   write the serialised reports to a file descriptor shared with the parent.
 3. Back in pytest's process: turn the reports into report objects (or, if
    the child crashed or timed out, into a failure that says what
    happened), tear down whatever scope the next test does not share, and
@@ -29,13 +30,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import pytest
+from _pytest.outcomes import TEST_OUTCOME
 from _pytest.runner import CallInfo, runtestprotocol
 
 from sandboxer.errors import SandboxerError
 
 from .options import SandboxConfig
 
-__all__ = ["Outcome", "run_item", "isolation_facts"]
+__all__ = ["Outcome", "run_item", "isolation_facts", "missing_isolation"]
 
 #: directories the sandbox replaces with fresh tmpfs mounts; paths under them
 #: that a test needs (its virtualenv, rootdir, basetemp) are bound in
@@ -104,24 +106,35 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def _setup_outside(item: pytest.Item) -> None:
+def _setup_outside(item: pytest.Item) -> bool:
     """Step 1: collectors and wider-scoped fixtures, in pytest's own process.
 
     The item is marked active in pytest's set-up stack only while its
     request resolves the wide fixtures (their finalizers go to their own
     scope's node); its own set-up — function fixtures — happens in the child.
+    An item that is not a :class:`pytest.Function` (a conftest's own
+    :class:`pytest.Item`) has no fixtures: only its collectors are set up here.
+
+    False if a collector or wide fixture failed or skipped: pytest keeps that
+    outcome, and its own protocol reports it without calling the test.  Only
+    their code is guarded: a mistake of ours is raised, never taken for theirs.
     """
     state = item.session._setupstate
-    state.setup(item.parent)  # type: ignore[arg-type]
-    state.stack[item] = ([], None)
+    info = getattr(item, "_fixtureinfo", None)
+    wide = [name for name in info.names_closure
+            if (defs := info.name2fixturedefs.get(name)) and defs[-1].scope != "function"] if info else []
+    request: Any = item._request if wide else None  # type: ignore[attr-defined]
     try:
-        infos = item._fixtureinfo.name2fixturedefs  # type: ignore[attr-defined]
-        for name in item.fixturenames:  # type: ignore[attr-defined]
-            defs = infos.get(name)
-            if defs and defs[-1].scope != "function":
-                item._request.getfixturevalue(name)  # type: ignore[attr-defined]
-    finally:
-        del state.stack[item]
+        state.setup(item.parent)  # type: ignore[arg-type]
+        state.stack[item] = ([], None)
+        try:
+            for name in wide:
+                request.getfixturevalue(name)
+        finally:
+            del state.stack[item]
+    except TEST_OUTCOME:  # pytest.skip() and pytest.fail() too: they are no Exception
+        return False
+    return True
 
 
 def isolation_facts(parent_ns: dict[str, str]) -> dict[str, object]:
@@ -139,6 +152,19 @@ def isolation_facts(parent_ns: dict[str, str]) -> dict[str, object]:
         "capabilities": status.get("CapEff", ""),
         "limits": "not enforced (no cgroup driver yet)",
     }
+
+
+def missing_isolation(config: SandboxConfig, isolation: dict[str, object]) -> list[str]:
+    """Required isolation (``require=[...]``) that ``isolation`` (:func:`isolation_facts`) lacks."""
+    namespaces = isolation.get("namespaces")
+    got = set(namespaces) if isinstance(namespaces, list) else set()
+    names = {"userns": "user", "pid": "pid", "mount": "mnt", "network": "net", "ipc": "ipc", "uts": "uts"}
+    missing = [req for req, ns in names.items() if req in config.require and ns not in got]
+    if "seccomp" in config.require and isolation.get("seccomp") != "filter":
+        missing.append("seccomp")
+    if "no_new_privs" in config.require and not isolation.get("no_new_privs"):
+        missing.append("no_new_privs")
+    return missing
 
 
 class _Channel:
@@ -197,9 +223,21 @@ def _intercept_logreport(item: pytest.Item, channel: _Channel) -> None:
 
 
 def _child(item: pytest.Item, config: SandboxConfig, out_fd: int, parent_ns: dict[str, str]) -> int:
-    """Step 2, inside the sandbox.  Returns the exit status."""
+    """Step 2, inside the sandbox.  Returns the exit status.
+
+    Records, in order: ``isolation`` (from then on, a crash is the test's
+    set-up's), the reports, ``junitxml``, and ``warnings`` last (the child
+    got to the end) — or ``refused`` instead of the test, when it lacks the
+    isolation it requires: it must not run without it.
+    """
     os.environ.update(config.env)
     channel = _Channel(out_fd)
+    isolation = isolation_facts(parent_ns)
+    channel.send("isolation", isolation)
+    if missing := missing_isolation(config, isolation):
+        channel.send("refused", f"required isolation missing: {', '.join(missing)}")
+        return 0
+    junit = _JunitExtras(item)
     _intercept_logreport(item, channel)
     try:
         with warnings.catch_warnings(record=True) as caught:  # pytest's filters stay in force
@@ -208,10 +246,42 @@ def _child(item: pytest.Item, config: SandboxConfig, out_fd: int, parent_ns: dic
         channel.send("interrupt", {"exit": isinstance(e, pytest.exit.Exception), "msg": str(getattr(e, "msg", e)),
                                    "returncode": getattr(e, "returncode", None)})
         caught = []
+    channel.send("junitxml", junit.recorded())
     channel.send("warnings", [_warning_to_json(w) for w in caught])
-    channel.send("isolation", isolation_facts(parent_ns))
     _save_coverage()
     return 0
+
+
+class _JunitExtras:
+    """What ``record_xml_attribute`` and ``record_testsuite_property`` add to the junitxml plugin's state.
+
+    The child has only a copy of that state: what the test added there is
+    sent to the parent (:meth:`recorded`, in the child) and added to the
+    parent's own (:meth:`add`).  ``record_property`` needs none of this: it
+    travels on the report.
+    """
+
+    def __init__(self, item: pytest.Item) -> None:
+        from _pytest.junitxml import xml_key
+
+        self.item = item
+        self.xml = item.config.stash.get(xml_key, None)
+        self.suite_before = len(self.xml.global_properties) if self.xml is not None else 0
+
+    def recorded(self) -> dict[str, Any]:
+        if self.xml is None:
+            return {}
+        return {"attributes": self.xml.node_reporter(self.item.nodeid).attrs,
+                "suite_properties": self.xml.global_properties[self.suite_before:]}
+
+    def add(self, recorded: dict[str, Any]) -> None:
+        if self.xml is None or not recorded:
+            return
+        reporter = self.xml.node_reporter(self.item.nodeid)
+        for name, value in recorded["attributes"].items():
+            reporter.add_attribute(name, value)
+        for name, value in recorded["suite_properties"]:
+            self.xml.add_global_property(name, value)
 
 
 def _warning_to_json(w: warnings.WarningMessage) -> dict[str, Any]:
@@ -273,7 +343,8 @@ _When = Literal["setup", "call", "teardown"]
 
 def _fail_report(item: pytest.Item, when: _When, message: str, duration: float) -> pytest.TestReport:
     def fail() -> None:
-        pytest.fail(message, pytrace=False)
+        # from None: made inside an ``except`` block, it would show that error again ("During handling…")
+        raise pytest.fail.Exception(message, pytrace=False) from None
 
     rep: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=CallInfo.from_call(fail, when))
     rep.duration = duration
@@ -290,14 +361,18 @@ def _crash_reports(item: pytest.Item, message: str, duration: float) -> list[pyt
 
 
 def _complete(item: pytest.Item, reports: list[pytest.TestReport], message: str,
-              duration: float) -> list[pytest.TestReport]:
+              duration: float, started: bool = False) -> list[pytest.TestReport]:
     """A full setup/call/teardown sequence from what a crashed child sent.
 
-    The phase the child died in fails with ``message``; phases it finished
-    keep their real reports, subtests' included.
+    The phase the child died in fails with ``message`` — the set-up when it
+    had ``started`` the test's protocol and sent no set-up report (an error
+    at set-up, as a bare run says); phases it finished keep their real
+    reports, subtests' included.
     """
     phases = {r.when: r for r in reports if type(r) is pytest.TestReport}
     out = list(reports)
+    if "setup" not in phases and started:
+        return [*out, _fail_report(item, "setup", message, duration), _passed_report(item, "teardown")]
     if "setup" not in phases:
         out.insert(0, _passed_report(item, "setup"))
     if "call" not in phases and phases.get("setup", out[0]).passed and "teardown" not in phases:
@@ -330,11 +405,7 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
     from sandboxer import SandboxOptions, Volume, run
     from sandboxer.pool import poolable
 
-    try:
-        _setup_outside(item)
-    except Exception:
-        # a collector or wide fixture failed: pytest's own protocol reports it
-        # as a setup error without ever calling the test
+    if not _setup_outside(item):
         return Outcome(runtestprotocol(item, log=False, nextitem=nextitem), {}, None)
 
     basetemp = item.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
@@ -354,13 +425,6 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
         network=config.network, volumes=volumes, workdir=os.getcwd(), upper_dir=options.get("upper_dir"),
         image=config.image)
     parent_ns = {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in _NAMESPACES}
-    try:
-        if config.image is not None:
-            _ensure_image(config.image)
-    except SandboxerError as e:  # a missing image that cannot be pulled: the test fails, saying why
-        reports = _unavailable_reports(item, e, "fail")
-        _teardown_outside(item, nextitem, reports)
-        return Outcome(reports, {}, None)
     fd, path = tempfile.mkstemp(prefix="sandboxer-reports-")
     os.unlink(path)
     start = time.monotonic()
@@ -370,24 +434,22 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
 
     pool = options.get("pool")
     try:
+        if config.image is not None:
+            _ensure_image(config.image)
         if pool is not None and poolable(opts):  # set up ahead of time by the pool; this process only joins
             status = pool.run(opts, call, timeout=config.timeout)
         else:
             status = run(opts, call, timeout=config.timeout, on_notice=lambda _msg: None)
         records = _Channel.receive(fd)
     except SandboxerError as e:
-        from sandboxer.images.store import StoreError
-
-        # a missing or broken image is the test's mistake, never "this host can't sandbox": always fail
-        mode = "fail" if isinstance(e, StoreError) else options.get("unavailable", "fail")
-        reports = _unavailable_reports(item, e, mode)
+        reports = _setup_error_reports(item, e, options.get("unavailable", "fail"))
         _teardown_outside(item, nextitem, reports)
         return Outcome(reports, {}, None)
     finally:
         os.close(fd)
     duration = time.monotonic() - start
     hook = item.config.hook
-    reports, isolation, interrupt = [], {}, None
+    reports, isolation, interrupt, refusal, finished = [], {}, None, None, False
     for record in records:
         if "report" in record:
             rep = hook.pytest_report_from_serializable(config=item.config, data=record["report"])
@@ -396,12 +458,19 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
             reports.append(rep)
         elif "warnings" in record:
             _replay_warnings(record["warnings"])
+            finished = True  # the child's last record: it got to the end
         elif "isolation" in record:
             isolation = record["isolation"]
         elif "interrupt" in record:
             interrupt = record["interrupt"]
-    if not (status.code == 0 and isolation) and interrupt is None:
-        reports = _complete(item, reports, _crash_message(status, config.timeout), duration)
+        elif "refused" in record:
+            refusal = record["refused"]
+        elif "junitxml" in record:
+            _JunitExtras(item).add(record["junitxml"])
+    if refusal is not None:
+        reports = _crash_reports(item, refusal, 0.0)
+    elif not (status.code == 0 and finished) and interrupt is None:
+        reports = _complete(item, reports, _crash_message(status, config.timeout), duration, started=bool(isolation))
     _teardown_outside(item, nextitem, reports)
     return Outcome(reports, isolation, interrupt)
 
@@ -423,10 +492,21 @@ def _teardown_outside(item: pytest.Item, nextitem: pytest.Item | None, reports: 
     reports.append(rep)
 
 
-def _unavailable_reports(item: pytest.Item, err: SandboxerError, mode: str) -> list[pytest.TestReport]:
-    """The sandbox could not be set up: fail (default) or skip, as ``sandbox_unavailable`` says."""
-    reason = f"sandbox unavailable: {err}" + (f" (hint: {err.hint})" if err.hint else "")
-    if mode != "skip":
+def _setup_error_reports(item: pytest.Item, err: SandboxerError, unavailable: str) -> list[pytest.TestReport]:
+    """The sandbox could not be set up.
+
+    A mistake in the test's own sandbox (a marker's value, an image that
+    can't be had) always fails; ``sandbox_unavailable`` (fail or skip) is
+    only for a host that cannot sandbox.
+    """
+    from sandboxer.errors import ConfigError, UsageError
+    from sandboxer.images.store import StoreError
+
+    hint = f" (hint: {err.hint})" if err.hint else ""
+    if isinstance(err, (UsageError, ConfigError, StoreError)):
+        return _crash_reports(item, f"invalid sandbox for this test: {err}{hint}", 0.0)
+    reason = f"sandbox unavailable: {err}{hint}"
+    if unavailable != "skip":
         return _crash_reports(item, reason, 0.0)
     path, lineno, _ = item.location
     skipped = pytest.TestReport(item.nodeid, item.location, {}, "skipped", (path, (lineno or 0) + 1, reason),
@@ -434,10 +514,8 @@ def _unavailable_reports(item: pytest.Item, err: SandboxerError, mode: str) -> l
     return [skipped, _passed_report(item, "teardown")]
 
 
-def refused(item: pytest.Item, nextitem: pytest.Item | None, message: str, *,
-            teardown: bool = True) -> list[pytest.TestReport]:
+def refused(item: pytest.Item, nextitem: pytest.Item | None, message: str) -> list[pytest.TestReport]:
     """Reports for a sandboxed test that must not run as asked: a failure saying why."""
     reports = _crash_reports(item, message, 0.0)
-    if teardown:
-        _teardown_outside(item, nextitem, reports)
+    _teardown_outside(item, nextitem, reports)
     return reports

@@ -161,6 +161,98 @@ def test_wide_fixtures_are_set_up_once_outside(pytester: pytest.Pytester) -> Non
     assert outcomes(result) == {"passed": 3}, result.stdout.str()
 
 
+def test_custom_items_run_in_the_sandbox(pytester: pytest.Pytester) -> None:
+    """A conftest's own pytest.Item (no fixtures) runs its whole protocol sandboxed, never bare on the host."""
+    pytester.makeconftest("""
+        import os, pytest
+
+        HOST_PID_NS = os.readlink("/proc/self/ns/pid")
+
+        class CheckItem(pytest.Item):
+            def runtest(self):
+                assert os.readlink("/proc/self/ns/pid") != HOST_PID_NS, "ran on the host"
+
+        class CheckFile(pytest.File):
+            def collect(self):
+                yield CheckItem.from_parent(self, name="inside")
+
+        def pytest_collect_file(parent, file_path):
+            if file_path.suffix == ".check":
+                return CheckFile.from_parent(parent, path=file_path)
+    """)
+    pytester.makefile(".check", "")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--sandbox-all")
+    assert outcomes(result) == {"passed": 1}, result.stdout.str()
+
+
+def test_skip_and_fail_in_wide_set_up_match_a_bare_run(pytester: pytest.Pytester) -> None:
+    """pytest.skip/fail/importorskip in setup_module or a wide fixture: reported as bare, the session goes on."""
+    pytester.makepyfile(
+        test_setup_module="""
+            import pytest
+
+            def setup_module():
+                pytest.skip("module skipped")
+
+            def test_a(): pass
+            def test_b(): pass
+        """,
+        test_fixtures="""
+            import pytest
+
+            @pytest.fixture(scope="module")
+            def module_fails():
+                pytest.fail("module fixture failed")
+
+            @pytest.fixture(scope="class")
+            def class_needs():
+                pytest.importorskip("no_such_module_for_sandboxer")
+
+            @pytest.fixture(scope="session")
+            def session_skips():
+                pytest.skip("session skipped")
+
+            def test_fails(module_fails): pass
+
+            class TestClass:
+                def test_needs(self, class_needs): pass
+
+            def test_session(session_skips): pass
+
+            def test_after(): pass
+        """)
+    bare = pytester.runpytest("-p", "no:cacheprovider", "-ra")
+    sandboxed = pytester.runpytest("-p", "no:cacheprovider", "-ra", "--sandbox-all")
+    assert sandboxed.ret == bare.ret == pytest.ExitCode.TESTS_FAILED, sandboxed.stdout.str()
+    assert outcomes(sandboxed) == outcomes(bare) == {"passed": 1, "skipped": 4, "errors": 1}
+    assert _summary(sandboxed, "short test summary info") == _summary(bare, "short test summary info")
+
+
+def test_crash_in_a_function_fixture_is_an_error_at_setup(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import os, time, pytest
+
+        @pytest.fixture
+        def exits():
+            os._exit(3)
+
+        @pytest.fixture
+        def hangs():
+            time.sleep(60)
+
+        @pytest.mark.sandbox
+        def test_exits(exits): pass
+
+        @pytest.mark.sandbox(timeout=1)
+        def test_hangs(hangs): pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert outcomes(result) == {"errors": 2}, result.stdout.str()
+    text = result.stdout.str()
+    assert "ERROR at setup of test_exits" in text and "sandboxed test exited with status 3" in text
+    assert "ERROR at setup of test_hangs" in text and "timed out after 1.0s" in text
+
+
 def test_crashes_are_failures_that_say_what_happened(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         import ctypes, os, time, pytest
@@ -296,6 +388,28 @@ def test_capture_logging_and_properties_cross_the_boundary(pytester: pytest.Pyte
     assert 'name="sandbox" value="namespaces=user,mnt,pid,net' in xml
 
 
+def test_junitxml_attributes_and_suite_properties_match_a_bare_run(pytester: pytest.Pytester) -> None:
+    import xml.etree.ElementTree as ET
+
+    pytester.makepyfile("""
+        def test_records(record_xml_attribute, record_testsuite_property):
+            record_xml_attribute("owner", "team-a")
+            record_testsuite_property("build", "42")
+
+        def test_plain():
+            pass
+    """)
+    seen = []
+    for mode in ("--no-sandbox", "--sandbox-all"):
+        pytester.runpytest("-p", "no:cacheprovider", mode, "-o", "junit_family=xunit1", f"--junitxml={mode}.xml")
+        suite = ET.parse(pytester.path / f"{mode}.xml").find("testsuite")
+        assert suite is not None
+        seen.append(([p.attrib for p in suite.findall("properties/property")],
+                     [{k: v for k, v in case.attrib.items() if k != "time"} for case in suite.iter("testcase")]))
+    assert seen[1] == seen[0]
+    assert seen[0][0] == [{"name": "build", "value": "42"}] and seen[0][1][0]["owner"] == "team-a"
+
+
 def test_s_shows_output_live(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         import pytest
@@ -330,6 +444,12 @@ def test_x_and_last_failed(pytester: pytest.Pytester) -> None:
     ('sandbox(volumes=["/no/such/path:/x"])', "volumes: source /no/such/path does not exist"),
     ('sandbox(network="bridge")', "network='bridge'"),
     ('sandbox("positional")', "positional arguments"),
+    ('sandbox(user="nosuchuser")', "user='nosuchuser': no user 'nosuchuser' on this host"),
+    ('sandbox(user="0:nosuchgroup")', "no group 'nosuchgroup' on this host"),
+    ('sandbox(cap_add=["NOT_A_CAP"])', "cap_add=['NOT_A_CAP']: expected a list of capability names"),
+    ('sandbox(cap_drop=["NOT_A_CAP"])', "cap_drop=['NOT_A_CAP']"),
+    ('sandbox(seccomp="/nonexistent.json")', "seccomp='/nonexistent.json': expected"),
+    ('sandbox(hostname="h" * 65)', "expected a string of at most 64 bytes"),
 ])
 def test_bad_markers_are_collection_errors(pytester: pytest.Pytester, marker: str, message: str) -> None:
     pytester.makepyfile(f"""
@@ -343,6 +463,68 @@ def test_bad_markers_are_collection_errors(pytester: pytest.Pytester, marker: st
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "test_x" in err and message in err, err
+
+
+def test_bad_options_are_one_usage_error_and_only_what_runs_is_checked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.sandbox(colour="blue")
+        def test_bad_marker(): pass
+
+        @pytest.mark.sandbox
+        def test_good(): pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--sandbox-timeout=-1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "--sandbox-timeout): -1.0: expected a positive number of seconds" in err and "test_" not in err, err
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "good")  # the bad marker is deselected
+    assert outcomes(result) == {"passed": 1, "deselected": 1}, result.stderr.str()
+    result = pytester.runpytest("-p", "no:cacheprovider", "--no-sandbox", "--sandbox-network=nosuchnet")
+    assert outcomes(result) == {"passed": 2}, result.stderr.str()
+
+
+def test_mistakes_only_set_up_finds_always_fail(pytester: pytest.Pytester) -> None:
+    """A malformed seccomp profile is the test's mistake: it fails, even with sandbox_unavailable = skip."""
+    pytester.makeini("[pytest]\nsandbox_unavailable = skip\n")
+    pytester.makefile(".json", profile='{"defaultAction": "SCMP_ACT_NOPE"}')
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.sandbox(seccomp="profile.json")
+        def test_x():
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert outcomes(result) == {"failed": 1}, result.stdout.str()
+    text = result.stdout.str()
+    assert 'invalid sandbox for this test: linux.seccomp.defaultAction: unknown action "SCMP_ACT_NOPE"' in text
+    assert "sandbox unavailable" not in text and "During handling" not in text
+
+
+def test_required_isolation_is_checked_before_the_test_runs(pytester: pytest.Pytester) -> None:
+    ran = pytester.mkdir("ran")
+    pytester.makepyfile(f"""
+        import pytest
+
+        pytestmark = pytest.mark.sandbox(writable=["{ran}"], require=["seccomp"])
+
+        @pytest.fixture
+        def fixture(request):
+            open("{ran}/" + request.node.name + ".fixture", "w").close()
+
+        @pytest.mark.sandbox(seccomp="unconfined")
+        def test_refused(fixture):
+            open("{ran}/test_refused.body", "w").close()
+
+        def test_runs(fixture):
+            open("{ran}/test_runs.body", "w").close()
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert outcomes(result) == {"failed": 1, "passed": 1}, result.stdout.str()
+    assert "required isolation missing: seccomp" in result.stdout.str()
+    assert sorted(p.name for p in ran.glob("test_*")) == ["test_runs.body", "test_runs.fixture"]
 
 
 def test_limits_fail_clearly_until_cgroups_exist(pytester: pytest.Pytester) -> None:
@@ -437,17 +619,23 @@ def test_keep_failed_keeps_the_writable_layer(pytester: pytest.Pytester) -> None
         @pytest.mark.sandbox
         def test_passes():
             open("/etc/other", "w").write("x")
+
+        @pytest.mark.sandbox(memory="1G")
+        def test_never_started():
+            pass
     """)
+    from sandboxer.state import remove_tree, state_root
+
+    before = set(os.listdir(state_root()))
     result = pytester.runpytest("-p", "no:cacheprovider", "--sandbox-keep-failed")
-    assert outcomes(result) == {"failed": 1, "passed": 1}
+    assert outcomes(result) == {"failed": 2, "passed": 1}
     text = result.stdout.str()
     lines = [line for line in text.splitlines() if "writable layer kept at" in line]
-    assert lines, text
+    assert len(lines) == 1, text  # none for the sandbox that never started
     upper = lines[0].split("kept at ", 1)[1].strip()
     with open(os.path.join(upper, "etc", "evidence")) as f:
         assert f.read() == "post-mortem"
-    from sandboxer.state import remove_tree
-
+    assert set(os.listdir(state_root())) - before == {os.path.basename(os.path.dirname(upper))}
     remove_tree(os.path.dirname(upper))
 
 
@@ -466,6 +654,7 @@ def test_sandbox_unavailable_fail_or_skip(pytester: pytest.Pytester, monkeypatch
     result = pytester.runpytest("-p", "no:cacheprovider", "-rf")
     assert outcomes(result) == {"failed": 1}
     assert "sandbox unavailable: state directory" in result.stdout.str()
+    assert "During handling" not in result.stdout.str()  # one clean message
     pytester.makeini("[pytest]\nsandbox_unavailable = skip\n")
     result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
     assert outcomes(result) == {"skipped": 1}
@@ -515,6 +704,21 @@ def test_sandbox_factory_makes_independent_sandboxes(sandbox_factory) -> None:  
 
     with pytest.raises(subprocess.TimeoutExpired):
         a.run(["sleep", "30"], timeout=0.5)
+
+
+def test_sandbox_fixture_in_a_sandboxed_test_is_refused_at_setup(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.sandbox
+        def test_uses(sandbox):
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert outcomes(result) == {"errors": 1}, result.stdout.str()
+    text = result.stdout.str()
+    assert "the sandbox fixture cannot be used inside a sandboxed test" in text
+    assert "hint: remove its sandbox marker" in text and "ERROR at setup of test_uses" in text
 
 
 def test_sandbox_handle_leaves_nothing(pytester: pytest.Pytester) -> None:
