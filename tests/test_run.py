@@ -51,6 +51,8 @@ def test_the_run_path_imports_nothing_it_does_not_need() -> None:
 def test_hostname_option_and_env() -> None:
     p = sh('hostname; echo "$FOO $HOSTNAME"', "--hostname", "box1", "-e", "FOO=bar", check=True)
     assert p.stdout.split("\n")[:2] == ["box1", "bar box1"]
+    long = sandboxer("run", "--hostname", "h" * 65, "--", "true")  # refused before anything is set up
+    assert long.returncode == 125 and "longer than 64 bytes" in long.stderr and long.stderr.count("\n") == 2
 
 
 def test_env_file_and_passthrough(tmp_path: pytest.TempPathFactory) -> None:
