@@ -7,6 +7,7 @@ import os
 import pty
 import select
 import struct
+import subprocess
 import termios
 import time
 
@@ -101,3 +102,41 @@ def test_window_size_follows_ours() -> None:
     t.send(b"go\n")
     assert t.wait() == 0
     assert b"40 120" in t.output
+
+
+# --- without -t: the caller's terminal is out of the sandbox's reach ---------------------------------
+
+_TIOCSTI = ("import fcntl, termios\n"
+            "for what, open_ in (('tty', lambda: open('/dev/tty', 'wb', 0)),\n"
+            "                    ('stdout', lambda: open(1, 'wb', 0, closefd=False))):\n"
+            "    try:\n"
+            "        fcntl.ioctl(open_(), termios.TIOCSTI, b'#')\n"
+            "        print(what, 'INJECTED', flush=True)\n"
+            "    except OSError as e:\n"
+            "        print(what, 'refused', e.errno, flush=True)\n")
+
+
+def test_without_a_tty_of_its_own_the_sandbox_cannot_type_into_ours() -> None:
+    """Our terminal is the sandbox's stdout here, but not its controlling terminal (a session of its own,
+    as runc's init makes): /dev/tty opens nothing and TIOCSTI, which would type into the shell that
+    started us, is refused.  Ctrl-C still reaches the command, through sandboxer."""
+    for how in (["run", "--", "python3", "-c", _TIOCSTI], ["run", "--init", "--", "python3", "-c", _TIOCSTI]):
+        t = Terminal(*how)
+        assert t.wait() == 0, t.output
+        out = t.output.decode()
+        assert "INJECTED" not in out and out.count("refused") == 2, out
+    name = f"tiocsti-{os.getpid()}"
+    subprocess.run([*SANDBOXER, "run", "-d", "--name", name, "--", "sleep", "3333.4375"], check=True,
+                   capture_output=True, timeout=60)
+    try:  # exec without -t: the same
+        t = Terminal("exec", name, "python3", "-c", _TIOCSTI)
+        assert t.wait() == 0, t.output
+        assert "INJECTED" not in t.output.decode() and t.output.decode().count("refused") == 2, t.output
+    finally:
+        subprocess.run([*SANDBOXER, "rm", "-f", name], capture_output=True, timeout=60)
+    t = Terminal("run", "--", "sh", "-c",
+                 "trap 'echo caught-int; exit 7' INT; echo ready; while :; do sleep 0.05; done")
+    t.read_until(b"ready")
+    t.send(b"\x03")  # the terminal signals sandboxer's group; sandboxer forwards it to PID 1
+    t.read_until(b"caught-int")
+    assert t.wait() == 7

@@ -21,7 +21,7 @@ from ..procfs import start_time
 from . import sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
 from .init import attach_terminal, env_dict, flush_std, reset_signals
-from .launcher import ExitStatus, fork, readable_before
+from .launcher import ExitStatus, SignalProxy, fork, readable_before
 from .reaper import exec_workload
 from .userns import read_idmap
 
@@ -111,6 +111,7 @@ def enter_status(pid: int, identity: dict[str, Any], argv: list[str], env: list[
     msg_r, msg_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)  # the command's raw wait status, as the child saw it
     flush_std()  # else the child inherits, and may write again, what we have buffered
+    proxy = _proxy(opts)
     child = fork(keep_python=opts.call is not None)
     if child == 0:  # pragma: no cover - runs in the child
         code = 125
@@ -133,13 +134,15 @@ def enter_status(pid: int, identity: dict[str, Any], argv: list[str], env: list[
     os.close(msg_w)
     os.close(status_w)
     try:
-        msg, raw, timed_out = _follow(msg_r, status_r, ours, sock, opts, deadline, on_timeout)
+        msg, raw, timed_out = _follow(msg_r, status_r, ours, sock, opts, deadline, on_timeout, proxy)
     except BaseException:
         os.kill(child, signals.SIGKILL)  # its command dies with it (death signal)
         os.waitpid(child, 0)
         raise
     finally:
         os.close(status_r)
+        if proxy is not None:
+            proxy.restore()
     _, status = os.waitpid(child, 0)
     if msg is not None and msg[0] == "error":
         raise sync.error_from_fields(msg)
@@ -149,8 +152,21 @@ def enter_status(pid: int, identity: dict[str, Any], argv: list[str], env: list[
     return ended._replace(timed_out=True) if timed_out else ended
 
 
-def _follow(msg_r: int, status_r: int, ours: Any, sock: Any, opts: ExecOptions,
-            deadline: float | None, on_timeout: Callable[[], None] | None) -> tuple[Any, bytes, bool]:
+def _proxy(opts: ExecOptions) -> SignalProxy | None:
+    """Without a terminal of its own the command is a session of its own (see :func:`_run_in_namespace`),
+    out of our terminal's reach: the signals a user sends us go to it.  Not for a detached command,
+    nor where signal handlers can't be set (a thread other than the main one), nor for an in-process
+    call (a sandboxed test): there Ctrl-C is our KeyboardInterrupt, which ends the call with us."""
+    if opts.tty or opts.detach or opts.call is not None:
+        return None
+    try:
+        return SignalProxy()
+    except ValueError:
+        return None
+
+
+def _follow(msg_r: int, status_r: int, ours: Any, sock: Any, opts: ExecOptions, deadline: float | None,
+            on_timeout: Callable[[], None] | None, proxy: SignalProxy | None = None) -> tuple[Any, bytes, bool]:
     """The caller's side while the command runs: its start (or set-up error), the terminal, the
     deadline; returns the last message, the command's raw wait status (b"" if none came) and
     whether the deadline passed."""
@@ -170,6 +186,8 @@ def _follow(msg_r: int, status_r: int, ours: Any, sock: Any, opts: ExecOptions,
     try:
         while (msg := reader.recv()) is not None and msg[0] == "pid":  # end of file: the command has exec'ed
             command = int(msg[1])
+            if proxy is not None:
+                proxy.target(command)
     finally:
         reader.close()
     if msg is None and opts.pid_file is not None:
@@ -282,7 +300,9 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
             reset_signals()  # as PID 1 gives its workload
             if slave >= 0:
                 attach_terminal(slave)
-            elif opts.stdin_null:
+            else:
+                os.setsid()  # no controlling terminal, as the workload has none (see init._container)
+            if slave < 0 and opts.stdin_null:
                 null = os.open("/dev/null", os.O_RDONLY)
                 os.dup2(null, 0)
                 os.close(null)

@@ -239,9 +239,13 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
         for target, fd in enumerate(workload.stdio):
             os.dup2(fd, target)
     if pipes.pty_slave >= 0:
-        attach_terminal(pipes.pty_slave)
-    elif plan.stdin_null and workload.stdio is None:
-        _step("open /dev/null", _stdin_devnull)
+        attach_terminal(pipes.pty_slave)  # a session of its own, the pty its controlling terminal
+    else:
+        # a session of its own with no controlling terminal, as runc's init: the caller's terminal
+        # stays out of reach (TIOCSTI would type into the user's shell); signals come via the caller
+        os.setsid()
+        if plan.stdin_null and workload.stdio is None:
+            _step("open /dev/null", _stdin_devnull)
 
     # -- the mount table, then the new root
     mounts.mount_all(rootfs, plan.mounts)

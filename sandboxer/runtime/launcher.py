@@ -28,7 +28,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["ExitStatus", "run", "start", "wait", "Started", "fork", "readable_before", "HANDED_OFF"]
+__all__ = ["ExitStatus", "run", "start", "wait", "Started", "fork", "readable_before", "HANDED_OFF",
+           "SignalProxy"]
 
 _PROXIED = (signals.SIGTERM, signals.SIGHUP, signals.SIGUSR1, signals.SIGUSR2, signals.SIGINT, signals.SIGQUIT)
 
@@ -67,8 +68,8 @@ def _debug(plan: Plan, message: str) -> None:
         print(f"sandboxer: debug: {message}", file=sys.stderr)
 
 
-class _SignalProxy:
-    """Forward the signals a user sends us to the sandbox's PID 1.
+class SignalProxy:
+    """Forward the signals a user sends us to the sandbox's PID 1 (or an exec'd command).
 
     Installed before the fork, so a signal that arrives during set-up is
     held and delivered as soon as PID 1 exists, never lost and never fatal
@@ -81,8 +82,7 @@ class _SignalProxy:
         self.saved = {sig: signals.signal(sig, self._handle) for sig in _PROXIED}
 
     def _handle(self, sig: int, _frame: object) -> None:
-        if sig in (signals.SIGINT, signals.SIGQUIT) and _terminal_sent_it():
-            return  # the terminal already signalled the whole foreground group
+        # the sandbox is a session of its own, out of the terminal's reach: Ctrl-C comes through us
         if self.pid is None:
             self.pending.append(sig)
         else:
@@ -121,7 +121,7 @@ class Started:
     __slots__ = ("plan", "pid", "pid1", "status_r", "master", "proxy")
 
     def __init__(self, plan: Plan, pid: int, pid1: int, status_r: int, master: int,
-                 proxy: _SignalProxy | None) -> None:
+                 proxy: SignalProxy | None) -> None:
         self.plan = plan
         self.pid = pid              #: the set-up process, our child
         self.pid1 = pid1            #: PID 1's host PID
@@ -161,7 +161,7 @@ def start(plan: Plan, workload: Workload, *, tty: bool = False, forward_signals:
     pipes = Pipes(msg_w=msg_w, go_r=go_r, hooks_r=hooks_r, status_w=status_w, pty_slave=slave)
     driver = plan.snapshotter.name if plan.snapshotter else f"none ({plan.rootfs.kind} root bound as is)"
     _debug(plan, f"sandbox {plan.id[:12]}: storage driver {driver}")
-    proxy = _SignalProxy() if forward_signals else None
+    proxy = SignalProxy() if forward_signals else None
     caller = os.getpid()
     flush_std()  # else the child inherits, and later writes, the caller's buffered output
     try:
@@ -256,7 +256,7 @@ def _hold_logging_handlers() -> list:
 
 
 def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int,
-              proxy: _SignalProxy | None) -> int:
+              proxy: SignalProxy | None) -> int:
     """Everything between fork and exec; returns PID 1's host PID."""
     reader.expect("userns")
     if plan.namespaces & CLONE_NEWUSER:  # not when it joined one (OCI namespaces[].path): that has its maps
@@ -348,11 +348,3 @@ def readable_before(fd: int, deadline: float) -> bool:
             return False
         if select.select([fd], [], [], left)[0]:
             return True
-
-
-def _terminal_sent_it() -> bool:
-    """True when we are in the terminal's foreground group (so PID 1 is too)."""
-    try:
-        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
-    except (OSError, ValueError, AttributeError):
-        return False
