@@ -23,7 +23,7 @@ __all__ = [
     "prctl", "capget", "capset", "seccomp_set_filter", "ioctl_int",
     "set_pdeathsig", "set_no_new_privs", "cap_bound_drop", "cap_ambient_clear",
     "cap_ambient_raise", "set_keepcaps", "statfs_flags", "mount_setattr_rdonly_recursive",
-    "interface_up", "malloc_trim", "cloexec_from", "close_inherited", "personality",
+    "interface_up", "malloc_trim", "cloexec_from", "close_inherited", "personality", "blank_environment",
 ]
 
 CLONE_NEWNS = 0x00020000
@@ -324,3 +324,16 @@ def personality(persona: int) -> None:
     """Set the execution domain (``PER_LINUX32``: ``uname -m`` says i686) for this process and its execs."""
     _libc.personality.argtypes = (ctypes.c_ulong,)
     _check(_libc.personality(persona), f"personality({persona:#x})")
+
+
+def blank_environment() -> None:
+    """Zero the environment block this process was started with (``/proc/PID/environ`` reads it).
+
+    A forked process shows its ancestor's environment there — the user's, tokens included — for
+    as long as it lives; Python copied it into ``os.environ`` at start-up and needs the block no more.
+    """
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()  # after "PID (comm)": field N is at N - 3
+    start, end = int(fields[50 - 3]), int(fields[51 - 3])  # env_start, env_end (proc(5))
+    if 0 < start < end:
+        ctypes.memset(start, 0, end - start)

@@ -90,6 +90,21 @@ def test_descriptors_the_caller_left_open_stay_outside(tmp_path: pytest.TempPath
         os.close(fd)
 
 
+def test_an_init_pid_1_shows_the_workload_neither_our_environment_nor_our_files() -> None:
+    """``--init``'s PID 1 is a fork of sandboxer: the workload (same uid) reaches it through /proc/1.  It
+    must not find the caller's environment there (tokens), nor the state directory's lock (a host
+    file), and a status pipe written into with junk must not crash the caller."""
+    env = dict(os.environ, SANDBOXER_TEST_SECRET="do-not-leak")
+    p = subprocess.run([*SANDBOXER, "run", "--init", "--", "sh", "-c",
+                        "tr -d '\\0' < /proc/1/environ; echo; ls /proc/1/fd | tr '\\n' ' '; echo; "
+                        "for fd in /proc/1/fd/[3-9]*; do printf '\\377\\n' > $fd; done 2>/dev/null; exit 3"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    environ, fds = p.stdout.split("\n")[:2]
+    assert "do-not-leak" not in p.stdout and environ == "", p.stdout
+    assert len(fds.split()) == 4, fds  # stdin, stdout, stderr and the status pipe
+    assert p.returncode == 3 and "internal error" not in p.stderr, p.stderr
+
+
 def test_exit_status_is_the_commands() -> None:
     assert sh("exit 3").returncode == 3
     # PID 1 of a namespace cannot be killed from inside (as in Docker) ...

@@ -147,13 +147,14 @@ def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
         os.close(pipes.started_w)
         if os.read(started_r, 1) == b"g":  # start opened the gate (else PID 1 died before: ours to reap)
             os.read(started_r, 1)  # end of file: PID 1 has exec'ed (its end is close-on-exec), or died
-            os.write(pipes.status_w, f"{HANDED_OFF}\n".encode())
+            os.write(pipes.status_w, f"\n{HANDED_OFF}\n".encode())
             return 0
     while True:
         pid, status = os.waitpid(-1, 0)
         if pid == pid1:
             break  # other children: the fuse daemon, reaped in passing
-    os.write(pipes.status_w, f"{status}\n".encode())
+    # on a line of its own whatever an --init PID 1 (which the workload can reach) wrote before
+    os.write(pipes.status_w, f"\n{status}\n".encode())
     _unmount_rootfs(rootfs)
     return 0
 

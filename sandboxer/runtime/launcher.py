@@ -327,9 +327,12 @@ def _wait(pid: int, status_r: int, master: int, pid1: int, deadline: float | Non
     if not raw.strip():
         raise SandboxerError("the sandbox's set-up process died before reporting a status",
                              hint="run with --debug; it may have been killed from outside")
-    *notes, last = raw.decode().strip().splitlines()
+    *notes, last = raw.decode(errors="replace").strip().splitlines()
     if last == _HANDED_OFF_NOTE:
         return None
+    if not last.isdigit():
+        raise SandboxerError(f"the sandbox's set-up process reported a malformed status {last[:40]!r}",
+                             hint="run with --debug")
     status = ExitStatus.from_wait_status(int(last))
     for note in notes:  # "signal N" from an --init PID 1 whose workload was killed
         kind, _, value = note.partition(" ")

@@ -31,10 +31,14 @@ def run_as_init(start: Callable[[], int], msg_w: int, status_w: int) -> int:
     the signal on the status pipe (``signal N``), ahead of the set-up
     process's own report.
     """
+    shed_r, shed_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:
         code = 125
         try:
+            os.close(shed_w)
+            os.read(shed_r, 1)  # end of file once PID 1 holds nothing the workload must not reach
+            os.close(shed_r)
             syscalls.set_pdeathsig(signals.SIGKILL)
             if os.isatty(0):  # keep job control working: the workload owns the terminal
                 os.setpgid(0, 0)
@@ -42,8 +46,14 @@ def run_as_init(start: Callable[[], int], msg_w: int, status_w: int) -> int:
             code = start()
         finally:
             os._exit(code)
+    os.close(shed_r)
     os.close(msg_w)
-    syscalls.close_inherited()  # the workload could reach PID 1's descriptors through /proc/1/fd
+    # the workload, same user, reaches PID 1 through /proc/1: blank the environment we were started
+    # with (the caller's, not the sandbox's), and keep only the status pipe — not the caller's files,
+    # nor the state directory's lock (the set-up process holds that); closing shed_w lets it start
+    syscalls.blank_environment()
+    os.closerange(3, status_w)
+    os.closerange(status_w + 1, os.sysconf("SC_OPEN_MAX"))
 
     def forward(sig: int, _frame: object) -> None:
         try:
