@@ -375,9 +375,13 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None,
     caps = capability_set(opts.cap_add, opts.cap_drop)
     bpf, flags = _seccomp(opts.seccomp, caps)
     if not image:
-        # read-only needs no writable layer: the host root is bound as it is (no FUSE, native speed)
-        snapshotter = (None if opts.read_only and opts.storage_driver is None and opts.upper_dir is None
-                       else storage.choose(storage.RootfsKind.HOST, opts.storage_driver))
+        # read-only needs no writable layer: the host root is bound as it is (no FUSE, native speed) —
+        # unless the workload holds CAP_SYS_ADMIN: the bind's read-only flag is the sandbox's own, which
+        # it could remount writable (and unmount what covers the host's /proc and /tmp): over a throwaway
+        # layer, undoing it reaches nothing of the host's
+        bare = (opts.read_only and opts.storage_driver is None and opts.upper_dir is None
+                and "CAP_SYS_ADMIN" not in caps)
+        snapshotter = None if bare else storage.choose(storage.RootfsKind.HOST, opts.storage_driver)
     sandbox_id = sandbox_id or new_id()
     hostname = opts.hostname or sandbox_id[:12]
     if len(hostname.encode()) > 64 or "\x00" in hostname:  # sethostname's limit, said before anything starts

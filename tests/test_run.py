@@ -172,6 +172,18 @@ def test_read_only_root() -> None:
     assert "tmp-ok" in p.stdout
 
 
+def test_read_only_with_sys_admin_cannot_be_undone_onto_the_host(home_tmp: str) -> None:
+    """With CAP_SYS_ADMIN the workload can remount the root writable and unmount what covers the host's
+    /proc: over the host root bound as is, that wrote host files and showed host processes; with that
+    capability the root is a throwaway layer, as without --read-only."""
+    target = os.path.join(home_tmp, "ro-escape")
+    p = sh(f"touch /etc/x 2>&1; mount -o remount,bind,rw / && echo > {target}; umount -l /proc 2>/dev/null; "
+           "ls /proc | grep -c '^[0-9]'", "--read-only", "--cap-add", "SYS_ADMIN")
+    assert "Read-only file system" in p.stdout  # read-only as asked, until the workload itself undoes it
+    assert not os.path.exists(target), "a --read-only sandbox wrote a host file"
+    assert int(p.stdout.split()[-1]) < 10, p.stdout  # the sandbox's processes, never the host's
+
+
 def test_tmpfs_option() -> None:
     p = sh("grep ' /data ' /proc/self/mountinfo | cut -d' ' -f9; touch /data/f && echo ok", "--tmpfs", "/data",
            check=True)
