@@ -24,6 +24,7 @@ __all__ = [
     "set_pdeathsig", "set_no_new_privs", "cap_bound_drop", "cap_ambient_clear",
     "cap_ambient_raise", "set_keepcaps", "statfs_flags", "mount_setattr_rdonly_recursive",
     "interface_up", "malloc_trim", "cloexec_from", "close_inherited", "personality", "blank_environment",
+    "join_session_keyring",
 ]
 
 CLONE_NEWNS = 0x00020000
@@ -74,8 +75,8 @@ SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 _NR = {  # syscalls without a libc wrapper in glibc 2.36
-    "x86_64": {"pivot_root": 155, "seccomp": 317},
-    "aarch64": {"pivot_root": 41, "seccomp": 277},
+    "x86_64": {"pivot_root": 155, "seccomp": 317, "keyctl": 250},
+    "aarch64": {"pivot_root": 41, "seccomp": 277, "keyctl": 219},
 }[os.uname().machine]
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -337,3 +338,12 @@ def blank_environment() -> None:
     start, end = int(fields[50 - 3]), int(fields[51 - 3])  # env_start, env_end (proc(5))
     if 0 < start < end:
         ctypes.memset(start, 0, end - start)
+
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_session_keyring() -> None:
+    """A new anonymous session keyring for this process and its children, instead of the caller's
+    login session's (whose keys a process able to call keyctl could otherwise read)."""
+    _check(_libc.syscall(_NR["keyctl"], KEYCTL_JOIN_SESSION_KEYRING, None), "keyctl(JOIN_SESSION_KEYRING)")

@@ -105,6 +105,35 @@ def test_an_init_pid_1_shows_the_workload_neither_our_environment_nor_our_files(
     assert p.returncode == 3 and "internal error" not in p.stderr, p.stderr
 
 
+_KEY_SEARCH = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+found = libc.syscall(250, 10, -3, b"user", sys.argv[1].encode(), 0)  # keyctl(SEARCH, session keyring)
+print("found" if found > 0 else "not-found", os.strerror(ctypes.get_errno()))
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers of x86_64")
+def test_without_seccomp_the_sandbox_has_a_session_keyring_of_its_own() -> None:
+    """With the default profile keyctl is refused; unconfined, the sandbox must not reach the keys of
+    the session that started it (as runc: a new session keyring)."""
+    import ctypes
+    import sys
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    name = f"sandboxer-test-{os.getpid()}"
+    key = libc.syscall(248, b"user", name.encode(), b"host secret", 11, -3)  # add_key to our session keyring
+    if key < 0:
+        pytest.skip(f"no session keyring here: {os.strerror(ctypes.get_errno())}")
+    try:
+        here = subprocess.run([sys.executable, "-c", _KEY_SEARCH, name], capture_output=True, text=True, timeout=30)
+        assert here.stdout.startswith("found"), here.stdout  # the search finds it outside
+        p = sandboxer("run", "--security-opt", "seccomp=unconfined", "--", "python3", "-c", _KEY_SEARCH, name)
+        assert p.returncode == 0 and p.stdout.startswith("not-found"), p.stdout + p.stderr
+    finally:
+        libc.syscall(250, 21, key)  # keyctl(INVALIDATE)
+
+
 def test_exit_status_is_the_commands() -> None:
     assert sh("exit 3").returncode == 3
     # PID 1 of a namespace cannot be killed from inside (as in Docker) ...

@@ -20,7 +20,7 @@ from ..errors import SetupError
 from ..procfs import start_time
 from . import sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
-from .init import attach_terminal, env_dict, flush_std, reset_signals
+from .init import attach_terminal, env_dict, flush_std, own_session_keyring, reset_signals
 from .launcher import ExitStatus, SignalProxy, fork, readable_before
 from .reaper import exec_workload
 from .userns import read_idmap
@@ -342,6 +342,8 @@ def _become(identity: dict[str, Any], cwd: str) -> None:
 
     Runs after the mount namespace is joined: it may import nothing."""
     bpf = identity.get("seccomp_bpf")
+    if bpf is None:
+        own_session_keyring()  # as the workload's (see init._container)
     if identity["no_new_privileges"]:
         sc.set_no_new_privs()
     elif bpf is not None:

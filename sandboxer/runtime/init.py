@@ -23,6 +23,7 @@ the caller's Python library may not exist.  Failures travel to the caller over t
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import sys
@@ -36,7 +37,8 @@ from .capabilities import drop_bounding, switch_user_and_set_caps
 from .plan import Plan
 from .reaper import exec_workload, run_as_init
 
-__all__ = ["Pipes", "Workload", "setup_main", "attach_terminal", "env_dict", "reset_signals", "HANDED_OFF"]
+__all__ = ["Pipes", "Workload", "setup_main", "attach_terminal", "env_dict", "reset_signals", "HANDED_OFF",
+           "own_session_keyring"]
 
 #: the set-up process's report, instead of a wait status, when PID 1 was left to the caller's reaper
 HANDED_OFF = "handed-off"
@@ -278,6 +280,8 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
         _step("set the rootfs propagation", sc.mount, None, "/", None, plan.root_propagation)
 
     # -- identity and limits
+    if plan.seccomp_bpf is None:  # keyctl allowed: the caller's session keyring must not be the sandbox's
+        own_session_keyring()
     if plan.hostname is not None:
         _step("set hostname", sc.sethostname, plan.hostname)
     _set_rlimits(plan.rlimits)
@@ -314,6 +318,17 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
         # and seccomp filter) — the hook is a program of the container's root filesystem
         run_hook_list(hooks.start_container, "start_container", hook_state)  # imported with the state above
     return _run_workload(plan, pipes, workload)
+
+
+def own_session_keyring() -> None:
+    """As runc does: a fresh session keyring (only a kernel without keyrings has none to share)."""
+    try:
+        sc.join_session_keyring()
+    except OSError as e:
+        if e.errno != errno.ENOSYS:
+            raise SetupError("join a new session keyring", e.strerror or str(e),
+                             hint="every sandbox without seccomp takes a key of your quota: see "
+                                  "/proc/sys/kernel/keys/maxkeys") from e
 
 
 def _receive_state(hooks_r: int) -> str:
