@@ -251,11 +251,28 @@ def _host_mounts(opts: SandboxOptions, idmap: IdMap, image: bool = False) -> lis
         path, _, extra = entry.partition(":")
         if not path.startswith("/"):
             raise UsageError(f"--tmpfs destination {path!r} is not absolute")
+        _check_destination(path, "--tmpfs")
         mounts.append(parse_options(path, "tmpfs", "tmpfs",
                                     ["nosuid", "nodev", "mode=1777", *filter(None, extra.split(","))]))
     for v in opts.volumes:
+        _check_destination(v.destination, "-v")
         mounts.append(parse_options(v.destination, v.source, "bind", ["rbind", "rro" if v.readonly else "rw"]))
     return mounts
+
+
+#: what a volume may cover under /proc: runc's list (files lxcfs-style tools replace)
+_PROC_FILES = frozenset(f"/proc/{name}" for name in (
+    "cpuinfo", "diskstats", "meminfo", "stat", "swaps", "uptime", "loadavg", "slabinfo", "net/dev"))
+
+
+def _check_destination(path: str, option: str) -> None:
+    """A mount may not replace what the sandbox's isolation stands on: its root, /proc (but the files
+    runc allows), /sys, /dev — covering /proc/sys or /proc/kcore would undo their masks."""
+    clean = os.path.normpath(path)
+    if (clean in ("/", "/proc", "/sys", "/dev") or (clean.startswith("/proc/") and clean not in _PROC_FILES)
+            or clean.startswith(("/sys/", "/dev/pts", "/dev/shm", "/dev/mqueue"))):
+        raise UsageError(f"{option} destination {path!r} would replace the sandbox's own {clean}",
+                         hint="mount somewhere else (the root, /proc, /sys and /dev are the sandbox's)")
 
 
 def _namespaces(network: str) -> int:

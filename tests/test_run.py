@@ -213,6 +213,13 @@ def test_read_only_with_sys_admin_cannot_be_undone_onto_the_host(home_tmp: str) 
     assert int(p.stdout.split()[-1]) < 10, p.stdout  # the sandbox's processes, never the host's
 
 
+@pytest.mark.parametrize("option", [["-v", "/tmp:/"], ["--tmpfs", "/dev"], ["-v", "/proc:/proc"],
+                                    ["-v", "/tmp:/proc/sys"], ["--tmpfs", "/sys/fs"], ["-v", "/tmp:/dev/pts"]])
+def test_a_mount_may_not_replace_what_isolation_stands_on(option: list[str]) -> None:
+    p = sandboxer("run", *option, "--", "true")
+    assert p.returncode == 125 and "would replace the sandbox's own" in p.stderr, p.stderr
+
+
 def test_tmpfs_option() -> None:
     p = sh("grep ' /data ' /proc/self/mountinfo | cut -d' ' -f9; touch /data/f && echo ok", "--tmpfs", "/data",
            check=True)
