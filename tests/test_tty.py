@@ -140,3 +140,14 @@ def test_without_a_tty_of_its_own_the_sandbox_cannot_type_into_ours() -> None:
     t.send(b"\x03")  # the terminal signals sandboxer's group; sandboxer forwards it to PID 1
     t.read_until(b"caught-int")
     assert t.wait() == 7
+
+
+def test_tty_without_i_does_not_forward_our_input() -> None:
+    """``-t`` alone gives a terminal but not our keystrokes (docker's meaning); ``-it`` gives both."""
+    probe = "import select; print('got-input' if select.select([0], [], [], 1.5)[0] else 'no-input')"
+    for flags, expected in (("-t", b"no-input"), ("-it", b"got-input")):
+        t = Terminal("run", flags, "--", "python3", "-c", probe)
+        time.sleep(0.5)
+        t.send(b"typed\r")
+        t.read_until(expected)
+        assert t.wait() == 0

@@ -204,7 +204,8 @@ def wait(started: Started, deadline: float | None = None,
          pump: Callable[[int, float | None], None] | None = None) -> ExitStatus:
     """Relay the terminal or run ``pump`` until the sandbox ends (killed at ``deadline``); its status."""
     try:
-        status = _wait(started.pid, started.status_r, started.master, started.pid1, deadline, pump)
+        status = _wait(started.pid, started.status_r, started.master, started.pid1, deadline, pump,
+                       forward_input=not started.plan.stdin_null)
     finally:
         started.close()
     if status is None:  # OCI create: PID 1 has exec'ed and is its caller's reaper's to wait for
@@ -305,13 +306,14 @@ def _kill_and_reap(pid: int) -> None:
 
 
 def _wait(pid: int, status_r: int, master: int, pid1: int, deadline: float | None,
-          pump: Callable[[int, float | None], None] | None = None) -> ExitStatus | None:
-    """Relay the terminal (with -t) or run the workload's pump until the sandbox ends; return PID 1's
-    status (None: PID 1 was handed off at exec, see :data:`sandboxer.runtime.init.HANDED_OFF`)."""
+          pump: Callable[[int, float | None], None] | None = None, forward_input: bool = True) -> ExitStatus | None:
+    """Relay the terminal (with -t; our input too with -i) or run the workload's pump until the sandbox
+    ends; return PID 1's status (None: PID 1 was handed off at exec, see
+    :data:`sandboxer.runtime.init.HANDED_OFF`)."""
     if master >= 0:
         from .tty import relay
 
-        relay(master)
+        relay(master, forward_input=forward_input)
     elif pump is not None:
         pump(status_r, deadline)
     timed_out = deadline is not None and not readable_before(status_r, deadline)
