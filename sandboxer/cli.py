@@ -163,26 +163,37 @@ def _read_env_file(path: str) -> list[str]:
     from .errors import UsageError
 
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as e:
         raise UsageError(f"cannot read env file {path}: {e.strerror}") from e
+    except UnicodeDecodeError:
+        raise UsageError(f"env file {path} is not UTF-8 text", hint="one NAME=VALUE per line") from None
     out = []
     for n, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        key = line.partition("=")[0]
-        if not key or any(c.isspace() for c in key):
-            raise UsageError(f"{path}:{n}: invalid variable name {key!r}")
+        _check_env(line, f"{path}:{n}")
         out.append(line)
     return out
+
+
+def _check_env(pair: str, where: str) -> None:
+    """Refused now, not by the set-up process: a name that is empty or has '=' or blanks, or a NUL."""
+    from .errors import UsageError
+
+    key = pair.partition("=")[0]
+    if not key or any(c.isspace() for c in key) or "\x00" in pair:
+        raise UsageError(f"{where}: invalid environment variable {pair[:40]!r}",
+                         hint="NAME=VALUE, or NAME to pass ours; the name without blanks, no NUL bytes")
 
 
 def _env_list(pairs: list[str]) -> list[str]:
     """``K=V`` as is; a bare ``K`` takes our value (and is dropped if unset), as docker does."""
     out = []
     for pair in pairs:
+        _check_env(pair, "-e")
         if "=" in pair:
             out.append(pair)
         elif pair in os.environ:

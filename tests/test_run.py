@@ -63,6 +63,14 @@ def test_env_file_and_passthrough(tmp_path: pytest.TempPathFactory) -> None:
     p = sh('echo "$A|$B|$PASSME|${UNSET-none}"', "--env-file", env_file, "-e", "PASSME", "-e", "UNSET",
            env=env, check=True)
     assert p.stdout.strip() == "1|two words|yes|none"
+    for content, message in ((b"A=1\n\xff=2\n", "is not UTF-8 text"), (b"=bad\n", ":1: invalid environment"),
+                             (b"A=\x00\n", ":1: invalid environment")):
+        with open(env_file, "wb") as f:
+            f.write(content)
+        p = sandboxer("run", "--env-file", env_file, "--", "true")
+        assert p.returncode == 125 and message in p.stderr and "hint:" in p.stderr, p.stderr
+    p = sandboxer("run", "-e", "=bad", "--", "true")
+    assert p.returncode == 125 and "-e: invalid environment variable" in p.stderr, p.stderr
 
 
 def test_workdir() -> None:
