@@ -207,6 +207,8 @@ def test_read_only_root() -> None:
     p = sh("touch /etc/x 2>&1; touch /tmp/ok && echo tmp-ok", "--read-only")
     assert "Read-only file system" in p.stdout
     assert "tmp-ok" in p.stdout
+    p = sandboxer("run", "--read-only", "-v", "/etc:/no-such-mount-point", "--", "true")
+    assert p.returncode == 125 and "the mount point must exist on a read-only root" in p.stderr, p.stderr
 
 
 def test_read_only_with_sys_admin_cannot_be_undone_onto_the_host(home_tmp: str) -> None:
