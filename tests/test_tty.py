@@ -93,6 +93,19 @@ def test_ctrl_z_stops_a_job_of_the_shell_inside() -> None:
     assert t.wait() == 3
 
 
+def test_ctrl_z_on_an_init_s_workload_does_not_wedge_the_run() -> None:
+    """No shell inside resumes a stopped foreground job: under --init, Ctrl-Z is ignored (as by a PID 1
+    without --init), and the Ctrl-C that follows still ends the command."""
+    t = Terminal("run", "-it", "--init", "--", "sh", "-c",
+                 "trap 'echo caught-int; exit 7' INT; echo ready; while :; do sleep 0.05; done")
+    t.read_until(b"ready")
+    t.send(b"\x1a")
+    time.sleep(0.3)
+    t.send(b"\x03")
+    t.read_until(b"caught-int")
+    assert t.wait() == 7
+
+
 def test_window_size_follows_ours() -> None:
     t = Terminal("run", "-it", "--", "sh", "-c", "echo ready; read x; stty size", rows=30, cols=100)
     t.read_until(b"ready")

@@ -65,9 +65,13 @@ def run_as_init(start: Callable[[], int], msg_w: int, status_w: int) -> int:
         signals.signal(sig, forward)
     while True:
         try:
-            pid, status = os.waitpid(-1, 0)
+            pid, status = os.waitpid(-1, os.WUNTRACED)
         except ChildProcessError:
             return 0
+        if os.WIFSTOPPED(status):
+            if pid == child:  # Ctrl-Z on its terminal: no shell here would ever resume it (and its
+                os.kill(child, signals.SIGCONT)  # Ctrl-C would wait behind the stop): ignored, as by a PID 1
+            continue
         if pid == child:
             code = os.waitstatus_to_exitcode(status)
             if code < 0:
