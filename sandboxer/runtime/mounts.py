@@ -198,10 +198,9 @@ def mount_one(root: str, m: MountSpec) -> None:
             sc.mount(None, target, None, m.propagation)
     except OSError as e:
         what = f"mount {m.source or m.fstype} on {m.destination}"
+        hint: str | None = "check that the source exists and is readable" if m.is_bind else None
         if e.errno == errno.EROFS:  # making the mount point, on a root bound read-only
             hint = "the mount point must exist on a read-only root (--read-only): mount onto an existing path"
-        else:
-            hint = "check that the source exists and is readable" if m.is_bind else None
         raise SetupError(what, e.strerror or str(e), hint) from e
 
 
