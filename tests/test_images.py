@@ -210,6 +210,32 @@ def test_prune_never_removes_layers_of_a_running_sandbox(store: Path) -> None:
     sandboxer("image", "prune", check=True)
 
 
+def test_prune_removes_what_killed_writers_left_in_staging(store: Path) -> None:
+    """A killed pull leaves ``tmp/blob-PID-…``: prune removes it once no process, or a younger one
+    (the PID reused), has that PID, and keeps what a live writer is writing."""
+    import time
+
+    tmp = store / "data" / "tmp"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        killed = tmp / f"blob-{dead.pid}-{'a' * 12}"
+        writing = tmp / f"blob-{live.pid}-{'b' * 12}"
+        reused = tmp / f"layer-{live.pid}-{'c' * 12}"
+        for path in (killed, writing, reused):
+            path.write_bytes(b"partial")
+        os.utime(reused, (time.time() - 120, time.time() - 120))  # written before its PID's process started
+        sandboxer("image", "prune", check=True)
+        assert not killed.exists() and not reused.exists()
+        assert writing.exists()
+    finally:
+        live.kill()
+        live.wait()
+    sandboxer("image", "prune", check=True)
+    assert not writing.exists()
+
+
 @needs_subids
 def test_rmi_refuses_an_image_a_detached_sandbox_restarts_from(store: Path) -> None:
     """As docker's: a detached sandbox, exited or not, restarts by its image's name, so ``rmi`` of that

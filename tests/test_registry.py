@@ -9,6 +9,8 @@ skopeo is the independent peer: it reads what we push and pushes what we pull.
 from __future__ import annotations
 
 import base64
+import collections
+import hashlib
 import http.server
 import json
 import os
@@ -20,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import needs_subids, sandboxer
 
@@ -152,7 +155,7 @@ def test_basic_auth_login_and_errors(env: dict[str, str], monkeypatch: pytest.Mo
     p = sandboxer("push", "--tls-verify=false", "sandboxer-test/busybox", ref)
     assert p.returncode == 125 and "HTTP 401" in p.stderr and "sandboxer login" in p.stderr
     bad = sandboxer("login", "--tls-verify=false", "-u", "alice", "--password-stdin", env["auth"], input="wrong\n")
-    assert bad.returncode == 125 and "401" in bad.stderr
+    assert bad.returncode == 125 and "login failed: the registry refused this username or password" in bad.stderr
     sandboxer("login", "--tls-verify=false", "-u", "alice", "--password-stdin", env["auth"], input="wonderland\n",
               check=True)
     auth = json.loads((Path(env["root"]) / "auth.json").read_text())
@@ -264,6 +267,9 @@ def test_bearer_token_flow(env: dict[str, str], monkeypatch: pytest.MonkeyPatch)
         ref = f"{front.address}/tokened/busybox:1"
         anonymous = sandboxer("push", "--tls-verify=false", "sandboxer-test/busybox", ref)
         assert anonymous.returncode == 125 and "token server" in anonymous.stderr
+        bad = sandboxer("login", "--tls-verify=false", "-u", "alice", "--password-stdin", front.address,
+                        input="wrong\n")
+        assert bad.returncode == 125 and "login failed: the registry refused" in bad.stderr, bad.stderr
         sandboxer("login", "--tls-verify=false", "-u", "alice", "--password-stdin", front.address,
                   input="wonderland\n", check=True)
         pushed = sandboxer("push", "--tls-verify=false", "sandboxer-test/busybox", ref, check=True).stdout.strip()
@@ -310,3 +316,216 @@ def test_zstd_layers_import_push_pull_and_run(env: dict[str, str], monkeypatch: 
     _fresh_store(env, monkeypatch, "zstd")
     assert sandboxer("pull", ref, check=True).stdout.strip() == pushed
     assert sandboxer("run", ref, "cat", "/etc/hostname", check=True).stdout == "busybox\n"
+
+
+@needs_subids
+def test_push_mounts_blobs_it_pushed_or_found_in_the_store_before(env: dict[str, str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    first = f"{env['plain']}/mount/first:1"
+    sandboxer("push", "sandboxer-test/busybox", first, check=True)
+    p = sandboxer("push", "sandboxer-test/busybox", f"{env['plain']}/mount/second:1", check=True)
+    assert "mounted" in p.stderr and "uploaded" not in p.stderr, p.stderr  # the first push is a source
+    store = _fresh_store(env, monkeypatch, "found")
+    sandboxer("pull", first, check=True)
+    shutil.rmtree(store / "sources")  # blobs in the store from nowhere known, as after 'load'
+    assert "already in the store" in sandboxer("pull", first, check=True).stderr
+    p = sandboxer("push", first, f"{env['plain']}/mount/third:1", check=True)
+    assert "mounted" in p.stderr and "uploaded" not in p.stderr, p.stderr
+
+
+def test_refused_stored_credentials_say_where_they_came_from(env: dict[str, str], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    auth_file = tmp_path / "auth.json"
+    auth_file.write_text(json.dumps({"auths": {env["auth"]: {"auth": base64.b64encode(b"alice:stale").decode()}}}))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
+    p = sandboxer("pull", "--tls-verify=false", f"{env['auth']}/secure/busybox:1")
+    assert p.returncode == 125 and f"refused the stored credentials (from {auth_file})" in p.stderr, p.stderr
+    assert f"hint: log in again (sandboxer login {env['auth']})" in p.stderr
+
+
+def test_docker_hub_credentials_of_docker_login_are_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandboxer.images.registry import Registry, stored_credentials
+
+    config = tmp_path / ".docker" / "config.json"
+    config.parent.mkdir()
+    auth = base64.b64encode(b"bob:pw").decode()
+    config.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {"auth": auth}}}))  # as docker login
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    assert stored_credentials("docker.io") == (("bob", "pw"), str(config))
+    registry = Registry("docker.io")  # sends nothing until asked
+    try:
+        assert registry.credentials == ("bob", "pw")
+    finally:
+        registry.close()
+
+
+def _sha(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+_LAYER = b"not a tar: no pull from the hostile registry gets as far as unpacking\n"
+_CONFIG = json.dumps({"architecture": "amd64", "os": "linux",
+                      "rootfs": {"type": "layers", "diff_ids": [_sha(_LAYER)]}}).encode()
+
+
+def _manifest(config_size: int = len(_CONFIG)) -> bytes:
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _sha(_CONFIG),
+                   "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": _sha(_LAYER),
+                    "size": len(_LAYER)}],
+    }).encode()
+
+
+class _Hostile(http.server.ThreadingHTTPServer):
+    """A registry misbehaving by repository (``NAME/img:1``): ``endless`` streams the layer on and on,
+    ``corrupt`` sends other bytes of the right size, ``cut`` hangs up part-way through it; ``huge``
+    streams an endless manifest, ``bigconfig`` declares an 8 MiB config, ``loop`` redirects to
+    itself, ``badtoken`` demands a token its token server answers with HTML."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.gets: collections.Counter[str] = collections.Counter()
+        self.streamed = 0  # bytes of endless answers the client took before hanging up
+        super().__init__(("127.0.0.1", 0), _HostileHandler)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _HostileHandler(http.server.BaseHTTPRequestHandler):
+    server: _Hostile
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self.send_response(status)
+        for key, value in (("Content-Length", str(len(body))), *headers):
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _endless(self, first: bytes) -> None:
+        """``first``, then zeros until the client hangs up (or 128 MiB): no length, the end is the close."""
+        self.send_response(200)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            self.wfile.write(first)
+            for _ in range(128):
+                self.wfile.write(bytes(1 << 20))
+                self.server.streamed += 1 << 20
+        except OSError:
+            pass
+
+    def do_GET(self) -> None:
+        self.server.gets[self.path] += 1
+        repo, _, rest = self.path.removeprefix("/v2/").partition("/img/")
+        if self.path.startswith("/token"):
+            return self._send(200, b"<html>oops</html>")
+        if repo == "badtoken":
+            return self._send(401, headers=(("WWW-Authenticate", f'Bearer realm="http://{self.server.address}/token"'),))
+        if repo == "loop":
+            return self._send(302, headers=(("Location", self.path),))
+        if rest.startswith("manifests/"):
+            if repo == "huge":
+                return self._endless(b"{")
+            body = _manifest(8 << 20) if repo == "bigconfig" else _manifest()
+            return self._send(200, body, (("Content-Type", "application/vnd.oci.image.manifest.v1+json"),))
+        if rest == f"blobs/{_sha(_CONFIG)}":
+            return self._send(200, _CONFIG)
+        if rest == f"blobs/{_sha(_LAYER)}" and repo == "endless":
+            return self._endless(_LAYER)
+        if rest == f"blobs/{_sha(_LAYER)}" and repo == "corrupt":
+            return self._send(200, _LAYER[::-1])
+        if rest == f"blobs/{_sha(_LAYER)}" and repo == "cut":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(_LAYER)))
+            self.end_headers()
+            self.wfile.write(_LAYER[:10])
+            self.close_connection = True
+            return None
+        return self._send(404)
+
+
+@pytest.fixture
+def hostile() -> Iterator[_Hostile]:
+    server = _Hostile()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_blob_beyond_its_size_or_digest_fails_at_once(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                        hostile: _Hostile) -> None:
+    store = _fresh_store(env, monkeypatch, "hostile-blobs")
+    p = sandboxer("pull", "--tls-verify=false", f"{hostile.address}/endless/img:1")
+    assert p.returncode == 125 and f"larger than the {len(_LAYER)} bytes expected" in p.stderr, p.stderr
+    assert "hint:" in p.stderr
+    assert hostile.gets[f"/v2/endless/img/blobs/{_sha(_LAYER)}"] == 1  # not retried
+    assert hostile.streamed < 64 << 20  # stopped at the first chunk too many, not at the end
+    assert os.listdir(store / "tmp") == []  # the partial blob is gone
+    p = sandboxer("pull", "--tls-verify=false", f"{hostile.address}/corrupt/img:1")
+    assert p.returncode == 125 and "has digest" in p.stderr, p.stderr
+    assert hostile.gets[f"/v2/corrupt/img/blobs/{_sha(_LAYER)}"] == 1
+
+
+def test_a_huge_manifest_or_config_is_refused_at_4_mib(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                       hostile: _Hostile) -> None:
+    _fresh_store(env, monkeypatch, "hostile-manifest")
+    p = sandboxer("pull", "--tls-verify=false", f"{hostile.address}/huge/img:1")
+    assert p.returncode == 125 and "manifest" in p.stderr and "larger than 4 MiB" in p.stderr, p.stderr
+    assert "hint:" in p.stderr and hostile.streamed < 64 << 20
+    p = sandboxer("pull", "--tls-verify=false", f"{hostile.address}/bigconfig/img:1")
+    assert p.returncode == 125 and "config is 8388608 bytes, over the 4 MiB limit" in p.stderr, p.stderr
+    assert hostile.gets[f"/v2/bigconfig/img/blobs/{_sha(_CONFIG)}"] == 0  # refused before any byte of it
+
+
+def test_network_failures_are_one_line_with_a_hint(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                   hostile: _Hostile) -> None:
+    _fresh_store(env, monkeypatch, "hostile-network")
+    for repo, what in (("loop", "TooManyRedirects"), ("badtoken", "not a JSON object"),
+                       ("cut", "download of")):
+        p = sandboxer("pull", "--tls-verify=false", f"{hostile.address}/{repo}/img:1")
+        assert p.returncode == 125 and what in p.stderr and "hint:" in p.stderr, p.stderr
+        assert "internal error" not in p.stderr
+    assert hostile.gets["/v2/loop/img/manifests/1"] == 21  # httpx's 20 redirects, once: not retried
+    assert hostile.gets[f"/v2/cut/img/blobs/{_sha(_LAYER)}"] == 5  # a broken connection is retried
+
+
+@pytest.mark.parametrize("failure", [httpx.ConnectTimeout, httpx.WriteTimeout, httpx.PoolTimeout, httpx.ReadError])
+def test_transient_network_failures_are_retried(failure: type[httpx.TransportError],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandboxer.images.registry import Registry, RegistryError
+
+    sent: list[httpx.Request] = []
+    failing = {"first": 2}  # requests that fail before one gets through
+
+    def transport(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        if len(sent) <= failing["first"]:
+            raise failure("it failed", request=request)
+        return httpx.Response(200, json={})
+
+    monkeypatch.setattr("time.sleep", lambda _seconds: None)
+    registry = Registry("127.0.0.1:9", tls_verify=False)
+    registry.close()
+    registry._client = httpx.Client(transport=httpx.MockTransport(transport))  # no network: the failures are made
+    registry.check_login()
+    assert len(sent) == 3
+    sent.clear()
+    failing["first"] = 99
+    with pytest.raises(RegistryError) as caught:
+        registry.check_login()
+    assert len(sent) == 5 and failure.__name__ in str(caught.value) and caught.value.hint

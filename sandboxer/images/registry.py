@@ -4,9 +4,11 @@ httpx does the HTTP (connection reuse, timeouts, streaming bodies); this
 module does the protocol: the ``WWW-Authenticate`` challenge (anonymous and
 bearer tokens, basic auth), manifests and image indexes with platform
 selection, and blobs streamed to disk with digest and size checks, several
-layers at once, retried on 5xx and dropped connections.  Every blob lands in
-the :class:`~sandboxer.images.store.Store` through its own lock, so parallel
-pulls of one image fetch each blob once.
+layers at once, retried on 5xx, timeouts and dropped connections (never on
+wrong content).  What a hostile registry sends is bounded: a blob by its
+descriptor's size, a manifest or token answer by a cap.  Every blob lands
+in the :class:`~sandboxer.images.store.Store` through its own lock, so
+parallel pulls of one image fetch each blob once.
 
 Plain-HTTP registries: ``--tls-verify=false`` for one command, or a
 ``registries.conf``-style file (``$XDG_CONFIG_HOME/containers/registries.conf``
@@ -30,7 +32,7 @@ from ..errors import SandboxerError
 from .manifests import INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, NoPlatformError, choose_manifest, parse_platform
 from .progress import Progress
 from .reference import Reference
-from .store import Image, Store, StoreError
+from .store import Image, Store
 
 __all__ = ["RegistryError", "Registry", "pull", "push", "login", "Credentials", "parse_platform"]
 
@@ -39,6 +41,10 @@ _LAYER_TYPES = LAYER_TYPES
 _RETRIES = 4
 _PARALLEL = 3
 _CHUNK = 1 << 20
+_MAX_JSON = 4 << 20  # manifests, configs and token answers are read whole: podman's limit for manifests
+_MAX_ERROR = 64 << 10  # an error answer's body, for its message
+#: failures worth another try, as a 5xx is: timeouts, resets, a peer that hung up mid-answer
+_TRANSIENT = (httpx.TimeoutException, httpx.ReadError, httpx.WriteError, httpx.CloseError, httpx.RemoteProtocolError)
 
 
 class RegistryError(SandboxerError):
@@ -61,21 +67,25 @@ def _auth_files() -> list[str]:
     return [f for f in files if f]
 
 
-def stored_credentials(domain: str) -> Credentials | None:
-    """Credentials for ``domain`` from podman's or docker's auth files (first match wins)."""
+def stored_credentials(domain: str) -> tuple[Credentials, str] | None:
+    """Credentials for ``domain`` from podman's or docker's auth files (first match wins), and that file."""
+    keys = [domain, f"https://{domain}"]
+    if domain in ("docker.io", "index.docker.io"):  # where 'docker login' keeps Docker Hub's
+        keys += ["index.docker.io", "https://index.docker.io/v1/"]
     for path in _auth_files():
         try:
             with open(path) as f:
                 auths = json.load(f).get("auths", {})
         except (OSError, ValueError, AttributeError):
             continue
-        entry = auths.get(domain) or auths.get(f"https://{domain}")
-        if isinstance(entry, dict) and entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                continue
-            return user, password
+        for key in keys:
+            entry = auths.get(key) if isinstance(auths, dict) else None
+            if isinstance(entry, dict) and entry.get("auth"):
+                try:
+                    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                except (TypeError, ValueError):
+                    continue
+                return (user, password), path
     return None
 
 
@@ -128,8 +138,12 @@ class Registry:
 
     def __init__(self, domain: str, *, credentials: Credentials | None = None,
                  tls_verify: bool | None = None) -> None:
+        self.name = domain  # as references and 'sandboxer login' name it
         self.domain = "registry-1.docker.io" if domain == "docker.io" else domain
-        self.credentials = credentials or stored_credentials(domain)
+        stored = None if credentials else stored_credentials(domain)
+        self.credentials = credentials or (stored[0] if stored else None)
+        #: the auth file the credentials come from; None when given (by 'sandboxer login')
+        self.credentials_file = stored[1] if stored else None
         insecure = tls_verify is False or (tls_verify is None and domain in insecure_registries())
         self.insecure = insecure
         self.scheme = "https"
@@ -145,7 +159,7 @@ class Registry:
 
     def request(self, method: str, path_or_url: str, *, scope: str, headers: dict[str, str] | None = None,
                 content: Any = None, stream: bool = False, ok: tuple[int, ...] = (200,)) -> httpx.Response:
-        """A request with auth, retried on 5xx and connection failures; raises on other statuses."""
+        """A request with auth, retried on 5xx and transient network failures; raises on other statuses."""
         url = path_or_url if "://" in path_or_url else self.url(path_or_url)
         delay = 0.2
         for attempt in range(_RETRIES + 1):
@@ -158,13 +172,16 @@ class Registry:
                 raise RegistryError(f"cannot reach {self.domain}: {e}",
                                     hint="is the registry running and reachable? for a plain-HTTP registry "
                                          "use --tls-verify=false") from None
-            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout, httpx.WriteError) as e:
+            except _TRANSIENT as e:
                 if attempt == _RETRIES or (content is not None and not isinstance(content, bytes)):
                     raise RegistryError(f"{method} {url}: {type(e).__name__}: {e}",
                                         hint="the connection keeps failing; try again later") from None
                 time.sleep(delay)
                 delay *= 2
                 continue
+            except httpx.RequestError as e:  # a redirect loop, an unusable URL or encoding: the same again
+                raise RegistryError(f"{method} {url}: {type(e).__name__}: {e}",
+                                    hint="the registry's answer cannot be followed; check its address") from None
             if response.status_code >= 500 and attempt < _RETRIES and (content is None or isinstance(content, bytes)):
                 response.close()
                 time.sleep(delay)
@@ -209,29 +226,50 @@ class Registry:
             return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         if kind.lower() != "bearer" or "realm" not in params:
             return None
+        realm = params["realm"]
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         auth = httpx.BasicAuth(*self.credentials) if self.credentials else None
+        request = self._client.build_request("GET", realm, params={k: v for k, v in query.items() if v})
         try:
-            response = self._client.get(params["realm"], params={k: v for k, v in query.items() if v}, auth=auth)
-        except httpx.HTTPError as e:
-            raise RegistryError(f"token server {params['realm']}: {e}") from None
+            response = self._client.send(request, auth=auth, stream=True)
+        except httpx.RequestError as e:
+            raise RegistryError(f"token server {realm}: {type(e).__name__}: {e}",
+                                hint="is the registry's token server reachable? try again later") from None
         if response.status_code != 200:
-            raise RegistryError(f"token server {params['realm']} refused: HTTP {response.status_code}",
+            response.close()
+            if response.status_code == 401 and self.credentials:
+                raise self._refused()
+            raise RegistryError(f"token server {realm} refused: HTTP {response.status_code}",
                                 hint="check your credentials (sandboxer login)")
-        body = response.json()
-        token = body.get("token") or body.get("access_token")
+        try:
+            body = json.loads(_read_capped(response, f"the answer of token server {realm}"))
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            raise RegistryError(f"the answer of token server {realm} is not a JSON object",
+                                hint="the registry's authentication is misconfigured; try again later") from None
         return f"Bearer {token}" if token else None
+
+    def _refused(self) -> RegistryError:
+        """A 401 to our credentials: given to 'sandboxer login', or found in an auth file."""
+        if self.credentials_file is None:
+            return RegistryError("login failed: the registry refused this username or password",
+                                 hint="check them and try again")
+        return RegistryError(f"{self.name} refused the stored credentials (from {self.credentials_file})",
+                             hint=f"log in again (sandboxer login {self.name}) if they are out of date; "
+                                  "else check the image name and this account's access to it")
 
     def _raise_for(self, response: httpx.Response, method: str, url: str) -> None:
         status = response.status_code
+        if status == 401 and self.credentials:
+            response.close()
+            raise self._refused()
         try:
-            detail = response.read().decode(errors="replace")
+            detail = _read_capped(response, "the error", _MAX_ERROR).decode(errors="replace")
             errors = json.loads(detail).get("errors") or []
             detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or detail[:200]
-        except (ValueError, AttributeError, httpx.HTTPError):
+        except (ValueError, AttributeError, RegistryError):
             detail = ""
-        response.close()
-        hints = {401: "log in first: sandboxer login " + self.domain,
+        hints = {401: "log in first: sandboxer login " + self.name,
                  403: "your credentials do not allow this",
                  404: "check the image name and tag",
                  429: "the registry is rate-limiting; wait and try again"}
@@ -248,8 +286,8 @@ class Registry:
         import hashlib
 
         response = self.request("GET", f"{ref.path}/manifests/{reference}", scope=_pull_scope(ref),
-                                headers={"Accept": ", ".join(MANIFEST_TYPES.values())})
-        raw = response.content
+                                headers={"Accept": ", ".join(MANIFEST_TYPES.values())}, stream=True)
+        raw = _read_capped(response, f"the manifest of {ref}")
         digest = f"sha256:{hashlib.sha256(raw).hexdigest()}"
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(f"manifest {reference[:19]}… has digest {digest[:19]}…",
@@ -264,12 +302,22 @@ class Registry:
 
     def fetch_blob(self, ref: Reference, store: Store, descriptor: dict[str, Any],
                    progress: Progress | None = None) -> str:
-        """Into the store, once: the blob lock makes parallel pullers wait for the first."""
-        digest, size = str(descriptor["digest"]), int(descriptor.get("size", -1))
-        if store.has_blob(digest, size if size >= 0 else None):
-            return "already in the store"
+        """Into the store, once; either way ``ref``'s repository is remembered as a source of the blob,
+        so a push to another repository of this registry mounts it instead of sending it."""
+        digest, size = str(descriptor["digest"]), descriptor.get("size")
+        if not isinstance(size, int) or size < 0:  # the size bounds the download
+            raise RegistryError(f"{ref}: the descriptor of blob {digest[:19]}… has no valid size ({size!r})",
+                                hint="the image's manifest is malformed")
+        how = "already in the store" if store.has_blob(digest, size) else self._download(ref, store, digest, size,
+                                                                                          progress)
+        store.note_source(digest, ref.repository)
+        return how
+
+    def _download(self, ref: Reference, store: Store, digest: str, size: int, progress: Progress | None) -> str:
+        """Under the blob's lock, so parallel pullers wait for the first; retried when the connection
+        breaks, never on a digest or size mismatch (a :class:`StoreError`): the same bytes would come."""
         with store.lock(f"blob-{digest.removeprefix('sha256:')}"):
-            if store.has_blob(digest, size if size >= 0 else None):
+            if store.has_blob(digest, size):
                 return "fetched by another process"
             for attempt in range(_RETRIES + 1):
                 response = self.request("GET", f"{ref.path}/blobs/{digest}", scope=_pull_scope(ref), stream=True)
@@ -277,15 +325,13 @@ class Registry:
                     progress.start(digest, size)
                 try:
                     reader = _ResponseReader(response, lambda n: progress.advance(digest, n) if progress else None)
-                    store.put_blob(reader, expected=digest, size=size if size >= 0 else None)
-                    store.note_source(digest, ref.repository)
+                    store.put_blob(reader, expected=digest, size=size)
                     return f"downloaded ({size} bytes)"
-                except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout) as e:
+                except _TRANSIENT as e:
                     if attempt == _RETRIES:
-                        raise RegistryError(f"download of {digest[:19]}… failed: {e}") from None
-                except StoreError:
-                    if attempt == _RETRIES:
-                        raise
+                        raise RegistryError(f"download of {digest[:19]}… failed: {e}",
+                                            hint=f"the connection broke before the end of the blob "
+                                                 f"{_RETRIES + 1} times; try again later") from None
                 finally:
                     response.close()
         raise AssertionError("unreachable")
@@ -322,6 +368,24 @@ class Registry:
         response = self.request("PUT", f"{ref.path}/manifests/{tag}", scope=_push_scope(ref),
                                 headers={"Content-Type": media_type}, content=raw, ok=(201,))
         response.close()
+
+
+def _read_capped(response: httpx.Response, what: str, limit: int = _MAX_JSON) -> bytes:
+    """A small answer's whole body, refused beyond ``limit`` bytes: a hostile registry could otherwise
+    stream gigabytes into memory.  Closes the response."""
+    data = bytearray()
+    try:
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > limit:
+                raise RegistryError(f"{what} is larger than {limit >> 20} MiB; refused",
+                                    hint="the registry is broken or hostile")
+    except httpx.RequestError as e:
+        raise RegistryError(f"{what}: {type(e).__name__}: {e}",
+                            hint="the connection broke mid-answer; try again later") from None
+    finally:
+        response.close()
+    return bytes(data)
 
 
 class _ResponseReader:
@@ -398,6 +462,10 @@ def pull(ref: Reference, store: Store | None = None, *, platform: str | None = N
                 raise RegistryError(f"{ref}: unsupported layer type {layer.get('mediaType')!r}",
                                     hint="plain, gzip and zstd layers are supported")
         progress.note(f"{ref.familiar}: {len(layers)} layers")
+        config_size = manifest["config"].get("size")
+        if isinstance(config_size, int) and config_size > _MAX_JSON:  # it is read whole, below
+            raise RegistryError(f"{ref}: its config is {config_size} bytes, over the {_MAX_JSON >> 20} MiB limit",
+                                hint="the registry is broken or hostile")
         registry.fetch_blob(ref, store, manifest["config"])
         if platform:
             _check_platform(store.read_json(str(manifest["config"]["digest"])), platform, ref)
@@ -449,7 +517,9 @@ def push(image_name: str, destination: Reference | None = None, store: Store | N
             # a blob pulled from another repository of the same registry is mounted, not sent again
             same_registry = [src.partition("/")[2] for src in store.sources(digest)
                              if src.partition("/")[0] == ref.domain and src != ref.repository]
-            return registry.upload_blob(ref, store, digest, mount_from=same_registry[0] if same_registry else None)
+            how = registry.upload_blob(ref, store, digest, mount_from=same_registry[0] if same_registry else None)
+            store.note_source(digest, ref.repository)  # a source from now on, for the next push
+            return how
 
         with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
             for digest, how in zip(blobs, pool.map(upload, blobs), strict=True):

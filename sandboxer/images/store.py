@@ -163,7 +163,8 @@ class Store:
         """Copy ``stream`` into the store, hashing as it goes; returns (digest, size).
 
         With ``expected``, a mismatch (a truncated or tampered download) is an
-        error and nothing is stored.
+        error and nothing is stored.  With ``size``, the copy stops at the
+        first byte beyond it: a hostile source may stream without end.
         """
         import hashlib
 
@@ -172,6 +173,10 @@ class Store:
         with self._staged_file("blob") as tmp:
             with open(tmp, "wb") as out:
                 while chunk := stream.read(_CHUNK):
+                    if size is not None and written + len(chunk) > size:
+                        raise StoreError(f"blob {(expected or '')[:19]}… is larger than the {size} bytes "
+                                         "expected; stopped, not stored",
+                                         hint="the source sends more than it declared: it is corrupt or hostile")
                     digest.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
@@ -414,17 +419,25 @@ class Store:
                     _remove_any_owner(self.layer_path(diff_id))
 
     def _remove_stale_staging(self, age_s: float = 3600.0) -> None:
-        """Staging entries of processes that died mid-write (older than an hour)."""
+        """Staging entries of processes that died mid-write (a killed pull's partial blob): their writer
+        is gone (see :func:`_writer_gone`), or they are older than an hour."""
+        import stat
         import time
 
         tmp = os.path.join(self.root, "tmp")
         for entry in os.listdir(tmp):
             path = os.path.join(tmp, entry)
             try:
-                if os.lstat(path).st_mtime < time.time() - age_s:
-                    _remove_any_owner(path)
+                st = os.lstat(path)
             except FileNotFoundError:
-                pass
+                continue
+            age = time.time() - st.st_mtime
+            if age <= age_s and not _writer_gone(entry, age):
+                continue
+            if stat.S_ISDIR(st.st_mode):  # an unpacked layer's files may belong to subordinate ids
+                _remove_any_owner(path)
+            else:
+                unlink_quiet(path)
 
     # -- import -----------------------------------------------------------------
 
@@ -554,6 +567,24 @@ def diff_id_of(blob_path: str) -> str:
     finally:
         os.close(fd)
     return f"sha256:{digest.hexdigest()}"
+
+
+def _writer_gone(entry: str, age: float) -> bool:
+    """The process named in a staging entry ``PREFIX-PID-HEX`` (:meth:`Store._staging`) no longer writes
+    it: no process has that PID, or the one that has it started after the entry was last written to
+    (the PID was reused), so it cannot be the writer.  Entries named otherwise are not judged here."""
+    import time
+
+    from ..procfs import start_time
+
+    parts = entry.rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    started = start_time(int(parts[1]))
+    if started is None:
+        return True
+    running_for = time.clock_gettime(time.CLOCK_BOOTTIME) - started / os.sysconf("SC_CLK_TCK")
+    return running_for < age - 1.0  # a second's slack for the clock-tick rounding of the start time
 
 
 def layers_in_use() -> set[str]:
