@@ -658,6 +658,8 @@ def cmd_spec(values: dict[str, Any], rest: list[str]) -> int:
 def cmd_doctor(values: dict[str, Any], rest: list[str]) -> int:
     from .doctor import main as doctor_main
 
+    if rest:
+        raise CliUsageError("'sandboxer doctor' takes no arguments")
     return doctor_main(["--json"] if values["json"] else [])
 
 

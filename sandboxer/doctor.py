@@ -3,9 +3,9 @@
 Reading the host (:meth:`HostFacts.probe`) is kept apart from judging it (the
 pure ``_check_*`` functions behind :func:`run_checks`), so every verdict and
 fix text can be tested on made-up facts without breaking a real machine.
-Imports stay cheap: the runtime imports :func:`userns_blocker` to explain a
-failed start, so ``shutil``, ``pwd``, ``json``, ``argparse`` and the ctypes
-syscalls are imported only where they are used.
+Imports stay cheap: the runtime imports :func:`probe_userns_blocker` to
+explain a failed start, so ``shutil``, ``pwd``, ``json``, ``argparse`` and
+the ctypes syscalls are imported only where they are used.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "healthy",
     "kernel_version",
     "main",
+    "probe_userns_blocker",
     "read_id_ranges",
     "render_json",
     "render_text",
@@ -43,10 +44,11 @@ __all__ = [
 Status = Literal["works", "degraded", "missing"]
 
 #: Checks whose ``missing`` makes ``sandboxer doctor`` exit 1: without them no
-#: sandbox starts (user namespaces, a root filesystem), or one would start
-#: with less isolation than asked for (seccomp), which sandboxer never does
-#: silently.  The rest only take away features (limits, networking, ids).
-ESSENTIAL = frozenset({"user-namespaces", "storage", "seccomp"})
+#: sandbox starts (user namespaces, a root filesystem for the host root, the
+#: id-map helpers when there are subordinate ranges to map), or one would
+#: start with less isolation than asked for (seccomp), which sandboxer never
+#: does silently.  The rest only take away features (limits, networking, ids).
+ESSENTIAL = frozenset({"user-namespaces", "storage", "newuidmap", "newgidmap", "seccomp"})
 
 #: Enough ids for the users of a typical image (nobody is 65534).
 MIN_SUBIDS = 65536
@@ -399,6 +401,16 @@ def userns_blocker(facts: HostFacts) -> HostError | None:
     return None
 
 
+def probe_userns_blocker() -> HostError | None:
+    """:func:`userns_blocker` of this host, probed now: the runtime's explanation of a failed start.
+
+    Inside another sandbox (user namespaces forbidden, no /dev/fuse) a start
+    fails at storage or at unshare first; this names the real cause.  It
+    forks and reads the host, so it belongs on error paths only.
+    """
+    return userns_blocker(HostFacts.probe())
+
+
 def _check_user_namespaces(f: HostFacts) -> Check:
     blocker = userns_blocker(f)
     if blocker:
@@ -424,16 +436,22 @@ def _check_id_ranges(kind: Literal["subuid", "subgid"], f: HostFacts) -> Check:
 
 
 def _check_map_helper(name: Literal["newuidmap", "newgidmap"], cap: int, f: HostFacts) -> Check:
+    """Runs map the subordinate ranges through the helpers whenever both files give one (root maps
+    its own ids): then a broken helper fails every run, by design never a silent single-id map."""
     path: str | None = getattr(f, f"{name}_path")
     cap_name = "cap_setuid" if cap == _CAP_SETUID else "cap_setgid"
+    if f.uid != 0 and f.subuid_ranges and f.subgid_ranges:
+        status: Status = "missing"
+        effect = "every run fails (it maps your ranges in /etc/subuid and /etc/subgid)"
+    else:
+        status, effect = "degraded", "sandboxes get a single-id map"
     if path is None:
-        return Check(name, "missing", "not found on PATH: sandboxes get a single-id map",
-                     "sudo apt-get install uidmap")
+        return Check(name, status, f"not found on PATH: {effect}", "sudo apt-get install uidmap")
     if getattr(f, f"{name}_setuid_root"):
         return Check(name, "works", f"{path} is setuid root")
     if getattr(f, f"{name}_file_caps") >> cap & 1:
         return Check(name, "works", f"{path} has {cap_name}")
-    return Check(name, "missing", f"{path} is neither setuid root nor has {cap_name}",
+    return Check(name, status, f"{path} is neither setuid root nor has {cap_name}: {effect}",
                  f"sudo chmod u+s {path}  (or: sudo setcap {cap_name}+ep {path})")
 
 
@@ -471,19 +489,18 @@ def _check_fuse_overlayfs(f: HostFacts) -> Check:
 
 
 def _check_storage(f: HostFacts) -> Check:
-    """The snapshotter a host-root run gets.
+    """The snapshotter a host-root run (``run -- CMD``) gets: only fuse-overlayfs serves the host root.
 
-    fuse-overlayfs copes with host-owned files; kernel overlay cannot copy
-    them up, because host root is not mapped in the user namespace.
+    The kernel overlay refuses it in a user namespace (locked submounts), the
+    copy driver too (far too large); both still serve image layers.
     """
     fuse, overlay = _check_fuse_overlayfs(f), _check_overlay(f)
     if fuse.status == "works":
         return Check("storage", "works", "fuse-overlayfs")
-    if overlay.status == "works":
-        return Check("storage", "degraded",
-                     "kernel overlay: writes to host-owned files inside the sandbox fail (EACCES)", fuse.fix)
-    return Check("storage", "missing", "neither fuse-overlayfs nor kernel overlay is usable",
-                 f"{fuse.fix}\n{overlay.fix}")
+    images = "the kernel overlay" if overlay.status == "works" else "the (slow) copy driver"
+    return Check("storage", "missing",
+                 f"no driver for the host root ({fuse.detail}): `run -- CMD` fails; "
+                 f"images still run on {images}, and `run --read-only` needs none", fuse.fix)
 
 
 def _check_network(f: HostFacts) -> Check:
@@ -579,13 +596,16 @@ def _check_seccomp(f: HostFacts) -> Check:
 
 
 def _check_xdg_runtime_dir(f: HostFacts) -> Check:
-    d, owner, mode = f.xdg_runtime_dir, f.xdg_runtime_dir_owner, f.xdg_runtime_dir_mode
+    d, owner, mode = f.xdg_runtime_dir, f.xdg_runtime_dir_owner, f.xdg_runtime_dir_mode or 0
     login = "log in through a real session (ssh, or machinectl shell $USER@) so pam_systemd sets it up"
+    # never chown or chmod a directory that is not only yours (XDG_RUNTIME_DIR=/tmp): point elsewhere
+    elsewhere = "unset XDG_RUNTIME_DIR, or set it to /run/user/$UID (your own, mode 0700)"
     problems = (  # (is it so, problem, fix): the first that is so is reported
         (d is None, "XDG_RUNTIME_DIR is not set", login),
         (owner is None, f"{d} does not exist", login),
-        (owner != f.uid, f"{d} is owned by uid {owner}, not you", f"sudo chown $USER {d}"),
-        ((mode or 0) & 0o777 != 0o700, f"{d} has mode {mode or 0:04o}, not 0700", f"chmod 0700 {d}"),
+        (mode & (stat.S_ISVTX | 0o022) != 0, f"{d} is a shared directory (mode {mode:04o})", elsewhere),
+        (owner != f.uid, f"{d} is owned by uid {owner}, not you", elsewhere),
+        (mode & 0o777 != 0o700, f"{d} has mode {mode:04o}, not 0700", f"chmod 0700 {d}"),
     )
     for is_so, problem, fix in problems:
         if is_so:

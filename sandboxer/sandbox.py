@@ -14,7 +14,7 @@ import sys
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 
-from .errors import HostError, UsageError
+from .errors import HostError, SetupError, UsageError
 from .runtime.capabilities import CAPABILITIES, DEFAULT_CAPS, mask
 from .runtime.init import Workload
 from .runtime.launcher import ExitStatus
@@ -483,6 +483,13 @@ def execute(plan: Plan, workload: Workload, timeout: float | None = None) -> Exi
     """Run a prepared plan and release its state, whatever happens."""
     try:
         return _launch(plan, workload, tty=plan.terminal, timeout=timeout)
+    except SetupError as err:
+        from .doctor import probe_userns_blocker  # an unshare that failed: say why, as doctor would
+
+        blocker = probe_userns_blocker()
+        if blocker is None:
+            raise
+        raise blocker from err
     finally:
         release(plan)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sandboxer
 
 from sandboxer.doctor import (
     ESSENTIAL,
@@ -122,12 +123,17 @@ SCENARIOS = [
          subuid_ranges=((100000, 1000),)),
     case("split-subuid-ranges", "subuid", "works", "65536 ids", "100000-132767, 200000-232767",
          subuid_ranges=((100000, 32768), (200000, 32768))),
-    # id-map helpers
-    case("no-uidmap-package", "newuidmap", "missing", "not found on PATH", "sudo apt-get install uidmap",
-         newuidmap_path=None),
+    # id-map helpers: with subordinate ranges every run needs them ("newuidmap not found" is an error)
+    case("no-uidmap-package", "newuidmap", "missing", "not found on PATH", "every run fails",
+         "sudo apt-get install uidmap", newuidmap_path=None),
     case("newuidmap-without-setuid", "newuidmap", "missing",
-         "neither setuid root nor has cap_setuid", "sudo chmod u+s /usr/bin/newuidmap",
+         "neither setuid root nor has cap_setuid", "every run fails", "sudo chmod u+s /usr/bin/newuidmap",
          newuidmap_setuid_root=False),
+    case("no-uidmap-without-subuid", "newuidmap", "degraded", "single-id map", "sudo apt-get install uidmap",
+         newuidmap_path=None, subuid_ranges=()),
+    case("no-uidmap-without-subgid", "newgidmap", "degraded", "single-id map",  # runs map one id then
+         newgidmap_path=None, subgid_ranges=()),
+    case("no-uidmap-as-root", "newuidmap", "degraded", newuidmap_path=None, uid=0),
     case("newuidmap-with-file-caps", "newuidmap", "works", "cap_setuid",
          newuidmap_setuid_root=False, newuidmap_file_caps=1 << 7),
     case("newgidmap-with-the-wrong-cap", "newgidmap", "missing",
@@ -144,11 +150,15 @@ SCENARIOS = [
     case("no-fuse-at-all", "fuse-overlayfs", "missing",
          "sudo apt-get install fuse-overlayfs\nsudo chmod 0666 /dev/fuse",
          fuse_overlayfs_path=None, dev_fuse_rw=False),
-    case("storage-on-kernel-overlay", "storage", "degraded",
-         "writes to host-owned files inside the sandbox fail (EACCES)", "sudo chmod 0666 /dev/fuse",
+    # the kernel overlay never serves the host root: without fuse-overlayfs `run -- CMD` fails
+    case("storage-dev-fuse-0600", "storage", "missing",
+         "no driver for the host root", "/dev/fuse is not readable", "`run -- CMD` fails",
+         "images still run on the kernel overlay", "`run --read-only` needs none", "sudo chmod 0666 /dev/fuse",
          dev_fuse_rw=False),
-    case("storage-none", "storage", "missing", "neither", "sudo apt-get install fuse-overlayfs", "Linux 5.11",
-         fuse_overlayfs_path=None, kernel_release="5.4.0-150-generic"),
+    case("storage-no-fuse-overlayfs", "storage", "missing", "`run -- CMD` fails", "kernel overlay",
+         "sudo apt-get install fuse-overlayfs", fuse_overlayfs_path=None),
+    case("storage-none", "storage", "missing", "`run -- CMD` fails", "images still run on the (slow) copy driver",
+         "sudo apt-get install fuse-overlayfs", fuse_overlayfs_path=None, kernel_release="5.4.0-150-generic"),
     # network
     case("no-network-helper", "network", "degraded",
          "only --network none/host", "sudo apt-get install passt", slirp4netns_path=None),
@@ -197,7 +207,11 @@ SCENARIOS = [
     case("xdg-does-not-exist", "xdg-runtime-dir", "degraded", "does not exist", "/tmp",
          xdg_runtime_dir_owner=None, xdg_runtime_dir_mode=None),
     case("xdg-wrong-owner", "xdg-runtime-dir", "degraded",
-         "owned by uid 0", f"sudo chown $USER /run/user/{UID}", xdg_runtime_dir_owner=0),
+         "owned by uid 0", "unset XDG_RUNTIME_DIR, or set it to /run/user/$UID", xdg_runtime_dir_owner=0),
+    case("xdg-tmp", "xdg-runtime-dir", "degraded", "/tmp is a shared directory (mode 1777)",
+         "unset XDG_RUNTIME_DIR", xdg_runtime_dir="/tmp", xdg_runtime_dir_owner=0, xdg_runtime_dir_mode=0o1777),
+    case("xdg-own-but-shared", "xdg-runtime-dir", "degraded", "shared directory (mode 0775)",
+         "unset XDG_RUNTIME_DIR", xdg_runtime_dir_mode=0o775),
     case("xdg-wrong-mode", "xdg-runtime-dir", "degraded", "mode 0755", f"chmod 0700 /run/user/{UID}",
          xdg_runtime_dir_mode=0o755),
 ]
@@ -211,6 +225,15 @@ def test_verdict(changes: dict[str, Any], name: str, status: str, fragments: tup
     for fragment in fragments:
         assert fragment in text
     assert (check.fix is None) == (status == "works")
+
+
+@pytest.mark.parametrize(("owner", "mode"), [(0, 0o1777), (UID, 0o1777), (0, 0o700), (UID + 1, 0o700)],
+                         ids=["tmp", "own-but-sticky", "root's", "another-user's"])
+def test_no_fix_takes_over_a_runtime_dir_that_is_not_only_yours(owner: int, mode: int) -> None:
+    """XDG_RUNTIME_DIR=/tmp once got "sudo chown $USER /tmp": never chown or chmod such a directory."""
+    facts = dataclasses.replace(GOOD, xdg_runtime_dir="/tmp", xdg_runtime_dir_owner=owner, xdg_runtime_dir_mode=mode)
+    fix = verdicts(facts)["xdg-runtime-dir"].fix
+    assert fix == "unset XDG_RUNTIME_DIR, or set it to /run/user/$UID (your own, mode 0700)"
 
 
 def test_userns_blocker_names_the_sysctl_and_its_fix() -> None:
@@ -234,8 +257,13 @@ def test_userns_blocker_matches_the_user_namespaces_check() -> None:
     (dict(subuid_ranges=(), newuidmap_path=None, slirp4netns_path=None), True),
     (dict(unprivileged_userns_clone=0, userns_errno=errno.EPERM), False),
     (dict(fuse_overlayfs_path=None, overlay_in_kernel=False), False),
+    (dict(fuse_overlayfs_path=None), False),  # images would run; `run -- CMD` would not
+    (dict(dev_fuse_rw=False), False),
+    (dict(newuidmap_path=None), False),
+    (dict(newgidmap_setuid_root=False), False),
     (dict(seccomp_in_status=False), False),
-], ids=["good", "hybrid-cgroups", "degraded-only", "no-userns", "no-storage", "no-seccomp"])
+], ids=["good", "hybrid-cgroups", "degraded-only", "no-userns", "no-storage", "no-fuse-overlayfs",
+        "dev-fuse-0600", "no-newuidmap", "newgidmap-not-setuid", "no-seccomp"])
 def test_healthy_only_fails_on_essential_checks(changes: dict[str, Any], ok: bool) -> None:
     assert healthy(run_checks(dataclasses.replace(GOOD, **changes))) is ok
 
@@ -416,7 +444,7 @@ def test_probe_on_this_machine() -> None:
 
 # --- output and the command --------------------------------------------------
 
-BROKEN = dataclasses.replace(GOOD, **HYBRID, subuid_ranges=(), dev_fuse_rw=False)
+BROKEN = dataclasses.replace(GOOD, **HYBRID, subuid_ranges=(), slirp4netns_path=None)  # degraded, runs work
 
 
 def test_render_text_aligns_statuses_and_indents_fixes() -> None:
@@ -471,12 +499,21 @@ def test_render_json() -> None:
 
 
 @pytest.mark.parametrize(("facts", "code"), [(GOOD, 0), (BROKEN, 0),
-                                             (dataclasses.replace(GOOD, seccomp_in_status=False), 1)])
+                                             (dataclasses.replace(GOOD, seccomp_in_status=False), 1),
+                                             (dataclasses.replace(GOOD, dev_fuse_rw=False), 1),
+                                             (dataclasses.replace(GOOD, newuidmap_path=None), 1)])
 def test_main_exit_status(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                           facts: HostFacts, code: int) -> None:
     monkeypatch.setattr(HostFacts, "probe", classmethod(lambda cls, root="/": facts))
     assert main([]) == code
     assert capsys.readouterr().out.splitlines()[0].startswith("user-namespaces")
+
+
+def test_doctor_refuses_stray_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from sandboxer.cli import main as cli_main
+
+    assert cli_main(["doctor", "extra"]) == 125
+    assert "takes no arguments" in capsys.readouterr().err
 
 
 def test_main_json_on_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
@@ -487,8 +524,46 @@ def test_main_json_on_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == (0 if doc["ok"] else 1)
 
 
+# --- the runtime names the user-namespace blocker ------------------------------
+
+def test_no_storage_driver_blames_blocked_user_namespaces_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandboxer import doctor, plugins, storage
+
+    class NoFuse(storage.Snapshotter):
+        name, priority = "fuse-overlayfs", 0
+
+        def unusable_reason(self, kind: str, requested: bool = False) -> str | None:
+            return "/dev/fuse is not accessible"
+
+    monkeypatch.setattr(plugins, "call", lambda hook: [[NoFuse()]])
+    monkeypatch.setattr(doctor, "probe_userns_blocker", lambda: None)
+    with pytest.raises(HostError, match=r"^no usable storage driver"):
+        storage.choose(storage.RootfsKind.HOST)
+    blocker = HostError("cannot create a user namespace: ...", hint="run sandboxer on the host")
+    monkeypatch.setattr(doctor, "probe_userns_blocker", lambda: blocker)
+    with pytest.raises(HostError) as info:
+        storage.choose(storage.RootfsKind.HOST)
+    assert info.value is blocker
+
+
+@pytest.mark.parametrize("opts", [[], ["--read-only"]], ids=["host-root", "read-only"])
+def test_a_run_inside_a_sandbox_names_the_user_namespace_blocker(opts: list[str]) -> None:
+    """There user namespaces are forbidden (seccomp) and /dev/fuse is absent: the error names the former."""
+    inner = [sys.executable, "-m", "sandboxer", "run", *opts, "--", "true"]
+    outer = sandboxer("run", "-v", f"{sys.prefix}:{sys.prefix}:ro", "-e", f"PYTHONPATH={REPO}", "--",
+                      "sh", "-c", 'echo started >&2; exec "$@"', "sh", *inner)
+    if not outer.stderr.startswith("started"):
+        pytest.skip(f"no sandbox on this host: {outer.stderr.strip()}")
+    assert outer.returncode == 125, outer.stderr
+    assert outer.stderr.splitlines()[1:] == [
+        "sandboxer: error: cannot create a user namespace: unshare(CLONE_NEWUSER) failed with EPERM "
+        "(Operation not permitted)",
+        "hint: a container or seccomp policy forbids user namespaces: run sandboxer on the host, "
+        "or allow unshare(CLONE_NEWUSER) in that policy"]
+
+
 def test_import_is_cheap() -> None:
-    """The runtime imports userns_blocker on its start-up path: no subprocess, rich, json, ctypes."""
+    """The runtime imports probe_userns_blocker to explain a failed start: no subprocess, rich, json, ctypes."""
     code = ("import sys, sandboxer.errors; before = set(sys.modules); import sandboxer.doctor; "
             "print(' '.join(sorted(set(sys.modules) - before)))")
     new = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True,

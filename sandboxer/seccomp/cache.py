@@ -72,7 +72,11 @@ def default_bpf(caps: Iterable[str], arch: str | None = None) -> tuple[bytes, in
 
 
 def cached_bpf(profile: Mapping[str, Any], arch: str | None = None) -> bytes:
-    """:func:`~sandboxer.seccomp.compile_bpf`, with results kept under $XDG_CACHE_HOME/sandboxer/seccomp."""
+    """:func:`~sandboxer.seccomp.compile_bpf`, with results kept under $XDG_CACHE_HOME/sandboxer/seccomp.
+
+    Compiling says on stderr which syscall names it skipped (unknown to the
+    ABIs filtered): once, since the next call with this profile is a hit.
+    """
     from sandboxer.seccomp import compiler
     from sandboxer.seccomp.profile import machine
 
@@ -80,7 +84,8 @@ def cached_bpf(profile: Mapping[str, Any], arch: str | None = None) -> bytes:
 
     def build() -> tuple[bytes, int]:
         bpf = compiler.compile_bpf(profile, native)
-        return bpf, filter_flags(profile)  # valid now: compile_bpf validated it
+        _say_unknown(compiler.unknown_names(profile, native), native)  # valid now: compile_bpf validated it
+        return bpf, filter_flags(profile)
 
     key = _profile_key(profile, native)
     directory = _cache_dir()
@@ -153,6 +158,17 @@ def _profile_key(profile: Mapping[str, Any], native: str) -> str | None:
 
 
 # --- compiling ----------------------------------------------------------------
+
+def _say_unknown(names: list[str], native: str, shown: int = 8) -> None:
+    """One notice for all the names of a profile that no table here has: a typo, another arch's, a newer kernel's."""
+    if not names:
+        return
+    import sys
+
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    print(f"sandboxer: notice: seccomp profile: ignoring syscall names unknown on {native}: "
+          f"{', '.join(names[:shown])}{more}", file=sys.stderr)
+
 
 def _compile_default(caps: list[str], native: str, release: str) -> tuple[bytes, int]:
     """The full path: parse the shipped profile, resolve it, compile it."""

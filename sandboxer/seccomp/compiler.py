@@ -14,12 +14,14 @@ cost no more than one.  The intervals also give the two special ranges:
 numbers above the highest one in our table return ENOSYS (so libc falls back
 from syscalls newer than the table, e.g. clone3 -> clone; allow-by-default
 profiles allow them instead), and on x86_64 the x32 range (nr bit
-0x40000000) gets defaultAction unless SCMP_ARCH_X32 is listed.
+0x40000000) is x32's, filtered only when SCMP_ARCH_X32 is listed.
 
-Filtered ABIs: x86_64 (+ x32 and i386 when listed) and aarch64.  Any other
-audit arch, including arm32 on aarch64 (no table), gets defaultAction; so a
-deny-list profile (defaultAction ALLOW) must list every ABI it means to
-filter.
+Filtered ABIs: x86_64 (+ x32 and i386 when listed) and aarch64.  As in
+libseccomp, an ABI the profile does not list (the native one always counts
+as listed) gets the "bad arch" action, BAD_ARCH: otherwise a deny-list
+profile (defaultAction ALLOW) would be bypassed through i386's ``int 0x80``
+or x32.  arm32 on aarch64 has no table: when listed, an allowlist profile
+denies all of it with defaultAction, a deny-list one gets BAD_ARCH.
 
 The program is emitted backwards (last instruction first), so every jump
 target already has a position when the jump is written; a target beyond the
@@ -45,10 +47,10 @@ from sandboxer.seccomp.profile import (
     validate,
 )
 
-__all__ = ["COMPILER_VERSION", "MAX_INSNS", "compile_bpf"]
+__all__ = ["BAD_ARCH", "COMPILER_VERSION", "MAX_INSNS", "compile_bpf", "unknown_names"]
 
 #: bump when the generated code changes for the same input (it keys the cache)
-COMPILER_VERSION = 1
+COMPILER_VERSION = 2
 #: the kernel's BPF_MAXINSNS
 MAX_INSNS = 4096
 
@@ -89,8 +91,9 @@ _X86_64 = Abi("SCMP_ARCH_X86_64", 0xC000003E, syscall_tables.X86_64, end=X32_SYS
 _X32 = Abi("SCMP_ARCH_X32", 0xC000003E, syscall_tables.X32, first=X32_SYSCALL_BIT)
 _I386 = Abi("SCMP_ARCH_X86", 0x40000003, syscall_tables.I386, arg_bits=32)
 _AARCH64 = Abi("SCMP_ARCH_AARCH64", 0xC00000B7, syscall_tables.AARCH64)
-#: per machine, the ABIs we can filter, native first
-ABIS: dict[str, tuple[Abi, ...]] = {"x86_64": (_X86_64, _X32, _I386), "aarch64": (_AARCH64,)}
+_ARM = Abi("SCMP_ARCH_ARM", 0x40000028, {}, arg_bits=32)  # no table: see _section
+#: per machine, the ABIs its kernel runs, native first
+ABIS: dict[str, tuple[Abi, ...]] = {"x86_64": (_X86_64, _X32, _I386), "aarch64": (_AARCH64, _ARM)}
 
 
 class Cond(NamedTuple):
@@ -107,6 +110,10 @@ class Rule(NamedTuple):
 
 Chain = tuple[Rule, ...]        # one syscall's rules; () means defaultAction
 _ENOSYS_CHAIN: Chain = (Rule(ACTIONS["SCMP_ACT_ERRNO"] | ENOSYS, ()),)
+#: What a syscall of an ABI the profile does not list gets: libseccomp's default bad-arch action,
+#: SCMP_ACT_KILL (= SECCOMP_RET_KILL_THREAD), which runc keeps (it never sets another).
+BAD_ARCH = ACTIONS["SCMP_ACT_KILL"]
+_BAD_ARCH_CHAIN: Chain = (Rule(BAD_ARCH, ()),)
 
 
 class Ret(NamedTuple):
@@ -125,18 +132,19 @@ def compile_bpf(profile: Mapping[str, Any], arch: str | None = None, *,
                 path_prefix: str = DEFAULT_PATH_PREFIX) -> bytes:
     """Compile a plain OCI profile for ``arch`` (default: this machine); ConfigError if bad."""
     validate(profile, path_prefix)
-    abis = _abis(machine(arch), profile.get("architectures", []))
+    native = machine(arch)
+    listed = _listed(native, profile.get("architectures", []))
     default = Ret(_ret(profile["defaultAction"], profile.get("defaultErrnoRet")))
     chains = {name: chain for name, rules in _rules_by_name(profile.get("syscalls", [])).items()
               if (chain := _chain(rules, default))}
     # An allow-by-default (deny-list) profile lets syscalls newer than the table through.
     allow_unknown = profile["defaultAction"] in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
-    groups = [(audit, list(group)) for audit, group in itertools.groupby(abis, lambda a: a.audit)]
+    groups = [(audit, list(group)) for audit, group in itertools.groupby(ABIS[native], lambda a: a.audit)]
     em = _Emitter()
     # Native last: the program is built backwards, so it lands nearest the dispatch.
-    sections = [(audit, _section(em, group, chains, default, allow_unknown))
-                for audit, group in reversed(groups)]
-    dispatch: Target = default  # foreign arch
+    sections = [(audit, _section(em, group, listed, chains, default, allow_unknown))
+                for audit, group in reversed(groups) if any(abi.scmp in listed for abi in group)]
+    dispatch: Target = Ret(BAD_ARCH)  # an arch the profile does not list
     for audit, section in sections:
         dispatch = em.jump(JEQ, audit, section, dispatch)
     em.stmt(LD_W_ABS, ARCH_OFFSET, then=dispatch)
@@ -155,10 +163,18 @@ def _ret(action: str, data: int | None) -> int:
     return ACTIONS[action]
 
 
-def _abis(native: str, listed: Iterable[str]) -> list[Abi]:
+def _listed(native: str, architectures: Iterable[str]) -> set[str]:
     """The ABIs to filter: the native one always (as libseccomp does), others if listed."""
-    wanted = {MACHINES[native], *listed}
-    return [abi for abi in ABIS[native] if abi.scmp in wanted]
+    return {MACHINES[native], *architectures}
+
+
+def unknown_names(profile: Mapping[str, Any], arch: str | None = None) -> list[str]:
+    """The syscall names of a valid ``profile`` that no ABI it filters has: compile_bpf skips them."""
+    native = machine(arch)
+    listed = _listed(native, profile.get("architectures", []))
+    tables = [abi.table for abi in ABIS[native] if abi.scmp in listed]
+    return sorted({name for entry in profile.get("syscalls", []) for name in entry["names"]
+                   if not any(name in table for table in tables)})
 
 
 def _rules_by_name(entries: Iterable[Mapping[str, Any]]) -> dict[str, list[Rule]]:
@@ -184,11 +200,14 @@ def _chain(rules: Iterable[Rule], default: Ret) -> Chain:
     return tuple(live)
 
 
-def _intervals(group: list[Abi], chains: Mapping[str, Chain],
+def _intervals(group: list[Abi], listed: set[str], chains: Mapping[str, Chain],
                allow_unknown: bool) -> list[tuple[int, Chain]]:
     """Cover [0, 2**32) with (start, chain) runs, neighbours always different."""
     marks: list[tuple[int, int, Chain]] = []
     for abi in group:
+        if abi.scmp not in listed:  # x32's numbers when only x86_64 is listed
+            marks.append((abi.first, abi.end, _BAD_ARCH_CHAIN))
+            continue
         for name, chain in chains.items():
             nr = abi.table.get(name)  # names unknown to this ABI are skipped, as runc does
             if nr is not None:
@@ -266,10 +285,13 @@ class _Emitter:
         return self._emit(JA, self._offset(target)) if self._offset(target) > limit else target
 
 
-def _section(em: _Emitter, group: list[Abi], chains: Mapping[str, Chain], default: Ret,
-             allow_unknown: bool) -> Target:
-    """Code for one audit arch: load nr, then search its intervals."""
-    runs = _intervals(group, chains, allow_unknown)
+def _section(em: _Emitter, group: list[Abi], listed: set[str], chains: Mapping[str, Chain],
+             default: Ret, allow_unknown: bool) -> Target:
+    """Code for one listed audit arch: load nr, then search its intervals."""
+    if not any(abi.table for abi in group):
+        # No table to apply the rules with: deny it all; defaultAction would let a deny-list's denials through.
+        return Ret(BAD_ARCH) if allow_unknown else default
+    runs = _intervals(group, listed, chains, allow_unknown)
     bits = group[0].arg_bits  # ABIs sharing an audit arch share a register width
     targets = {chain: _emit_chain(em, chain, default, bits)
                for chain in dict.fromkeys(chain for _, chain in runs)}

@@ -325,7 +325,9 @@ def _read_json(path: Path, path_prefix: str) -> object:
     except OSError as err:
         _fail(path_prefix, f"cannot read seccomp profile {path}: {err.strerror}")
     except ValueError as err:  # JSONDecodeError, or bad UTF-8
-        _fail(path_prefix, f"seccomp profile {path} is not valid JSON: {err}")
+        _fail(path_prefix, f"seccomp profile {path} is not valid JSON: {err}",
+              hint='fix it where the error says; a profile is one JSON object, '
+                   'e.g. {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [...]}')
 
 
 @functools.cache

@@ -78,5 +78,8 @@ def choose(kind: str, requested: str | None = None) -> Snapshotter:
         if reason is None:
             return d
         reasons.append(f"{d.name}: {reason}")
-    raise HostError("no usable storage driver (" + "; ".join(reasons) + ")",
-                    hint="install fuse-overlayfs and make /dev/fuse accessible (see 'sandboxer doctor')")
+    from ..doctor import probe_userns_blocker  # inside another sandbox, blocked user namespaces are the cause
+
+    raise probe_userns_blocker() or HostError(
+        "no usable storage driver (" + "; ".join(reasons) + ")",
+        hint="install fuse-overlayfs and make /dev/fuse accessible (see 'sandboxer doctor')")
