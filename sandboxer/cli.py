@@ -273,8 +273,8 @@ def cmd_run(values: dict[str, Any], rest: list[str]) -> int:
         cap_add=values["cap_add"], cap_drop=values["cap_drop"],
         seccomp=seccomp, no_new_privileges=nnp, init=bool(values["init"]),
         interactive=bool(values["interactive"]), tty=bool(values["tty"]),
-        network=str(values["network"] or "none"), publish=values["publish"], dns=values["dns"],
-        add_host=values["add_host"], publish_all=bool(values["publish_all"]),
+        network="none" if values["network"] is None else values["network"], publish=values["publish"],
+        dns=values["dns"], add_host=values["add_host"], publish_all=bool(values["publish_all"]),
         network_aliases=values["network_alias"],
         storage_driver=values["storage_driver"], debug=debug)
     if values["detach"]:
@@ -1294,7 +1294,8 @@ _NETWORK = {
                   (Opt(("-q", "--quiet"), "quiet", FLAG, "only names"), _DEBUG), cmd_network_ls),
     "inspect": Command("network inspect", "Show networks as JSON, with their sandboxes.", "NAME...", (_DEBUG,),
                        cmd_network_inspect),
-    "rm": Command("network rm", "Remove networks no running sandbox uses.", "NAME...", (_DEBUG,), cmd_network_rm),
+    "rm": Command("network rm", "Remove networks no sandbox uses, running or exited.", "NAME...", (_DEBUG,),
+                  cmd_network_rm),
 }
 
 

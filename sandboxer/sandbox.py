@@ -349,7 +349,7 @@ def prepare(opts: SandboxOptions, sandbox_id: str | None = None) -> Plan:
 
 def _network(opts: SandboxOptions, root: _Root) -> NetworkSpec:
     """``network`` (a mode string) and ``publish`` (``-p`` strings, ``-P``) checked now, not in the child."""
-    if opts.network == "none" and not opts.publish and not opts.publish_all:
+    if opts.network == "none" and not (opts.publish or opts.publish_all or opts.dns or opts.add_host):
         from .network import NetworkSpec
 
         return NetworkSpec("none")  # the common case, without parsing anything

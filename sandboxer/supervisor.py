@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from . import jsonread, signals
-from .errors import UsageError
+from .errors import SandboxerError, UsageError
 from .logfile import DEFAULT_MAX_SIZE, LogWriter, pump
 from .procfs import cgroup, same_process, start_time
 from .procfs import status as procfs_status
@@ -66,7 +66,9 @@ def _read(sandbox_id: str) -> dict[str, Any] | None:
 
 def _lost(record: dict[str, Any]) -> None:
     """A record says running but no process of its sandbox is left: say it exited, for good, and
-    remove what the crash left behind (its state directory; its processes died with the supervisor)."""
+    remove what the crash left behind (its state directory, and on a user-defined network its lease and
+    published host ports; its processes died with the supervisor)."""
+    from .network import USER_DEFINED, mode_of
     from .state import collect_garbage
 
     record.update(status="exited", reason="supervisor lost", error="the supervisor was killed before the sandbox ended",
@@ -74,7 +76,11 @@ def _lost(record: dict[str, Any]) -> None:
     try:
         _write(record)
         collect_garbage()
-    except OSError:
+        if mode_of(str((record.get("network") or {}).get("Mode", "none"))) is USER_DEFINED:
+            from .network.networks import prune_leases
+
+            prune_leases()
+    except (OSError, SandboxerError):
         pass  # reported as exited all the same
 
 
@@ -216,13 +222,16 @@ def _mounts(plan: Plan) -> list[dict[str, Any]]:
 
 def _network(plan: Plan) -> dict[str, Any]:
     spec = plan.network
-    if spec is None or spec.mode != "slirp4netns":
+    if spec is None or spec.stack is None:
         return {"Mode": spec.mode if spec is not None else "none", "IPAddress": "", "Gateway": "", "Dns": [],
                 "ExtraHosts": []}
+    extra_hosts = [f"{n}:{ip}" for n, ip in spec.add_hosts]
+    if spec.stack == "bridge":  # the address and gateway are its lease's: inspect fills them in while it runs
+        return {"Mode": spec.mode, "IPAddress": "", "Gateway": "", "Dns": list(spec.dns), "ExtraHosts": extra_hosts}
     from .network import DNS_ADDRESS, GUEST_ADDRESS, HOST_GATEWAY
 
-    return {"Mode": spec.mode, "IPAddress": GUEST_ADDRESS, "Gateway": HOST_GATEWAY,
-            "Dns": list(spec.dns) or [DNS_ADDRESS], "ExtraHosts": [f"{n}:{ip}" for n, ip in spec.add_hosts],
+    return {"Mode": spec.mode, "IPAddress": GUEST_ADDRESS, "Gateway": HOST_GATEWAY,  # pasta's and slirp4netns's
+            "Dns": list(spec.dns) or [DNS_ADDRESS], "ExtraHosts": extra_hosts,
             "AllowHostLoopback": spec.allow_host_loopback}
 
 
@@ -489,7 +498,7 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
                             for p in out["Ports"]}
         if attached:
             place = jsonread.loads(attached)
-            network["IPAddress"] = place["address"]
+            network["IPAddress"], network["Gateway"] = place["address"], place["gateway"]
             network["Networks"] = {place["network"]: {
                 "IPAddress": place["address"], "IPPrefixLen": place["prefixlen"], "Gateway": place["gateway"],
                 "Aliases": place["aliases"]}}

@@ -140,6 +140,7 @@ def test_two_sandboxes_talk_by_name_and_alias(net: str) -> None:
     assert [m["IPv4Address"] for m in members.values()] == [f"{server_ip}/24"]
     settings = json.loads(sandboxer("inspect", "srv", check=True).stdout)[0]["NetworkSettings"]
     assert settings["IPAddress"] == server_ip
+    assert settings["Gateway"] == "10.89.0.1" and settings["Dns"] == ["10.0.2.3"]  # the holder's slirp4netns
     assert settings["Networks"][net]["Aliases"][:2] == ["srv", "web"]
     assert sandboxer("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "srv").stdout.strip() == server_ip
 
@@ -282,7 +283,8 @@ def test_the_holder_goes_with_the_last_network(env: Path, net: str) -> None:
     assert len(slirp) == 1
     sandboxer("network", "rm", "second", check=True)
     assert _holder(env) is None
-    assert sorted(os.listdir(env / "state" / "netns")) == ["holder.log", "leases", "lock", "slirp.log"]
+    assert sorted(os.listdir(env / "state" / "netns")) == ["holder.log", "leases", "lock", "networks", "slirp.log"]
+    assert os.listdir(env / "state" / "netns" / "networks") == [], "a removed network kept its claim"
     deadline = time.monotonic() + 5  # slirp4netns sees its exit fd close
     while subprocess.run(["pgrep", "-f", str(env / "state" / "netns" / "slirp.sock")]).returncode == 0:
         assert time.monotonic() < deadline, "slirp4netns outlived the holder"
@@ -296,6 +298,12 @@ def test_the_holder_goes_with_the_last_network(env: Path, net: str) -> None:
     (("network", "create", "--subnet", "10.1.2.0/33", "x"), "invalid subnet"),
     (("network", "create", "--subnet", "fd00::/64", "x"), "invalid subnet"),
     (("network", "create", "--subnet", "10.1.2.3/24", "x"), "invalid subnet"),
+    (("network", "create", "--subnet", "127.0.0.0/24", "x"), "overlaps 127.0.0.0/8, the loopback range"),
+    (("network", "create", "--subnet", "224.0.0.0/24", "x"), "the multicast range"),
+    (("network", "create", "--subnet", "0.0.0.0/24", "x"), "(unspecified) range"),
+    (("network", "create", "--subnet", "255.255.255.0/24", "x"), "the reserved (and broadcast) range"),
+    (("network", "create", "--subnet", "169.254.0.0/24", "x"), "the link-local range"),
+    (("network", "create", "--subnet", "192.0.0.0/2", "x"), "the multicast range: sandboxes cannot use it"),
     (("network", "create", "NET"), "already exists"),
     (("network", "create", "none"), "network mode"),
     (("network", "create", "../x"), "invalid network name"),
@@ -356,7 +364,7 @@ def test_pytest_fixture_and_marker_on_a_network(pytester: pytest.Pytester, net: 
 def test_system_prune_frees_the_leases_of_crashed_sandboxes(env: Path, net: str) -> None:
     sandboxer("run", "-d", "--name", "alive", "--network", net, "--", "sleep", "60", check=True)
     # what a sandbox killed with its whole process tree (its lock freed) leaves until the next change
-    lease_dir = env / "state" / "netns" / "leases" / net
+    lease_dir = env / "state" / "netns" / "leases" / _inspect(net)["Id"]
     (lease_dir / "10.89.0.9").write_text(json.dumps({
         "address": "10.89.0.9", "sandbox": "f" * 64, "names": ["ghost"], "hosts": str(env / "nowhere")}))
     out = sandboxer("system", "prune", check=True).stdout
@@ -424,3 +432,82 @@ def test_the_fallback_state_root_is_the_users_in_a_user_namespace_too() -> None:
     inside = subprocess.run(["unshare", "--map-root-user", sys.executable, "-c", probe], env=env,
                             capture_output=True, text=True, check=True).stdout.strip()
     assert inside == f"/tmp/sandboxer-{os.getuid()}"
+
+
+def _bridges(root: Path) -> list[str]:
+    return [link for link in _holder_links(root) if link.startswith("sbx") and not link.startswith("sbxv")]
+
+
+def _address_of(name: str) -> str:
+    return str(json.loads(sandboxer("inspect", name, check=True).stdout)[0]["NetworkSettings"]["IPAddress"])
+
+
+def test_networks_of_two_data_dirs_share_no_bridge_and_no_address(env: Path, net: str) -> None:
+    """Definitions are per data dir, the holder, its bridges and the leases per user: a second data dir's
+    network (of the same name, even) gets a bridge, a subnet and leases of its own, and removing it leaves
+    the first one's sandboxes connected."""
+    sandboxer("run", "-d", "--name", "srv", "--network", net, "--", "sh", "-c", SERVE, check=True)
+    other = {**os.environ, "SANDBOXER_DATA_DIR": str(env / "data2")}
+    sandboxer("network", "create", net, env=other, check=True)
+    try:
+        theirs = json.loads(sandboxer("network", "inspect", net, env=other, check=True).stdout)[0]
+        assert (theirs["NetworkInterface"], theirs["Subnets"][0]["Subnet"]) == ("sbx1", "10.89.1.0/24")
+        p = sh("ip -4 -o addr show eth0", "--network", net, env=other, check=True)
+        assert " 10.89.1.2/24 " in p.stdout
+        assert _bridges(env) == ["sbx0", "sbx1"]
+        assert [m["Names"][0] for m in _inspect(net)["Containers"].values()] == ["srv"]
+    finally:
+        sandboxer("network", "rm", net, env=other, check=True)
+    assert _holder(env) is not None and _bridges(env) == ["sbx0"]
+    assert "hi from" in sh(_connect(_address_of("srv")), "--network", net, check=True).stdout
+
+
+def test_a_clashing_network_of_another_data_dir_is_refused(env: Path, net: str) -> None:
+    """A network defined under another state root (or before a reboot emptied the claims) may have the
+    bridge and subnet of one in use: it is refused at its first run, and removing it touches nothing."""
+    other = {**os.environ, "SANDBOXER_DATA_DIR": str(env / "data2"), "SANDBOXER_STATE_DIR": str(env / "state2")}
+    sandboxer("network", "create", "clash", env=other, check=True)  # sbx0 and 10.89.0.0/24, as ours
+    sandboxer("run", "-d", "--name", "srv", "--network", net, "--", "sh", "-c", SERVE, check=True)
+    other["SANDBOXER_STATE_DIR"] = str(env / "state")
+    try:
+        p = sh("true", "--network", "clash", env=other)
+        assert p.returncode == 125 and p.stderr.count("error:") == 1, p.stderr
+        assert f"network 'clash' (10.89.0.0/24, sbx0) clashes with network {net!r} of data dir " in p.stderr
+    finally:
+        sandboxer("network", "rm", "clash", env=other, check=True)
+    assert _holder(env) is not None and _bridges(env) == ["sbx0"]
+    assert "hi from" in sh(_connect(_address_of("srv")), "--network", net, check=True).stdout
+
+
+def test_a_lost_supervisor_frees_its_address_and_ports(env: Path, net: str) -> None:
+    """A SIGKILLed supervisor takes its sandbox along; the first command that finds it lost (here ps)
+    frees the lease and the published host port, with no network command in between."""
+    sandboxer("run", "-d", "--name", "web", "--network", net, "-p", "127.0.0.1::8000", "--",
+              "python3", "-m", "http.server", "8000", "--directory", "/etc", check=True)
+    port = int(sandboxer("port", "web", "8000", check=True).stdout.strip().rsplit(":", 1)[1])
+    assert _get(port) == Path("/etc/hostname").read_text()
+    supervisor = json.loads(sandboxer("inspect", "web", check=True).stdout)[0]["State"]["SupervisorPid"]
+    os.kill(supervisor, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while "supervisor lost" not in sandboxer("ps", "-a", check=True).stdout:
+        assert time.monotonic() < deadline, "the sandbox outlived its supervisor"
+        time.sleep(0.05)
+    assert _leases(env) == [] and _dnat_rules(env) == [] and _forwards(env) == []
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the closed connection may be in TIME_WAIT
+        s.bind(("127.0.0.1", port))
+    sandboxer("rm", "web", check=True)
+
+
+def test_a_network_is_kept_while_an_exited_sandbox_refers_to_it(env: Path, net: str) -> None:
+    """As docker: a network is in use by its sandboxes, running or not (a restart needs it)."""
+    sandboxer("run", "-d", "--name", "done", "--network", net, "--", "true", check=True)
+    sandboxer("wait", "done", check=True)
+    p = sandboxer("network", "rm", net)
+    assert p.returncode == 125 and f"network {net!r} is in use by done (exited)" in p.stderr
+    assert "sandboxer rm -f NAME" in p.stderr and p.stderr.count("error:") == 1
+    sandboxer("restart", "done", check=True)
+    sandboxer("wait", "done", check=True)
+    assert sandboxer("inspect", "-f", "{{.State.ExitCode}}", "done", check=True).stdout.strip() == "0"
+    sandboxer("rm", "done", check=True)
+    sandboxer("network", "rm", net, check=True)

@@ -19,6 +19,7 @@ import os
 from collections import namedtuple
 
 from ..errors import HostError, UsageError
+from ..state import validate_name
 
 __all__ = ["NetworkSpec", "PortMapping", "Mode", "MODES", "USER_DEFINED", "mode_of", "parse_network",
            "parse_publish", "exposed_ports",
@@ -33,8 +34,8 @@ PORT_IN_USE = ("the host port is probably in use: choose another, or give only t
                "for a free one")
 
 
-class Mode(namedtuple("Mode", "stack program options udp_needs_loopback udp_same_port",
-                      defaults=(None, None, (), False, False))):
+class Mode(namedtuple("Mode", "stack program options udp_needs_loopback udp_same_port port_per_address",
+                      defaults=(None, None, (), False, False, False))):
     """A ``--network`` mode.
 
     ``stack``: the module of this package whose ``start(pid, spec,
@@ -45,6 +46,8 @@ class Mode(namedtuple("Mode", "stack program options udp_needs_loopback udp_same
     ``OPT=true|false`` it takes.
     ``udp_needs_loopback``, ``udp_same_port``: how its UDP forwarding is
     broken otherwise — refused up front rather than silently.
+    ``port_per_address``: a host port number may serve several mappings on
+    different host addresses (else one per number and protocol).
     """
 
     stack: str | None
@@ -52,6 +55,7 @@ class Mode(namedtuple("Mode", "stack program options udp_needs_loopback udp_same
     options: tuple[str, ...]
     udp_needs_loopback: bool
     udp_same_port: bool
+    port_per_address: bool
     __slots__ = ()
 
 
@@ -59,7 +63,8 @@ MODES = {
     "none": Mode(),
     "host": Mode(),
     # slirp4netns sends a forwarded datagram's reply to 10.0.2.2, which --disable-host-loopback drops
-    "slirp4netns": Mode("slirp", "slirp4netns", ("allow_host_loopback",), udp_needs_loopback=True),
+    "slirp4netns": Mode("slirp", "slirp4netns", ("allow_host_loopback",), udp_needs_loopback=True,
+                        port_per_address=True),
     # pasta 2023 (Debian 12) loses the replies of UDP forwarded to another port number
     "pasta": Mode("pasta", "pasta", ("allow_host_loopback",), udp_same_port=True),
 }
@@ -114,6 +119,10 @@ def preferred_stack() -> str:
 def parse_network(text: str, ports: tuple[PortMapping, ...] = (), dns: tuple[str, ...] = (),
                   add_hosts: tuple[str, ...] = ()) -> NetworkSpec:
     name, _, options = text.partition(":")
+    if not name:
+        raise UsageError(f"--network {text!r} names no network mode",
+                         hint="use none (the default), host, pasta, slirp4netns, or a network 'sandboxer network "
+                              "ls' lists")
     mode = MODES.get(name)
     if mode is None:
         from .networks import exists
@@ -143,13 +152,50 @@ def parse_network(text: str, ports: tuple[PortMapping, ...] = (), dns: tuple[str
                               "the host's 127.0.0.1 through 10.0.2.2), or --network pasta")
     if mode.udp_same_port:
         ports = tuple(_same_port_udp(p, name) for p in ports)
+    _refuse_shared_host_ports(ports, name, mode)
+    if (dns or add_hosts) and mode.stack is None:
+        option = "--dns" if dns else "--add-host"
+        raise UsageError(f"{option} needs a network mode whose /etc/resolv.conf and /etc/hosts sandboxer writes, "
+                         f"not {name}", hint=f"use --network {preferred_stack()} (or a user-defined network), "
+                                             f"or leave out {option}")
     hosts = []
     for entry in add_hosts:
         host, sep, address = entry.partition(":")
         if not sep or not host or not address:
             raise UsageError(f"invalid --add-host {entry!r}", hint="use --add-host NAME:IP")
-        hosts.append((host, address))
+        validate_name(host, "--add-host name", 253)
+        hosts.append((host, _address(address, f"--add-host {entry!r}", "use --add-host NAME:IP, e.g. db:10.89.0.5")))
+    dns = tuple(_address(server, "--dns", "use --dns IP, e.g. --dns 10.0.2.3") for server in dns)
     return NetworkSpec(name, allow, ports, dns, tuple(hosts))
+
+
+def _address(text: str, what: str, hint: str) -> str:
+    """``text`` if it is an IPv4 or IPv6 address (without an IPv6 scope, which is free text): it goes into
+    resolv.conf or hosts as it is."""
+    import ipaddress  # only with --dns or --add-host: it imports re (see the README's "Speed")
+
+    try:
+        ipaddress.ip_address("" if "%" in text else text)
+    except ValueError:
+        raise UsageError(f"invalid {what}: {text!r} is not an IP address", hint=hint) from None
+    return text
+
+
+def _refuse_shared_host_ports(ports: tuple[PortMapping, ...], name: str, mode: Mode) -> None:
+    """Two mappings of one host port (and protocol) would fail the start in the stack's own words
+    (pasta: "Overlapping port specifier"); ``-p CPORT`` mappings get distinct free ports later."""
+    given = [m for m in ports if m.host_port]
+    for i, m in enumerate(given):
+        for other in given[:i]:
+            if (other.host_port, other.proto) != (m.host_port, m.proto):
+                continue
+            if not mode.port_per_address:
+                hint = f"with --network {name}, a host port number serves one mapping, whatever the address"
+            elif "0.0.0.0" in (m.host_ip, other.host_ip) or m.host_ip == other.host_ip:
+                hint = "give each mapping a host port (or a host address) of its own"
+            else:
+                continue
+            raise UsageError(f"host port {m.host_port}/{m.proto} is published twice ({other} and {m})", hint=hint)
 
 
 def _same_port_udp(mapping: PortMapping, mode: str) -> PortMapping:

@@ -74,6 +74,7 @@ def start(pid: int, spec: NetworkSpec, state_dir: str) -> Attachment:
     try:
         with rootlessns.lock():
             network = networks.load(spec.mode)  # under the lock: not a network being removed
+            networks.claim(network)  # its bridge and subnet, against other data dirs' networks
             holder = rootlessns.current()
             if holder is None or os.stat(holder.user_ns).st_ino != os.stat(f"/proc/{pid}/ns/user").st_ino:
                 raise SetupError(f"attach to network {network.name}",

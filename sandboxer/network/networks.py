@@ -4,13 +4,17 @@ A network is a definition — name, subnet, gateway, bridge name — kept in
 ``<data dir>/networks/NAME.json`` (it outlives reboots, as podman's do);
 its bridge lives in the per-user namespace of
 :mod:`sandboxer.network.rootlessns` and is made when a sandbox first needs
-it.  Each attached sandbox holds a lease ``<state root>/netns/leases/NAME/IP``
-naming it; a lease whose sandbox no longer runs (its state directory's
-lock is free, see :mod:`sandboxer.state`) is stale and is dropped by the
-next change, so a SIGKILLed sandbox never keeps its address.  Every
-member's ``/etc/hosts`` (a file in its state directory, bound read-only)
-is rewritten in place whenever a member comes or goes, so peers resolve
-each other by name, aliases and hostname.
+it.  That namespace is shared by the networks of every data dir, so each
+network claims its bridge and subnet there (``<state root>/netns/networks/
+BRIDGE.json``, see :func:`claim`): a new network avoids those of other data
+dirs, and one that clashes is refused.  Each attached sandbox holds a lease
+``<state root>/netns/leases/NETWORK-ID/IP`` naming it; a lease whose
+sandbox no longer runs (its state directory's lock is free, see
+:mod:`sandboxer.state`) is stale and is dropped by the next change, so a
+SIGKILLed sandbox never keeps its address.  Every member's ``/etc/hosts``
+(a file in its state directory, bound read-only) is rewritten in place
+whenever a member comes or goes, so peers resolve each other by name,
+aliases and hostname.
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import PortMapping
 
-__all__ = ["Network", "Lease", "definitions_dir", "create", "load", "exists", "all_networks", "remove",
-           "allocate", "record", "release", "unpublish", "published_elsewhere", "any_live_lease", "leases",
+__all__ = ["Network", "Lease", "definitions_dir", "create", "load", "exists", "all_networks", "remove", "claim",
+           "served", "allocate", "record", "release", "unpublish", "published_elsewhere", "any_live_lease", "leases",
            "sync_hosts", "describe", "prune_leases", "RESERVED"]
 
 #: the user-mode stacks' own network (slirp4netns, pasta): never a bridge's
 RESERVED = ipaddress.ip_network("10.0.2.0/24")
+#: ranges whose addresses cannot be a bridge's or a sandbox's: the kernel treats them specially
+_UNUSABLE = {"0.0.0.0/8": "'this network' (unspecified)", "127.0.0.0/8": "loopback", "169.254.0.0/16": "link-local",
+             "224.0.0.0/4": "multicast", "240.0.0.0/4": "reserved (and broadcast)"}
 #: where automatic subnets are taken from, as podman's 10.89.N.0/24
 _AUTO = "10.89.{}.0/24"
 
@@ -131,19 +138,30 @@ def create(name: str, subnet: str | None = None) -> Network:
     validate_name(name, "network name")
     if name in MODES:
         raise UsageError(f"{name!r} is a network mode, not a name a network can have", hint="choose another name")
-    with Lock(os.path.join(definitions_dir(), ".lock")):
+    from . import rootlessns
+
+    with Lock(os.path.join(definitions_dir(), ".lock")), rootlessns.lock():
         if exists(name):
             raise UsageError(f"network {name!r} already exists", hint="choose another name, or remove it first")
-        others = all_networks()
+        others = _taken()
         net = _subnet(subnet, others) if subnet else _free_subnet(others)
-        used = {n.bridge for n in others}
+        used = {n.bridge for n, _ in others}
         bridge = next(f"sbx{i}" for i in range(len(others) + 1) if f"sbx{i}" not in used)
         network = Network(name, os.urandom(32).hex(), str(net), str(next(net.hosts())), bridge, time.time())
         write_atomically(_path(name), json.dumps(network._asdict(), indent=2) + "\n")
+        claim(network)
     return network
 
 
-def _subnet(text: str, others: list[Network]) -> ipaddress.IPv4Network:
+def _taken() -> list[tuple[Network, str]]:
+    """The networks a new one must keep clear of, each with its data dir ("" for this one's): this data
+    dir's, and those of others that the user's holder serves."""
+    own = all_networks()
+    ids = {n.id for n in own}
+    return [(n, "") for n in own] + [(n, where) for n, where in _claims() if n.id not in ids]
+
+
+def _subnet(text: str, others: list[tuple[Network, str]]) -> ipaddress.IPv4Network:
     hint = "give an IPv4 network in CIDR form with at least 4 addresses, e.g. --subnet 10.90.0.0/24"
     try:
         net = ipaddress.ip_network(text)
@@ -154,15 +172,21 @@ def _subnet(text: str, others: list[Network]) -> ipaddress.IPv4Network:
     if net.overlaps(RESERVED):
         raise UsageError(f"subnet {net} overlaps {RESERVED}, the network of pasta and slirp4netns",
                          hint="choose another subnet")
-    for other in others:
+    for unusable, what in _UNUSABLE.items():
+        if net.overlaps(ipaddress.ip_network(unusable)):
+            raise UsageError(f"subnet {net} overlaps {unusable}, the {what} range: sandboxes cannot use it",
+                             hint="choose a private range, e.g. --subnet 10.90.0.0/24 (or in 172.16.0.0/12, "
+                                  "192.168.0.0/16)")
+    for other, where in others:
         if net.overlaps(ipaddress.ip_network(other.subnet)):
-            raise UsageError(f"subnet {net} overlaps {other.subnet} of network {other.name!r}",
+            raise UsageError(f"subnet {net} overlaps {other.subnet} of network {other.name!r}"
+                             + (f" of data dir {where}" if where else ""),
                              hint="choose another subnet (sandboxer network ls shows those in use)")
     return net
 
 
-def _free_subnet(others: list[Network]) -> ipaddress.IPv4Network:
-    taken = [ipaddress.ip_network(o.subnet) for o in others]
+def _free_subnet(others: list[tuple[Network, str]]) -> ipaddress.IPv4Network:
+    taken = [ipaddress.ip_network(o.subnet) for o, _ in others]
     for i in range(256):
         net = ipaddress.IPv4Network(_AUTO.format(i))
         if not any(net.overlaps(t) for t in taken):
@@ -171,22 +195,36 @@ def _free_subnet(others: list[Network]) -> ipaddress.IPv4Network:
 
 
 def remove(name: str) -> Network:
-    """Forget a network nobody uses, and its bridge; the holder goes with the last network."""
+    """Forget a network no sandbox uses — running, or exited but not removed (its ``restart`` needs it) —
+    and its bridge; the holder goes with the last network of any data dir."""
     from . import rootlessns
 
+    exited = _exited_members(name)  # read before the lock: a lost supervisor found there frees its lease under it
     with rootlessns.lock():  # an attach loads the definition under it too: never onto a network going away
         network = load(name)
-        users = leases(network)
+        users = [lease.names[0] if lease.names else lease.sandbox[:12] for lease in leases(network)]
+        users += [f"{who} (exited)" for who in exited]
         if users:
-            who = ", ".join(lease.names[0] if lease.names else lease.sandbox[:12] for lease in users)
-            raise UsageError(f"network {name!r} is in use by {who}", hint="stop those sandboxes first")
+            raise UsageError(f"network {name!r} is in use by {', '.join(users)}",
+                             hint="stop and remove those sandboxes first (sandboxer rm -f NAME)" if exited
+                             else "stop those sandboxes first")
+        bridge_was_ours = _unclaim(network)
         unlink_quiet(_path(name))
         _remove_lease_dir(network)
-        if not all_networks():
+        if not _claims():
             rootlessns.stop()
-        elif rootlessns.current() is not None:
+        elif bridge_was_ours and rootlessns.current() is not None:
             rootlessns.request("unplug_bridge", network.bridge)
     return network
+
+
+def _exited_members(name: str) -> list[str]:
+    """The detached sandboxes on network ``name`` that have exited but are kept (docker refuses to remove
+    a network any container is connected to, running or not)."""
+    from ..supervisor import records
+
+    return [r.get("name") or r["id"][:12] for r in records(all_=True)
+            if r["status"] != "running" and (r.get("options") or {}).get("network") == name]
 
 
 def describe(network: Network) -> dict[str, object]:
@@ -210,7 +248,7 @@ def prune_leases() -> list[tuple[str, str]]:
 
     freed = []
     with rootlessns.lock():
-        for network in all_networks():
+        for network in served():
             held = {e for e in os.listdir(_lease_dir(network)) if not e.endswith(".tmp")}
             gone = sorted(held - {lease.address for lease in leases(network)})
             if gone:
@@ -219,12 +257,83 @@ def prune_leases() -> list[tuple[str, str]]:
     return freed
 
 
-# -- leases (call these under rootlessns.lock()) --------------------------------------------------
+# -- claims and leases (call these under rootlessns.lock()) ---------------------------------------
 
-def _lease_dir(network: Network) -> str:
+def _claims_dir() -> str:
     from .rootlessns import DIRECTORY
 
-    return subdir(DIRECTORY, "leases", network.name)
+    return subdir(DIRECTORY, "networks")
+
+
+def _claims() -> list[tuple[Network, str]]:
+    """The networks that hold a claim on the holder's bridges and subnets, each with its data dir; a claim
+    whose definition is gone (or is another network's now) is dropped."""
+    out = []
+    for entry in sorted(e for e in os.listdir(_claims_dir()) if e.endswith(".json")):
+        file = os.path.join(_claims_dir(), entry)
+        try:
+            with open(file) as f:
+                data = json.load(f)
+            where = data.pop("data_dir")
+            network = Network(**data)
+            with open(os.path.join(where, "networks", f"{network.name}.json")) as f:
+                current = json.load(f)["id"] == network.id
+        except (OSError, ValueError, TypeError, KeyError):
+            current = False
+        if current:
+            out.append((network, where))
+        else:
+            unlink_quiet(file)
+    return out
+
+
+def served() -> list[Network]:
+    """The networks of every data dir that the user's holder serves (that have claimed a bridge)."""
+    return [network for network, _ in _claims()]
+
+
+def claim(network: Network) -> None:
+    """Reserve ``network``'s bridge and subnet in the holder's namespace.  Definitions are per data dir, but
+    the holder, its bridges and the leases are per user (per state root): a network whose bridge or subnet
+    one of another data dir has claimed — defined under another state root, or before a reboot emptied the
+    claims — is refused rather than shared."""
+    claims = _claims()
+    if _holds_claim(network, claims):
+        return
+    for other, where in claims:
+        if other.bridge == network.bridge or ipaddress.ip_network(other.subnet).overlaps(
+                ipaddress.ip_network(network.subnet)):
+            raise UsageError(f"network {network.name!r} ({network.subnet}, {network.bridge}) clashes with network "
+                             f"{other.name!r} of data dir {where} ({other.subnet}, {other.bridge})",
+                             hint="networks of all data dirs share one namespace per user: remove one of them "
+                                  "and create it again (it gets a free subnet and bridge)")
+    write_atomically(os.path.join(_claims_dir(), f"{network.bridge}.json"),
+                     json.dumps({**network._asdict(), "data_dir": _data_dir()}))
+
+
+def _unclaim(network: Network) -> bool:
+    """Drop ``network``'s claim; whether it had one (so the holder's bridge is its)."""
+    if not _holds_claim(network, _claims()):
+        return False
+    unlink_quiet(os.path.join(_claims_dir(), f"{network.bridge}.json"))
+    return True
+
+
+def _holds_claim(network: Network, claims: list[tuple[Network, str]]) -> bool:
+    """Whether ``network`` of this data dir is among ``claims`` (a copied data dir's, same id, is not)."""
+    return (network.id, _data_dir()) in {(n.id, where) for n, where in claims}
+
+
+def _data_dir() -> str:
+    """This data dir, as claims name it (a relative or linked $SANDBOXER_DATA_DIR names one place)."""
+    return os.path.dirname(os.path.realpath(definitions_dir()))
+
+
+def _lease_dir(network: Network) -> str:
+    """By id: two data dirs' networks may have one name."""
+    from .rootlessns import DIRECTORY
+
+    return subdir(DIRECTORY, "leases", network.id)
 
 
 def _remove_lease_dir(network: Network) -> None:
@@ -287,7 +396,7 @@ def unpublish(lease: Lease) -> None:
 def published_elsewhere(mapping: PortMapping) -> Lease | None:
     """The live lease, on any network, that publishes ``mapping``'s host port (and protocol) already:
     the holder's tap0 side of a forward uses the host port's number, so it can serve one sandbox only."""
-    for network in all_networks():
+    for network in served():
         for lease in leases(network):
             if any(m.host_port == mapping.host_port and m.proto == mapping.proto for m in lease.ports):
                 return lease
@@ -295,7 +404,7 @@ def published_elsewhere(mapping: PortMapping) -> Lease | None:
 
 
 def any_live_lease() -> bool:
-    return any(leases(network) for network in all_networks())
+    return any(leases(network) for network in served())
 
 
 def release(network: Network, lease: Lease) -> None:

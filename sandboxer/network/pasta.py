@@ -3,7 +3,8 @@
 Started while the sandbox waits (``sandboxer_attach``) on the set-up
 process's PID, with the same surface as slirp4netns: ``tap0`` with
 10.0.2.100/24, gateway 10.0.2.2 (the host's loopback only when
-``allow_host_loopback=true``: otherwise ``--no-map-gw``), DNS queries to
+``allow_host_loopback=true``: otherwise ``--no-map-gw`` and an unreachable
+route to it, see :func:`_close_gateway`), DNS queries to
 10.0.2.3 forwarded to the host's resolver, IPv4 only.  Every automatic
 forwarding is off (``-T none -U none``: the sandbox's own loopback ports
 would reach the host's; ``-t``/``-u`` default to binding host ports for
@@ -20,8 +21,11 @@ by its parent-death signal.
 
 from __future__ import annotations
 
+import _socket  # the C module: socket would load enum (see the README's "Speed")
 import os
+import struct
 
+from .. import syscalls as sc
 from ..errors import SetupError
 from ..programs import require
 from . import DNS_ADDRESS, GUEST_ADDRESS, HOST_GATEWAY, PORT_IN_USE, NetworkSpec, PortMapping, helper
@@ -84,7 +88,65 @@ def start(pid: int, spec: NetworkSpec, state_dir: str) -> Pasta:
         raise _explained(e, ports) from None
     finally:
         os.close(ready_r)
+    if not spec.allow_host_loopback:
+        try:
+            _close_gateway(pid)
+        except BaseException:
+            helper.kill(child, wait=True)
+            raise
     return Pasta(child, ports)
+
+
+def _close_gateway(pid: int) -> None:
+    """Refuse the sandbox's traffic to 10.0.2.2, as slirp4netns's ``--disable-host-loopback`` does: with
+    ``--no-map-gw`` pasta sends it on like any other, out through the host's default route (off the machine).
+    An unreachable route for that address alone, in the namespaces of ``pid``, leaves the default route
+    through it working (a gateway is reached by its link-layer address) — the same request as ``ip route add
+    unreachable 10.0.2.2``, from a child that joins them."""
+    fds = []
+    for kind, flag in (("user", sc.CLONE_NEWUSER), ("net", sc.CLONE_NEWNET)):
+        path = f"/proc/{pid}/ns/{kind}"
+        if os.stat(path).st_ino != os.stat(f"/proc/self/ns/{kind}").st_ino:  # as root: perhaps our user namespace
+            fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag))
+    error_r, error_w = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            for fd, flag in fds:
+                sc.setns(fd, flag)
+            _add_unreachable_route(HOST_GATEWAY)
+        except BaseException as e:
+            os.write(error_w, str(e).encode())
+        finally:
+            os._exit(0)
+    os.close(error_w)
+    for fd, _ in fds:
+        os.close(fd)
+    try:
+        error = os.read(error_r, 512).decode(errors="replace")
+    finally:
+        os.close(error_r)
+        os.waitpid(child, 0)
+    if error:
+        raise SetupError("close the host's loopback to the sandbox (a route to 10.0.2.2)", error,
+                         hint="or allow it: --network pasta:allow_host_loopback=true")
+
+
+def _add_unreachable_route(address: str) -> None:
+    """RTM_NEWROUTE over rtnetlink (imports done before the fork); raises OSError with the kernel's error."""
+    rtmsg = struct.pack("=BBBBBBBBI", _socket.AF_INET, 32, 0, 0, 254, 4, 0, 7, 0)  # main table, static, unreachable
+    dst = struct.pack("=HH4B", 8, 1, *(int(part) for part in address.split(".")))  # RTA_DST
+    flags = 0x1 | 0x4 | 0x200 | 0x400  # NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE
+    message = struct.pack("=IHHII", 16 + len(rtmsg) + len(dst), 24, flags, 1, 0) + rtmsg + dst  # RTM_NEWROUTE
+    s = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0)  # NETLINK_ROUTE
+    try:
+        s.send(message)
+        reply = s.recv(4096)
+    finally:
+        s.close()
+    error = -struct.unpack_from("=i", reply, 16)[0]  # the NLMSG_ERROR acknowledging it: 0, or -errno
+    if error:
+        raise OSError(error, os.strerror(error))
 
 
 def _explained(error: SetupError, ports: list[PortMapping]) -> SetupError:
