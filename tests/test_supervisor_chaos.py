@@ -104,7 +104,8 @@ def _assert_network_clean(network: str) -> None:
 
     info = json.loads(sandboxer("network", "inspect", network, check=True).stdout)[0]
     assert info["Containers"] == {}, info
-    assert os.listdir(os.path.join(rootlessns.directory(), "leases", network)) == []
+    leases = os.path.join(rootlessns.directory(), "leases", info["Id"])  # by id: names repeat across data dirs
+    assert not os.path.isdir(leases) or os.listdir(leases) == []
     pid = _holder_pid()
     if pid is None:
         return
