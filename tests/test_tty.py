@@ -96,9 +96,9 @@ def test_ctrl_z_stops_a_job_of_the_shell_inside() -> None:
 def test_ctrl_z_on_an_init_s_workload_does_not_wedge_the_run() -> None:
     """No shell inside resumes a stopped foreground job: under --init, Ctrl-Z is ignored (as by a PID 1
     without --init), and the Ctrl-C that follows still ends the command."""
-    t = Terminal("run", "-it", "--init", "--", "sh", "-c",
-                 "trap 'echo caught-int; exit 7' INT; echo ready; while :; do sleep 0.05; done")
+    t = Terminal("run", "-it", "--init", "--", "sh", "-c", "trap 'echo caught-int; exit 7' INT; echo ready; sleep 30")
     t.read_until(b"ready")
+    time.sleep(0.3)  # the shell waits on sleep: Ctrl-Z stops both, the job to resume is the group
     t.send(b"\x1a")
     time.sleep(0.3)
     t.send(b"\x03")

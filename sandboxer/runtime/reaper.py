@@ -69,8 +69,8 @@ def run_as_init(start: Callable[[], int], msg_w: int, status_w: int) -> int:
         except ChildProcessError:
             return 0
         if os.WIFSTOPPED(status):
-            if pid == child:  # Ctrl-Z on its terminal: no shell here would ever resume it (and its
-                os.kill(child, signals.SIGCONT)  # Ctrl-C would wait behind the stop): ignored, as by a PID 1
+            if pid == child:  # Ctrl-Z on its terminal: no shell here would ever resume it, nor its
+                _resume(child)  # group (a Ctrl-C would wait behind the stop): ignored, as by a PID 1
             continue
         if pid == child:
             code = os.waitstatus_to_exitcode(status)
@@ -78,6 +78,17 @@ def run_as_init(start: Callable[[], int], msg_w: int, status_w: int) -> int:
                 os.write(status_w, f"signal {-code}\n".encode())
                 return 128 - code
             return code
+
+
+def _resume(child: int) -> None:
+    """SIGCONT to the workload's process group (its foreground job stopped with it), or to it alone."""
+    try:
+        os.killpg(os.getpgid(child), signals.SIGCONT)
+    except OSError:
+        try:
+            os.kill(child, signals.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def _take_terminal() -> None:
