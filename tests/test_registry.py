@@ -197,17 +197,21 @@ def test_image_index_platform_selection(env: dict[str, str], monkeypatch: pytest
     assert p.returncode == 125 and "no image for linux/s390x" in p.stderr and "linux/riscv64" in p.stderr
 
 
-class _TokenFront(http.server.ThreadingHTTPServer):
+class _LocalServer(http.server.ThreadingHTTPServer):
+    """A test server on a free port of 127.0.0.1."""
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _TokenFront(_LocalServer):
     """Demands ``Bearer`` tokens from its own ``/token`` (basic auth alice:wonderland), then proxies."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.tokens_issued = 0
         super().__init__(("127.0.0.1", 0), _TokenHandler)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_address[1]}"
 
 
 class _TokenHandler(http.server.BaseHTTPRequestHandler):
@@ -380,7 +384,7 @@ def _manifest(config_size: int = len(_CONFIG)) -> bytes:
     }).encode()
 
 
-class _Hostile(http.server.ThreadingHTTPServer):
+class _Hostile(_LocalServer):
     """A registry misbehaving by repository (``NAME/img:1``): ``endless`` streams the layer on and on,
     ``corrupt`` sends other bytes of the right size, ``cut`` hangs up part-way through it; ``huge``
     streams an endless manifest, ``bigconfig`` declares an 8 MiB config, ``loop`` redirects to
@@ -392,10 +396,6 @@ class _Hostile(http.server.ThreadingHTTPServer):
         self.gets: collections.Counter[str] = collections.Counter()
         self.streamed = 0  # bytes of endless answers the client took before hanging up
         super().__init__(("127.0.0.1", 0), _HostileHandler)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_address[1]}"
 
 
 class _HostileHandler(http.server.BaseHTTPRequestHandler):
