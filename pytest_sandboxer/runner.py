@@ -34,6 +34,7 @@ from _pytest.outcomes import TEST_OUTCOME
 from _pytest.runner import CallInfo, runtestprotocol
 
 from sandboxer.errors import SandboxerError
+from sandboxer.syscalls import close_inherited
 
 from .options import SandboxConfig
 
@@ -231,6 +232,9 @@ def _child(item: pytest.Item, config: SandboxConfig, out_fd: int, parent_ns: dic
     isolation it requires: it must not run without it.
     """
     os.environ.update(config.env)
+    # what pytest's own caller left open (a CI harness's pipe, a shell's 7<dir: a way to the host's files),
+    # as sandboxer run drops it: those are inheritable, everything pytest opened is close-on-exec
+    close_inherited()
     channel = _Channel(out_fd)
     isolation = isolation_facts(parent_ns)
     channel.send("isolation", isolation)

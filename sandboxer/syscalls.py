@@ -24,7 +24,7 @@ __all__ = [
     "set_pdeathsig", "set_no_new_privs", "cap_bound_drop", "cap_ambient_clear",
     "cap_ambient_raise", "set_keepcaps", "statfs_flags", "mount_setattr_rdonly_recursive",
     "interface_up", "malloc_trim", "cloexec_from", "close_inherited", "personality", "blank_environment",
-    "join_session_keyring",
+    "join_session_keyring", "set_dumpable",
 ]
 
 CLONE_NEWNS = 0x00020000
@@ -142,6 +142,16 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 def set_pdeathsig(sig: int) -> None:
     """Ask the kernel to send ``sig`` to this process when its parent dies."""
     prctl(PR_SET_PDEATHSIG, sig)
+
+
+PR_SET_DUMPABLE = 4
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """A non-dumpable process can't be traced, nor its /proc/PID/fd, mem or environ opened, by a process
+    without CAP_SYS_PTRACE in its memory's user namespace: what a sandboxer helper that joins a
+    sandbox must be until it execs (runc's CVE-2016-9962).  An execve makes it dumpable again."""
+    prctl(PR_SET_DUMPABLE, 1 if dumpable else 0)
 
 
 def set_no_new_privs() -> None:

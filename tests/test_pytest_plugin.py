@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -844,3 +845,30 @@ def test_xdist_many_tests_with_logging(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--log-level=WARNING",
                                            timeout=300)
     assert outcomes(result) == {"passed": 80}, result.stdout.str()
+
+
+def test_a_sandboxed_test_gets_none_of_the_descriptors_pytest_inherited(tmp_path: Path) -> None:
+    """What pytest's own caller left open (a CI harness's pipe, a shell's ``7<dir``) would be a way to
+    the host's files from the test: dropped, as ``sandboxer run`` drops it; pytest's own stay."""
+    import subprocess
+    import sys
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "test_fd.py").write_text(
+        "import os, pytest\n"
+        "@pytest.mark.sandbox\n"
+        "def test_inherited_dir_fd():\n"
+        "    with pytest.raises(OSError):\n"
+        "        os.close(os.open('PWNED', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=57))\n"
+        "    print('captured as ever')\n")
+    opened = os.open(victim, os.O_RDONLY | os.O_DIRECTORY)
+    dir_fd = os.dup2(opened, 57)
+    os.close(opened)
+    try:
+        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rP", "test_fd.py"],
+                           cwd=tmp_path, pass_fds=(dir_fd,), capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(dir_fd)
+    assert p.returncode == 0 and "captured as ever" in p.stdout, p.stdout + p.stderr
+    assert not (victim / "PWNED").exists()

@@ -250,6 +250,43 @@ def test_a_detached_sandbox_keeps_none_of_its_callers_descriptors(tmp_path: Path
         sandboxer("rm", "-f", name, check=True)
 
 
+_PROC_FD_WATCHER = """
+import os, time
+end = time.monotonic() + 8
+while time.monotonic() < end:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and pid != str(os.getpid()):
+            try:
+                os.close(os.open("PWNED", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=os.open(f"/proc/{pid}/fd/57", 0)))
+                print("reached", pid, flush=True)
+            except OSError:
+                pass
+"""
+
+
+def test_a_workload_cannot_reach_the_helpers_of_exec_and_cp(tmp_path: Path) -> None:
+    """``exec``'s and ``cp``'s helpers are forks of the CLI, inside the sandbox until they exec (or for
+    the whole copy): non-dumpable, the workload can neither trace them (and unload their seccomp filter
+    to be) nor open what they hold through /proc/PID/fd — here a directory of the caller's."""
+    name = _name("helpers")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    opened = os.open(victim, os.O_RDONLY | os.O_DIRECTORY)
+    dir_fd = os.dup2(opened, 57)
+    os.close(opened)
+    (tmp_path / "f.txt").write_text("x")
+    sandboxer("run", "-d", "--name", name, "--", "python3", "-c", _PROC_FD_WATCHER, check=True)
+    try:
+        for _ in range(15):
+            subprocess.run([*SANDBOXER, "exec", name, "true"], pass_fds=(dir_fd,), capture_output=True, timeout=60)
+            subprocess.run([*SANDBOXER, "cp", str(tmp_path / "f.txt"), f"{name}:/tmp/"], pass_fds=(dir_fd,),
+                           capture_output=True, timeout=60)
+        assert not (victim / "PWNED").exists(), sandboxer("logs", name).stdout
+    finally:
+        os.close(dir_fd)
+        sandboxer("rm", "-f", name, check=True)
+
+
 def test_inspect_reports_state_namespaces_and_security() -> None:
     import json
 

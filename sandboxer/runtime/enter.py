@@ -116,6 +116,9 @@ def enter_status(pid: int, identity: dict[str, Any], argv: list[str], env: list[
     if child == 0:  # pragma: no cover - runs in the child
         code = 125
         try:
+            # before it joins: out of the workload's reach (ptrace, /proc/PID/fd) until its exec, and so
+            # the command it forks (a sandboxed test, a cp worker, which never exec, stay so)
+            sc.set_dumpable(False)
             sc.set_pdeathsig(signals.SIGKILL)
             os.close(status_r)
             if ours is not None:
