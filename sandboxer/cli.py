@@ -180,7 +180,7 @@ def _read_env_file(path: str) -> list[str]:
 
 
 def _check_env(pair: str, where: str) -> None:
-    """Refused now, not by the set-up process: a name that is empty or has '=' or blanks, or a NUL."""
+    """Refused now, not by the set-up process: an empty name, a name with blanks, or a NUL anywhere."""
     from .errors import UsageError
 
     key = pair.partition("=")[0]

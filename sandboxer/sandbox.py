@@ -401,9 +401,11 @@ def _plan(opts: SandboxOptions, root: _Root, snapshotter: Snapshotter | None,
         snapshotter = None if bare else storage.choose(storage.RootfsKind.HOST, opts.storage_driver)
     sandbox_id = sandbox_id or new_id()
     hostname = opts.hostname or sandbox_id[:12]
-    if len(hostname.encode()) > 64 or "\x00" in hostname:  # sethostname's limit, said before anything starts
-        raise UsageError(f"--hostname {hostname[:20]!r}…: longer than 64 bytes" if len(hostname.encode()) > 64
-                         else "--hostname: contains a NUL byte", hint="a host name of at most 64 characters")
+    if len(hostname.encode()) > 64:  # sethostname's limit, said before anything starts
+        raise UsageError(f"--hostname {hostname[:20]!r}…: longer than 64 bytes",
+                         hint="a host name of at most 64 characters")
+    if "\x00" in hostname:
+        raise UsageError("--hostname: contains a NUL byte", hint="a host name of at most 64 characters")
     joins: tuple[tuple[int, str], ...] = ()
     outbound_missing = ""
     if network.stack == "bridge":

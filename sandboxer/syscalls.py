@@ -311,10 +311,10 @@ def cloexec_from(low: int) -> None:
             pass  # not open
 
 
-def close_inherited(keep: tuple[int, ...] = ()) -> None:
+def close_inherited() -> None:
     """Close the descriptors from 3 up that this process inherited across exec (those without
-    close-on-exec: everything Python opens has it), but ``keep``: for a process that outlives its
-    caller — a supervisor, an init — and must not hold the caller's pipes open or hand its files on."""
+    close-on-exec: everything Python opens has it): for a process that outlives its caller — a
+    supervisor — or runs code that must not reach them — a sandboxed test."""
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:  # no /proc: the rare OCI root without it
@@ -322,7 +322,7 @@ def close_inherited(keep: tuple[int, ...] = ()) -> None:
 
         fds = list(range(3, min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16)))
     for fd in fds:
-        if fd < 3 or fd in keep:
+        if fd < 3:
             continue
         try:
             if os.get_inheritable(fd):

@@ -20,7 +20,7 @@ from ..errors import SetupError
 from ..procfs import start_time
 from . import sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
-from .init import attach_terminal, env_dict, flush_std, own_session_keyring, reset_signals
+from .init import attach_terminal, env_dict, flush_std, own_session_keyring, reset_signals, stdin_devnull
 from .launcher import ExitStatus, SignalProxy, fork, readable_before
 from .reaper import exec_workload
 from .userns import read_idmap
@@ -305,10 +305,8 @@ def _run_in_namespace(identity: dict[str, Any], argv: list[str], env: list[str],
                 attach_terminal(slave)
             else:
                 os.setsid()  # no controlling terminal, as the workload has none (see init._container)
-            if slave < 0 and opts.stdin_null:
-                null = os.open("/dev/null", os.O_RDONLY)
-                os.dup2(null, 0)
-                os.close(null)
+                if opts.stdin_null:
+                    stdin_devnull()
             _become(identity, cwd)
             if opts.call is not None:
                 sc.set_pdeathsig(signals.SIGKILL)

@@ -38,7 +38,7 @@ from .plan import Plan
 from .reaper import exec_workload, run_as_init
 
 __all__ = ["Pipes", "Workload", "setup_main", "attach_terminal", "env_dict", "reset_signals", "HANDED_OFF",
-           "own_session_keyring"]
+           "own_session_keyring", "stdin_devnull"]
 
 #: the set-up process's report, instead of a wait status, when PID 1 was left to the caller's reaper
 HANDED_OFF = "handed-off"
@@ -248,7 +248,7 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
         # stays out of reach (TIOCSTI would type into the user's shell); signals come via the caller
         os.setsid()
         if plan.stdin_null and workload.stdio is None:
-            _step("open /dev/null", _stdin_devnull)
+            _step("open /dev/null", stdin_devnull)
 
     # -- the mount table, then the new root
     mounts.mount_all(rootfs, plan.mounts)
@@ -356,7 +356,8 @@ def _await_start(gate: int, started_w: int) -> int:
     return fd
 
 
-def _stdin_devnull() -> None:
+def stdin_devnull() -> None:
+    """The workload's stdin is /dev/null (without -i), as docker's."""
     fd = os.open("/dev/null", os.O_RDONLY)
     os.dup2(fd, 0)
     os.close(fd)

@@ -252,8 +252,6 @@ def write_sysctls(root: str, sysctls: Iterable[tuple[str, str, bool]]) -> None:
             with open(secure_join(root, f"/proc/sys/{name}"), "w") as f:
                 f.write(value)
         except OSError as e:
-            import errno
-
             hint = {errno.ENOENT: "this kernel has no such key (or /proc is not mounted in the container)",
                     errno.EINVAL: "the kernel refused the value"}.get(e.errno or 0)
             raise SetupError(f"set sysctl {name.replace('/', '.')}", e.strerror or str(e), hint=hint) from e
