@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable
 
-from . import jsonread, signals
+from . import jsonc, signals
 from .errors import SandboxerError, UsageError
 from .logfile import DEFAULT_MAX_SIZE, LogWriter, pump
 from .procfs import cgroup, same_process, start_time
@@ -47,16 +47,14 @@ def log_path(sandbox_id: str) -> str:
 
 
 def _write(record: dict[str, Any]) -> None:
-    import json  # loaded by writers only: readers parse with jsonread
-
     path = os.path.join(_records_dir(), f"{record['id']}.json")
-    write_atomically(path, json.dumps(record))
+    write_atomically(path, jsonc.dumps(record))
 
 
 def _read(sandbox_id: str) -> dict[str, Any] | None:
     try:
         with open(os.path.join(_records_dir(), f"{sandbox_id}.json")) as f:
-            record: dict[str, Any] = jsonread.loads(f.read())
+            record: dict[str, Any] = jsonc.loads(f.read())
     except (OSError, ValueError):
         return None
     if record.get("status") == "running" and not _alive(record):
@@ -491,13 +489,13 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             attached = running_record(record["id"], "network")  # a user-defined network's address
         except UsageError:  # it ended meanwhile
             ports = attached = None
-        out["Ports"] = jsonread.loads(ports) if ports else []
+        out["Ports"] = jsonc.loads(ports) if ports else []
         network["SandboxKey"] = f"/proc/{pid}/ns/net"
         network["Ports"] = {f"{p['container_port']}/{p['proto']}": [{"HostIp": p["host_ip"],
                                                                       "HostPort": str(p["host_port"])}]
                             for p in out["Ports"]}
         if attached:
-            place = jsonread.loads(attached)
+            place = jsonc.loads(attached)
             network["IPAddress"], network["Gateway"] = place["address"], place["gateway"]
             network["Networks"] = {place["network"]: {
                 "IPAddress": place["address"], "IPPrefixLen": place["prefixlen"], "Gateway": place["gateway"],

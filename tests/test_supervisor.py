@@ -821,7 +821,7 @@ def test_exec_cp_top_and_tty_in_an_image_without_python(busybox: Path, home_tmp:
         # as an installed sandboxer starts: no site hooks that import half the library beforehand
         # (the test venv's editable-install finder imports warnings, which os.execvpe needs); and
         # asking whether NAME is an OCI container must not load the OCI spec's dataclasses (~25 ms), nor
-        # reading the record json (re, enum: ~8 ms; sandboxer.jsonread)
+        # reading the record json (re, enum: ~8 ms; sandboxer.jsonc)
         import site
         import sys
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import jsonread
+from .. import jsonc
 from ..errors import SandboxerError, UsageError
 from ..state import Lock, unlink_quiet
 from .reference import Reference, parse_reference
@@ -194,9 +194,8 @@ class Store:
 
     def put_json(self, obj: dict[str, Any]) -> tuple[str, int]:
         import io
-        import json  # writers only: the run path reads with jsonread
 
-        data = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+        data = jsonc.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
         return self.put_blob(io.BytesIO(data))
 
     def read_blob(self, digest: str) -> bytes:
@@ -215,7 +214,7 @@ class Store:
         return data
 
     def read_json(self, digest: str) -> dict[str, Any]:
-        obj = jsonread.loads(self.read_blob(digest).decode())
+        obj = jsonc.loads(self.read_blob(digest).decode())
         if not isinstance(obj, dict):
             raise StoreError(f"blob {digest[:19]}… is not a JSON object")
         return obj
@@ -278,7 +277,7 @@ class Store:
     def read_index(self) -> dict[str, str]:
         try:
             with open(self._index_path()) as f:
-                data = jsonread.loads(f.read())
+                data = jsonc.loads(f.read())
         except FileNotFoundError:
             return {}
         except ValueError as e:
@@ -519,18 +518,16 @@ class Store:
         """``<root>/<name>`` as a JSON object; None if it is missing or unreadable (a cache, not a record)."""
         try:
             with open(os.path.join(self.root, name)) as f:
-                data = jsonread.loads(f.read())
+                data = jsonc.loads(f.read())
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
 
     def write_json_file(self, name: str, obj: dict[str, Any]) -> None:
         """Replace ``<root>/<name>`` atomically (``tmp/``, fsync, rename); hold a lock around a read-modify-write."""
-        import json
-
         with self._staged_file(name) as tmp:
             with open(tmp, "w") as f:
-                json.dump(obj, f, separators=(",", ":"), sort_keys=True)
+                f.write(jsonc.dumps(obj, separators=(",", ":"), sort_keys=True))
             self._commit_file(tmp, os.path.join(self.root, name))
 
 

@@ -23,7 +23,7 @@ import stat
 import sys
 import time
 
-from .. import jsonread, signals
+from .. import jsonc, signals
 from ..errors import SandboxerError, SetupError, UsageError
 from ..procfs import start_time
 from ..state import create_locked_dir, is_alive, remove_tree, state_root, subdir, validate_name, write_atomically
@@ -60,7 +60,7 @@ def exists(cid: str) -> bool:
 def _read(cid: str) -> dict[str, Any]:
     try:
         with open(os.path.join(_dir(cid), _STATE)) as f:
-            record: dict[str, Any] = jsonread.loads(f.read())
+            record: dict[str, Any] = jsonc.loads(f.read())
     except (OSError, ValueError):
         raise UsageError(f"container {cid} does not exist",
                          hint=f"see the ID given to 'sandboxer create' (state root {state_root()})") from None
@@ -122,13 +122,11 @@ def _run_hooks(record: dict[str, Any], phase: str, status: str) -> None:
     hooks = record.get("hooks", {}).get(phase)
     if not hooks:
         return
-    import json
-
     from ..runtime.hooks import run_hook_list
     from .spec import Hook, from_json
 
     run_hook_list([from_json(Hook, h, f"hooks.{phase}[{i}]") for i, h in enumerate(hooks)], phase,
-                  json.dumps(_document(record, status)))
+                  jsonc.dumps(_document(record, status)))
 
 
 # --- create ------------------------------------------------------------------------------------
@@ -205,9 +203,7 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         pid, pid_start, supervisor = _supervise(plan, lock_fd, path)
         record.update(pid=pid, pid_start=pid_start, supervisor_pid=supervisor[0], supervisor_start=supervisor[1],
                       created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        import json  # loaded by the verbs that write only: readers parse with jsonread
-
-        write_atomically(os.path.join(path, _STATE), json.dumps(record))
+        write_atomically(os.path.join(path, _STATE), jsonc.dumps(record))
         if pid_file is not None:
             try:
                 write_atomically(pid_file, str(pid))
@@ -357,7 +353,7 @@ def _process_json(path: str) -> dict[str, Any]:
     """A process.json (runtime-spec config.md "process"), checked for the fields exec uses."""
     try:
         with open(path) as f:
-            proc = jsonread.loads(f.read())
+            proc = jsonc.loads(f.read())
     except OSError as e:
         raise UsageError(f"cannot read --process {path}: {e.strerror}") from None
     except ValueError as e:

@@ -12,13 +12,12 @@ as a warning, as the spec says.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from .. import signals
+from .. import jsonc, signals
 from ..errors import SetupError
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ def state_document(*, oci_version: str, id: str, status: str, pid: int, bundle: 
 def state_json(plan: Plan, status: str, pid: int) -> str:
     from ..oci.spec import OCI_VERSION
 
-    return json.dumps(state_document(
+    return jsonc.dumps(state_document(
         oci_version=plan.spec.oci_version if plan.spec else OCI_VERSION, id=plan.name or plan.id,
         status=status, pid=pid, bundle=plan.bundle or "", annotations=plan.annotations))
 
