@@ -1,13 +1,19 @@
-"""The Linux system calls Python 3.11's standard library lacks, over ctypes.
+"""The Linux system calls Python 3.11's standard library lacks, over ctypes' C core.
 
 This is the only module that calls libc.  Each wrapper raises ``OSError``
 with the errno and a message that says what was being done, so a failure
 deep in sandbox set-up still reads as a sentence.
+
+It drives ``_ctypes``, the C half of ctypes, directly: ``import ctypes``
+builds its ~50 Python-level types at import, ~2.5 ms of every command's
+start (a tenth of ``sandboxer exec``), for the five C types and one
+function type used here.  Structures travel as ``struct``-packed bytes in
+char buffers.
 """
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import fcntl
 import os
 import struct
@@ -79,19 +85,73 @@ _NR = {  # syscalls without a libc wrapper in glibc 2.36
     "aarch64": {"pivot_root": 41, "seccomp": 277, "keyctl": 219},
 }[os.uname().machine]
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-_libc.unshare.argtypes = (ctypes.c_int,)
-_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
-_libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
-_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-_libc.syscall.restype = ctypes.c_long
+class _Char(_ctypes._SimpleCData):
+    _type_ = "c"
+
+
+class _Int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class _Long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class _ULong(_ctypes._SimpleCData):
+    _type_ = "L"
+
+
+class _CharP(_ctypes._SimpleCData):  # bytes or None (NULL)
+    _type_ = "z"
+
+
+class _VoidP(_ctypes._SimpleCData):  # an address as an int
+    _type_ = "P"
+
+
+class _Function(_ctypes.CFuncPtr):
+    """A libc function returning a C int, as ``ctypes.CDLL(None, use_errno=True)`` makes them: errno
+    is saved after each call for :func:`_ctypes.get_errno`.  Without argtypes, an int goes as a C int
+    (sign-extended to a register), bytes as a pointer, None as NULL."""
+
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _Int
+
+
+class _Libc:
+    """The process's own symbols (``dlopen(NULL)``): glibc's, whatever its soname."""
+
+    _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]  # NULL: as ctypes.CDLL(None)
+
+    def __getattr__(self, name: str) -> _Function:
+        function = _Function((name, self))  # type: ignore[arg-type]  # any object with _handle; AttributeError if no symbol
+        setattr(self, name, function)
+        return function
+
+
+def _buffer(data: bytes) -> _ctypes.Array:
+    """A C char array holding a copy of ``data``, for a pointer argument: the kernel may write into it
+    (``.raw`` reads it back); ``_ctypes.addressof`` gives its address."""
+    array: _ctypes.Array = (_Char * len(data)).from_buffer_copy(data)
+    return array
+
+
+_libc = _Libc()
+_libc.mount.argtypes = (_CharP, _CharP, _CharP, _ULong, _CharP)
+_libc.umount2.argtypes = (_CharP, _Int)
+_libc.unshare.argtypes = (_Int,)
+_libc.setns.argtypes = (_Int, _Int)
+_libc.sethostname.argtypes = (_CharP, _ULong)
+_libc.prctl.argtypes = (_Int, _ULong, _ULong, _ULong, _ULong)
+_libc.ioctl.argtypes = (_Int, _ULong, _Long)
+_libc.personality.argtypes = (_ULong,)
+_libc.memset.argtypes = (_VoidP, _Int, _ULong)
+_libc.syscall.restype = _Long
 
 
 def _check(ret: int, what: str, path: str | None = None) -> int:
     if ret < 0:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}", path)
     return ret
 
@@ -115,7 +175,7 @@ def mount(source: str | None, target: str, fstype: str | None = None,
     """mount(2); the error names the target and the filesystem type."""
     ret = _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data))
     if ret < 0:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         kind = fstype or ("bind" if flags & MS_BIND else "remount" if flags & MS_REMOUNT else "propagation")
         raise OSError(err, f"mount {kind} on {target}: {os.strerror(err)}", target)
 
@@ -174,60 +234,45 @@ def cap_ambient_raise(cap: int) -> None:
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+_CAP_HEADER = struct.Struct("Ii")  # struct __user_cap_header_struct: version, pid (0: this thread)
+_CAP_DATA = struct.Struct("6I")   # struct __user_cap_data_struct[2]: effective, permitted, inheritable x2
 
 
 def capget() -> tuple[int, int, int]:
     """Return this thread's (effective, permitted, inheritable) as 64-bit masks."""
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    _check(_libc.capget(ctypes.byref(hdr), data), "capget")
-    eff, prm, inh = (getattr(data[0], f) | (getattr(data[1], f) << 32)
-                     for f in ("effective", "permitted", "inheritable"))
-    return eff, prm, inh
+    data = _buffer(bytes(_CAP_DATA.size))
+    _check(_libc.capget(_buffer(_CAP_HEADER.pack(_LINUX_CAPABILITY_VERSION_3, 0)), data), "capget")
+    eff_lo, prm_lo, inh_lo, eff_hi, prm_hi, inh_hi = _CAP_DATA.unpack(data.raw)
+    return eff_lo | eff_hi << 32, prm_lo | prm_hi << 32, inh_lo | inh_hi << 32
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """Set this thread's capability sets from 64-bit masks."""
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    for i in range(2):
-        shift = 32 * i
-        data[i].effective = (effective >> shift) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
-        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_libc.capset(ctypes.byref(hdr), data), "capset")
+    low, high = 0xFFFFFFFF, 32
+    data = _CAP_DATA.pack(effective & low, permitted & low, inheritable & low,
+                          effective >> high & low, permitted >> high & low, inheritable >> high & low)
+    _check(_libc.capset(_buffer(_CAP_HEADER.pack(_LINUX_CAPABILITY_VERSION_3, 0)), _buffer(data)), "capset")
 
 
 def seccomp_set_filter(bpf: bytes, flags: int = 0) -> None:
     """Load a classic-BPF seccomp program (``bpf`` is packed sock_filter structs)."""
     if len(bpf) % 8:
         raise ValueError("seccomp program length is not a multiple of 8")
-    buf = ctypes.create_string_buffer(bpf, len(bpf))
-    prog = struct.pack("HxxxxxxQ", len(bpf) // 8, ctypes.addressof(buf))
-    prog_buf = ctypes.create_string_buffer(prog, len(prog))
-    _check(_libc.syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, flags, prog_buf),
+    program = _buffer(bpf)
+    fprog = struct.pack("HxxxxxxQ", len(bpf) // 8, _ctypes.addressof(program))  # struct sock_fprog
+    _check(_libc.syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, flags, _buffer(fprog)),
            "load seccomp filter")
 
 
 def ioctl_int(fd: int, request: int, arg: int = 0) -> int:
     """ioctl(2) with an integer argument (TIOCSCTTY and friends)."""
-    return _check(_libc.ioctl(fd, ctypes.c_ulong(request), ctypes.c_long(arg)), f"ioctl {request:#x}")
+    return _check(_libc.ioctl(fd, request, arg), f"ioctl {request:#x}")
 
 
-class _Statfs(ctypes.Structure):
-    _fields_ = [("f_type", ctypes.c_long), ("f_bsize", ctypes.c_long),
-                ("f_blocks", ctypes.c_ulong), ("f_bfree", ctypes.c_ulong),
-                ("f_bavail", ctypes.c_ulong), ("f_files", ctypes.c_ulong),
-                ("f_ffree", ctypes.c_ulong), ("f_fsid", ctypes.c_int * 2),
-                ("f_namelen", ctypes.c_long), ("f_frsize", ctypes.c_long),
-                ("f_flags", ctypes.c_long), ("f_spare", ctypes.c_long * 4)]
+#: struct statfs on 64-bit Linux: f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree,
+#: f_fsid (two ints), f_namelen, f_frsize, f_flags, f_spare[4]
+_STATFS = struct.Struct("2l5L2i7l")
+_STATFS_FLAGS = 11
 
 
 def statfs_flags(path: str) -> int:
@@ -236,9 +281,9 @@ def statfs_flags(path: str) -> int:
     A bind remount inside a user namespace must keep the locked flags
     (nosuid, nodev, noexec, …) of the mount it changes, so callers OR them in.
     """
-    buf = _Statfs()
-    _check(_libc.statfs(_b(path), ctypes.byref(buf)), f"statfs {path}", path)
-    return int(buf.f_flags)
+    buf = _buffer(bytes(_STATFS.size))
+    _check(_libc.statfs(_b(path), buf), f"statfs {path}", path)
+    return int(_STATFS.unpack(buf.raw)[_STATFS_FLAGS])
 
 
 AT_FDCWD = -100
@@ -247,16 +292,10 @@ MOUNT_ATTR_RDONLY = 0x1
 _NR_MOUNT_SETATTR = 442  # the same number on every architecture
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
 def mount_setattr_rdonly_recursive(path: str) -> None:
     """Make the mount at ``path`` and every mount below it read-only (Linux 5.12+)."""
-    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    _check(_libc.syscall(_NR_MOUNT_SETATTR, AT_FDCWD, _b(path), AT_RECURSIVE,
-                         ctypes.byref(attr), ctypes.sizeof(attr)),
+    attr = struct.pack("4Q", MOUNT_ATTR_RDONLY, 0, 0, 0)  # struct mount_attr: set, clear, propagation, userns_fd
+    _check(_libc.syscall(_NR_MOUNT_SETATTR, AT_FDCWD, _b(path), AT_RECURSIVE, _buffer(attr), len(attr)),
            f"make {path} read-only recursively", path)
 
 
@@ -333,7 +372,6 @@ def close_inherited() -> None:
 
 def personality(persona: int) -> None:
     """Set the execution domain (``PER_LINUX32``: ``uname -m`` says i686) for this process and its execs."""
-    _libc.personality.argtypes = (ctypes.c_ulong,)
     _check(_libc.personality(persona), f"personality({persona:#x})")
 
 
@@ -347,7 +385,7 @@ def blank_environment() -> None:
         fields = f.read().rsplit(b")", 1)[1].split()  # after "PID (comm)": field N is at N - 3
     start, end = int(fields[50 - 3]), int(fields[51 - 3])  # env_start, env_end (proc(5))
     if 0 < start < end:
-        ctypes.memset(start, 0, end - start)
+        _libc.memset(start, 0, end - start)
 
 
 KEYCTL_JOIN_SESSION_KEYRING = 1
