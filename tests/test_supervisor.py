@@ -827,7 +827,7 @@ def test_exec_cp_top_and_tty_in_an_image_without_python(busybox: Path, home_tmp:
 
         code = ("import sys, atexit; from sandboxer.cli import main; assert 'warnings' not in sys.modules; "
                 "atexit.register(lambda: print(*sorted({'sandboxer.oci.spec', 'dataclasses', 'typing', 'json', 're', "
-                "'enum'} & set(sys.modules)), file=sys.stderr)); sys.exit(main(sys.argv[1:]))")
+                "'enum', 'ctypes'} & set(sys.modules)), file=sys.stderr)); sys.exit(main(sys.argv[1:]))")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                                             *site.getsitepackages()])}
         for _ in range(2):  # the first in a new environment may scan the installed entry points, once
