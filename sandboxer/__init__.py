@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "SandboxOptions": "sandboxer.sandbox", "Volume": "sandboxer.sandbox",
     "run": "sandboxer.sandbox", "run_bundle": "sandboxer.sandbox",
-    "ExitStatus": "sandboxer.runtime.launcher",
+    "ExitStatus": "sandboxer.runtime.process",
     "SandboxerError": "sandboxer.errors", "UsageError": "sandboxer.errors",
     "ConfigError": "sandboxer.errors", "SetupError": "sandboxer.errors",
     "HostError": "sandboxer.errors",
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .errors import ConfigError, HostError, SandboxerError, SetupError, UsageError
-    from .runtime.launcher import ExitStatus
+    from .runtime.process import ExitStatus
     from .sandbox import SandboxOptions, Volume, run, run_bundle
 
 

@@ -72,5 +72,5 @@ def sandboxer_started(plan: Plan, pid: int) -> None:
 def sandboxer_stopped(plan: Plan, status: Any) -> None:
     """The sandbox has ended and been torn down; OCI poststop time.
 
-    ``status`` is the :class:`sandboxer.runtime.launcher.ExitStatus`.
+    ``status`` is the :class:`sandboxer.runtime.process.ExitStatus`.
     """

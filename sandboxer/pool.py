@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-    from .runtime.launcher import ExitStatus, Started
+    from .runtime.launcher import Started
+    from .runtime.process import ExitStatus
     from .sandbox import SandboxOptions
 
 __all__ = ["Pool", "Parked", "join", "poolable", "serve"]

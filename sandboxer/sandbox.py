@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from .errors import HostError, SetupError, UsageError
 from .runtime.capabilities import CAPABILITIES, DEFAULT_CAPS, mask
 from .runtime.init import Workload
-from .runtime.launcher import ExitStatus
 from .runtime.launcher import run as _launch
 from .runtime.mounts import MASKED_PATHS, READONLY_PATHS, MountSpec, parse_options
 from .runtime.plan import NAMESPACE_FLAGS, Caps, Identity, Plan, Rootfs
+from .runtime.process import ExitStatus
 from .runtime.userns import IdMap, default_idmap
 from .state import IMAGE_LAYERS, StateDir, collect_garbage, new_id, validate_name
 from .syscalls import CLONE_NEWUSER

@@ -30,8 +30,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .runtime.launcher import ExitStatus
     from .runtime.plan import Plan
+    from .runtime.process import ExitStatus
     from .sandbox import SandboxOptions
 
 __all__ = ["detach", "spawn", "Answer", "records", "find", "refresh", "stop", "restart", "remove", "wait",

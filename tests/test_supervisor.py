@@ -821,13 +821,15 @@ def test_exec_cp_top_and_tty_in_an_image_without_python(busybox: Path, home_tmp:
         # as an installed sandboxer starts: no site hooks that import half the library beforehand
         # (the test venv's editable-install finder imports warnings, which os.execvpe needs); and
         # asking whether NAME is an OCI container must not load the OCI spec's dataclasses (~25 ms), nor
-        # reading the record json (re, enum: ~8 ms; sandboxer.jsonc)
+        # reading the record json (re, enum: ~8 ms; sandboxer.jsonc), nor the set-up's mounts and planning
+        # (sandboxer.runtime.process: ~2.5 ms)
         import site
         import sys
 
         code = ("import sys, atexit; from sandboxer.cli import main; assert 'warnings' not in sys.modules; "
                 "atexit.register(lambda: print(*sorted({'sandboxer.oci.spec', 'dataclasses', 'typing', 'json', 're', "
-                "'enum', 'ctypes'} & set(sys.modules)), file=sys.stderr)); sys.exit(main(sys.argv[1:]))")
+                "'enum', 'ctypes', 'sandboxer.runtime.init', 'sandboxer.runtime.plan', 'sandboxer.runtime.mounts'} & "
+                "set(sys.modules)), file=sys.stderr)); sys.exit(main(sys.argv[1:]))")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                                             *site.getsitepackages()])}
         for _ in range(2):  # the first in a new environment may scan the installed entry points, once

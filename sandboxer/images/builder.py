@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import SandboxerError, UsageError
-from ..runtime.init import env_dict
+from ..runtime.process import env_dict
 from .containerfile import (
     ContainerfileError,
     Instruction,

@@ -20,8 +20,18 @@ from ..errors import SetupError
 from ..procfs import start_time
 from . import sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
-from .init import attach_terminal, env_dict, flush_std, own_session_keyring, reset_signals, stdin_devnull
-from .launcher import ExitStatus, SignalProxy, fork, readable_before
+from .process import (
+    ExitStatus,
+    SignalProxy,
+    attach_terminal,
+    env_dict,
+    flush_std,
+    fork,
+    own_session_keyring,
+    readable_before,
+    reset_signals,
+    stdin_devnull,
+)
 from .reaper import exec_workload
 from .userns import read_idmap
 

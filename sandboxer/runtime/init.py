@@ -23,10 +23,8 @@ the caller's Python library may not exist.  Failures travel to the caller over t
 
 from __future__ import annotations
 
-import errno
 import os
 import resource
-import sys
 from collections.abc import Callable
 
 from .. import signals
@@ -35,19 +33,23 @@ from ..errors import SetupError
 from . import mounts, sync
 from .capabilities import drop_bounding, switch_user_and_set_caps
 from .plan import Plan
+from .process import (
+    STOP_SIGNALS,
+    attach_terminal,
+    env_dict,
+    flush_std,
+    own_session_keyring,
+    reset_signals,
+    stdin_devnull,
+)
 from .reaper import exec_workload, run_as_init
 
-__all__ = ["Pipes", "Workload", "setup_main", "attach_terminal", "env_dict", "reset_signals", "HANDED_OFF",
-           "own_session_keyring", "stdin_devnull"]
+__all__ = ["Pipes", "Workload", "setup_main", "container_main", "HANDED_OFF"]
 
 #: the set-up process's report, instead of a wait status, when PID 1 was left to the caller's reaper
 HANDED_OFF = "handed-off"
 
 _EARLY_NS = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWNET | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
-_STOP_SIGNALS = (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT,
-                 signals.SIGUSR1, signals.SIGUSR2, signals.SIGPIPE, signals.SIGTSTP,
-                 signals.SIGTTIN, signals.SIGTTOU)
-TIOCSCTTY = 0x540E
 
 
 class Pipes:
@@ -95,7 +97,7 @@ def setup_main(plan: Plan, pipes: Pipes, workload: Workload, caller: int) -> Non
         sc.set_pdeathsig(signals.SIGKILL)
         if os.getppid() != caller:
             os._exit(125)  # the caller died before the death signal was armed
-        for sig in _STOP_SIGNALS:
+        for sig in STOP_SIGNALS:
             signals.signal(sig, signals.SIG_IGN)  # PID 1 decides; reset there
         code = _setup(plan, pipes, workload)
     except BaseException as e:  # report everything: the caller must not hang
@@ -320,17 +322,6 @@ def _container(plan: Plan, pipes: Pipes, workload: Workload, rootfs: str) -> int
     return _run_workload(plan, pipes, workload)
 
 
-def own_session_keyring() -> None:
-    """As runc does: a fresh session keyring (only a kernel without keyrings has none to share)."""
-    try:
-        sc.join_session_keyring()
-    except OSError as e:
-        if e.errno != errno.ENOSYS:
-            raise SetupError("join a new session keyring", e.strerror or str(e),
-                             hint="every sandbox without seccomp takes a key of your quota: see "
-                                  "/proc/sys/kernel/keys/maxkeys") from e
-
-
 def _receive_state(hooks_r: int) -> str:
     """The state JSON line the caller sends (:func:`sandboxer.runtime.hooks.send_state`); "" if none."""
     line = sync.Reader(hooks_r).recv()
@@ -356,23 +347,6 @@ def _await_start(gate: int, started_w: int) -> int:
     return fd
 
 
-def stdin_devnull() -> None:
-    """The workload's stdin is /dev/null (without -i), as docker's."""
-    fd = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(fd, 0)
-    os.close(fd)
-
-
-def attach_terminal(slave: int) -> None:
-    """Make the pty the controlling terminal of a new session, on fds 0-2."""
-    os.setsid()
-    sc.ioctl_int(slave, TIOCSCTTY, 0)
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
-
-
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -395,14 +369,6 @@ def _load_seccomp(plan: Plan) -> None:
         raise SetupError("load seccomp filter", e.strerror or str(e)) from e
 
 
-def reset_signals() -> None:
-    """Default dispositions and an empty mask for the workload: what the caller ignored or blocked
-    (a shell's background job ignores SIGINT and SIGQUIT) is not the sandbox's business."""
-    for sig in _STOP_SIGNALS:
-        signals.signal(sig, signals.SIG_DFL)
-    signals.pthread_sigmask(signals.SIG_SETMASK, ())
-
-
 def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
     reset_signals()
     call, argv = workload.call, workload.argv
@@ -421,22 +387,3 @@ def _run_workload(plan: Plan, pipes: Pipes, workload: Workload) -> int:
             exec_workload(argv, env, pipes.msg_w, pipes.gate_w)
             return 127
     return run_as_init(start, pipes.msg_w, pipes.status_w) if plan.init else start()
-
-
-def flush_std() -> None:
-    """Flush Python's stdout and stderr before a fork or an ``os._exit``."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-
-
-def env_dict(pairs: list[str]) -> dict[str, str]:
-    """``["K=V", ...]`` as a dict; a later ``K`` wins, as in a process environment."""
-    env = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        env[key] = value
-    return env

@@ -13,49 +13,22 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import namedtuple
 
 from .. import plugins, signals
 from ..errors import SandboxerError, SetupError
 from ..syscalls import CLONE_NEWUSER
 from . import sync
 from .init import HANDED_OFF as _HANDED_OFF_NOTE
-from .init import Pipes, Workload, flush_std, setup_main
+from .init import Pipes, Workload, setup_main
 from .plan import Plan
+from .process import ExitStatus, SignalProxy, flush_std, fork, readable_before
 from .userns import write_idmap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["ExitStatus", "run", "start", "wait", "Started", "fork", "readable_before", "HANDED_OFF",
-           "SignalProxy"]
-
-_PROXIED = (signals.SIGTERM, signals.SIGHUP, signals.SIGUSR1, signals.SIGUSR2, signals.SIGINT, signals.SIGQUIT)
-
-
-class ExitStatus(namedtuple("ExitStatus", "code signal timed_out", defaults=(None, False))):
-    """How PID 1 ended: ``code`` as Docker reports it (128+N for signal N).
-
-    ``timed_out``: the caller's timeout expired and the sandbox was killed.
-    """
-
-    code: int
-    signal: int | None
-    timed_out: bool
-    __slots__ = ()
-
-    @classmethod
-    def from_wait_status(cls, status: int) -> ExitStatus:
-        code = os.waitstatus_to_exitcode(status)
-        return cls(128 - code, -code) if code < 0 else cls(code)
-
-    def describe(self) -> str:
-        if self.timed_out:
-            return "timed out; process tree killed"
-        if self.signal is not None:
-            return f"killed by {signals.name(self.signal)}"
-        return f"exited with status {self.code}"
+__all__ = ["run", "start", "wait", "Started", "HANDED_OFF"]
 
 
 #: what :func:`run` returns when PID 1 was handed off at exec (OCI create): no status of ours to give,
@@ -66,43 +39,6 @@ HANDED_OFF = ExitStatus(0)
 def _debug(plan: Plan, message: str) -> None:
     if plan.debug:
         print(f"sandboxer: debug: {message}", file=sys.stderr)
-
-
-class SignalProxy:
-    """Forward the signals a user sends us to the sandbox's PID 1 (or an exec'd command).
-
-    Installed before the fork, so a signal that arrives during set-up is
-    held and delivered as soon as PID 1 exists, never lost and never fatal
-    to us while the sandbox lives.
-    """
-
-    def __init__(self) -> None:
-        self.pid: int | None = None
-        self.pending: list[int] = []
-        self.saved = {sig: signals.signal(sig, self._handle) for sig in _PROXIED}
-
-    def _handle(self, sig: int, _frame: object) -> None:
-        # the sandbox is a session of its own, out of the terminal's reach: Ctrl-C comes through us
-        if self.pid is None:
-            self.pending.append(sig)
-        else:
-            self._send(sig)
-
-    def _send(self, sig: int) -> None:
-        try:
-            os.kill(self.pid, sig)  # type: ignore[arg-type]
-        except ProcessLookupError:
-            pass
-
-    def target(self, pid: int) -> None:
-        self.pid = pid
-        for sig in self.pending:
-            self._send(sig)
-        self.pending.clear()
-
-    def restore(self) -> None:
-        for sig, handler in self.saved.items():
-            signals.signal(sig, handler)
 
 
 def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | None = None) -> ExitStatus:
@@ -214,48 +150,6 @@ def wait(started: Started, deadline: float | None = None,
     return status
 
 
-def fork(keep_python: bool = False) -> int:
-    """``os.fork``; with ``keep_python`` (the child runs Python on, not just to an exec), no
-    logging handler is mid-write in another thread at that moment (see :func:`_hold_logging_handlers`),
-    and the child's garbage collector leaves our objects alone: a collection that visits them
-    writes to each, and every page it writes to is copied (measured: ~1 ms of a sandboxed test)."""
-    if not keep_python:
-        return os.fork()
-    import gc
-
-    parent = os.getpid()
-    held = _hold_logging_handlers()
-    gc.freeze()
-    try:
-        return os.fork()
-    finally:
-        if os.getpid() == parent:
-            gc.unfreeze()
-            for handler in held:  # in the child, logging's at-fork hook made them new locks
-                handler.release()
-
-
-def _hold_logging_handlers() -> list:
-    """Acquire every logging handler's lock, for a fork that keeps running Python.
-
-    Another thread of the caller (an xdist worker, a test's log chatter) may
-    be inside a handler's ``emit``, holding the lock of the handler and of the
-    stream it writes to; a child forked then inherits those locks held by a
-    thread it does not have and deadlocks on its first log line.  Logging
-    renews handler locks in the child but not the stream's, so the fork waits
-    until no handler is writing.
-    """
-    logging = sys.modules.get("logging")  # never imported just for this
-    refs = getattr(logging, "_handlerList", ()) if logging is not None else ()
-    held = []
-    for ref in list(refs):
-        handler = ref()
-        if handler is not None and getattr(handler, "lock", None) is not None:
-            handler.acquire()
-            held.append(handler)
-    return held
-
-
 def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int,
               proxy: SignalProxy | None) -> int:
     """Everything between fork and exec; returns PID 1's host PID."""
@@ -341,15 +235,3 @@ def _wait(pid: int, status_r: int, master: int, pid1: int, deadline: float | Non
         if kind == "signal" and value.isdigit():
             status = ExitStatus(128 + int(value), int(value))
     return status._replace(timed_out=True) if timed_out else status
-
-
-def readable_before(fd: int, deadline: float) -> bool:
-    """Wait for ``fd`` to become readable (or reach end of file) until ``deadline``."""
-    import select
-
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        if select.select([fd], [], [], left)[0]:
-            return True
