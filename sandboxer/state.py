@@ -377,10 +377,16 @@ def _rmtree_any_owner(path: str) -> None:
     uids that the caller cannot unlink; those are removed from inside a user
     namespace with the same mapping.
     """
-    import shutil
+    from .rmtree import rmtree
 
-    shutil.rmtree(path, ignore_errors=True)
+    rmtree(path, ignore_errors=True)
     if os.path.lexists(path):
         from .runtime.userns import run_as_mapped_root
 
-        run_as_mapped_root(shutil.rmtree, path, True)
+        run_as_mapped_root(_rmtree_ignoring_errors, path)
+
+
+def _rmtree_ignoring_errors(path: str) -> None:
+    from .rmtree import rmtree
+
+    rmtree(path, ignore_errors=True)

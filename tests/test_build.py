@@ -388,6 +388,8 @@ def test_python_recipe_from_scratch(store: Path, tmp_path: Path) -> None:
      "{ctx}/Containerfile:2: RUN: the command created /.wh.x: names starting with .wh. cannot be stored"),
     ("unknown-user", f"FROM {BUSYBOX}\nUSER nobody-here\nRUN true\n", {},
      "{ctx}/Containerfile:3: RUN: unknown user 'nobody-here' (not in the image's /etc/passwd)"),
+    ("host-network", f"FROM {BUSYBOX}\nRUN --network=host true\n", {},
+     "{ctx}/Containerfile:2: RUN: --network=host: the build was not given the host's network"),
 ])
 def test_bad_input_is_one_line_exit_125_and_leaves_nothing(store: Path, tmp_path: Path, case: str,
                                                            containerfile: str | None, files: dict[str, str],
@@ -410,6 +412,56 @@ def test_bad_input_is_one_line_exit_125_and_leaves_nothing(store: Path, tmp_path
     assert sandboxer("images", check=True).stdout.count(f"sandboxer-test/bad-{case}") == 0
     assert os.listdir(store / "tmp") == []
     assert set(state_entries()) == before
+
+
+def test_run_network_host_needs_the_commands_permission_and_is_part_of_the_cache_key(store: Path,
+                                                                                      tmp_path: Path) -> None:
+    """Refused without ``build --network host`` (bad-input case "host-network"); with it, the step has the
+    host's interfaces, and a step built on one network is not reused on the other."""
+    many = "test $(grep -c : /proc/net/dev) -gt 1"  # more than lo
+    ctx = _context(tmp_path / "ctx", f"FROM {BUSYBOX}\nRUN --network=host {many}\n")
+    _build("--pull", "never", "--network", "host", "-t", "sandboxer-test/net-host", str(ctx))
+    ctx = _context(tmp_path / "ctx2", f"FROM {BUSYBOX}\nRUN echo same > /same\n")
+    _build("--pull", "never", "-t", "sandboxer-test/net-a", str(ctx))
+    again = _build("--pull", "never", "--network", "host", "-t", "sandboxer-test/net-b", str(ctx))
+    assert "Using cache" not in again.stdout, again.stdout
+    for name in ("net-host", "net-a", "net-b"):
+        sandboxer("rmi", f"sandboxer-test/{name}", check=True)
+
+
+def test_user_names_resolve_in_the_image_never_through_a_symlink_to_the_hosts_etc(store: Path,
+                                                                                 tmp_path: Path) -> None:
+    """An image whose /etc is a symbolic link to /etc (a loop inside the image) has no accounts; read on
+    the host, ``<layer>/etc`` led to the host's /etc/passwd and gave the host's ids."""
+    import pwd
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    ctx = _context(tmp_path / "ctx", f"FROM {BUSYBOX}\nRUN rm -rf /etc && ln -s /etc /etc\nCOPY --chown={me} f /f\n",
+                   {"f": "x"})
+    p = _build("--pull", "never", "-t", "sandboxer-test/etc-link", str(ctx), check=False)
+    assert p.returncode == 125 and f"unknown user {me!r} (not in the image's /etc/passwd)" in p.stderr, p.stderr
+    # a link elsewhere in the image is followed there
+    ctx = _context(tmp_path / "ctx2", f"FROM {BUSYBOX}\nRUN mv /etc /etc2 && ln -s etc2 /etc && "
+                                      "echo 'svc:x:4242:4343::/srv:/bin/sh' >> /etc2/passwd\nUSER svc\n",
+                   {})
+    _build("--pull", "never", "-t", "sandboxer-test/etc-link2", str(ctx))
+    out = sandboxer("run", "--rm", "sandboxer-test/etc-link2", "sh", "-c", "id -u; id -g; echo $HOME", check=True)
+    assert out.stdout.split() == ["4242", "4343", "/srv"], out.stdout
+    sandboxer("rmi", "sandboxer-test/etc-link2", check=True)
+
+
+def test_a_run_that_nests_directories_deeper_than_pythons_recursion_limit(store: Path, tmp_path: Path) -> None:
+    """Its layer is written, unpacked and run; removing the image and pruning work (they raised
+    RecursionError, and a failed build's leftover broke every later rmi and prune)."""
+    ctx = _context(tmp_path / "ctx", f"FROM {BUSYBOX}\nRUN cd / && for i in $(seq 1100); do mkdir d && cd d; done "
+                                     "&& echo bottom > f\n")
+    _build("--pull", "never", "-t", "sandboxer-test/deep", str(ctx))
+    out = sandboxer("run", "--rm", "sandboxer-test/deep", "sh", "-c",
+                    "cd /d; n=1; while cd d 2>/dev/null; do n=$((n+1)); done; echo $n; cat f", check=True)
+    assert out.stdout.split() == ["1100", "bottom"], out.stdout
+    sandboxer("rmi", "sandboxer-test/deep", check=True)
+    sandboxer("image", "prune", check=True)
+    assert os.listdir(store / "tmp") == []
 
 
 def test_add_refuses_an_archive_that_writes_through_its_own_symlink(store: Path, tmp_path: Path) -> None:

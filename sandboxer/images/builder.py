@@ -480,11 +480,16 @@ class _Builder:
 
     def _do_run(self, ins: Instruction) -> None:
         argv = self._command(ins)
-        network = ins.flags.get("network", "default")
-        network = self.opts.network if network == "default" else network
+        asked = ins.flags.get("network", "default")
+        if asked == "host" and self.opts.network != "host":  # as BuildKit's network.host entitlement
+            raise ins.error("--network=host: the build was not given the host's network",
+                            hint="a Containerfile cannot widen what the build command allows: "
+                                 "add --network host to 'sandboxer build' if you trust it")
+        network = self.opts.network if asked == "default" else asked
         arg_env = self._arg_env()
         shown = json.dumps(argv) if ins.exec_form is not None else " ".join(argv)
-        self._step(f"RUN {shown}", arg_env, lambda _mtime: self._run(ins, argv, arg_env, network))
+        # the network is an input: a step built with the host's may differ from one without
+        self._step(f"RUN {shown}", [arg_env, network], lambda _mtime: self._run(ins, argv, arg_env, network))
 
     def _run(self, ins: Instruction, argv: list[str], env: list[str], network: str) -> _Layer | None:
         from ..sandbox import SandboxOptions, run

@@ -561,9 +561,9 @@ class _Unpacker:
         if not stat.S_ISDIR(st.st_mode):
             os.unlink(leaf, dir_fd=parent)
             return
-        import shutil
+        from ..rmtree import rmtree
 
-        shutil.rmtree(leaf, dir_fd=parent)  # fd-based: never follows a symlink inside
+        rmtree(leaf, dir_fd=parent)  # fd-based: never follows a symlink inside
         self._parent_stale = True  # the cached parent may have been in there (still open for this member)
         prefix = path + "/"
         self.dirs = {p: v for p, v in self.dirs.items() if p != path and not p.startswith(prefix)}

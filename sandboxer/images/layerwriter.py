@@ -41,6 +41,7 @@ from ..errors import SandboxerError
 from ..storage.whiteouts import is_opaque, is_whiteout
 from .context import Source
 from .layers import OPAQUE_MARKER, WHITEOUT_PREFIX
+from .merged import MergedView
 
 __all__ = ["LayerWriteError", "MergedView", "CopyJob", "as_mapped_root", "write_upper_diff", "write_copy",
            "write_workdir"]
@@ -54,7 +55,6 @@ _WHITEOUT_XATTR = "user.overlay.whiteout"
 _DRIVER_XATTRS = ("user.overlay.", "user.fuseoverlayfs.", "user.containers.", "trusted.overlay.")
 #: overlay features that would make an upper dir unreadable as a plain tree
 _UNSUPPORTED_XATTRS = {"user.overlay.metacopy": "metacopy", "user.overlay.redirect": "redirect_dir"}
-_MAX_SYMLINKS = 40
 _RESULT_LIMIT = 4000
 _T = TypeVar("_T")
 
@@ -106,67 +106,6 @@ def _report(fn: Callable[..., object], args: tuple[object, ...], out_fd: int) ->
 
 
 # -- the image so far, as overlay would show it ---------------------------------------------------
-
-
-class MergedView:
-    """Look paths up in unpacked layers (top first) as overlayfs would merge them: whiteouts
-    delete, opaque directories hide what is below, symlinks resolve inside the image."""
-
-    def __init__(self, lowers: Sequence[str]) -> None:
-        self.lowers = list(lowers)
-
-    def lookup(self, parts: Sequence[str]) -> tuple[str, os.stat_result] | None:
-        """(host path, lstat) of the entry at ``parts``, whose parents must be directories; or None."""
-        if not parts:
-            return (self.lowers[0], os.lstat(self.lowers[0])) if self.lowers else None
-        for layer in self.lowers:
-            cut = False  # this layer hides the layers below at some parent
-            present = True
-            for i in range(1, len(parts)):
-                p = os.path.join(layer, *parts[:i])
-                try:
-                    st = os.lstat(p)
-                except FileNotFoundError:
-                    present = False
-                    break
-                if not stat.S_ISDIR(st.st_mode):
-                    return None  # a whiteout or a non-directory parent: nothing below it in this view
-                if is_opaque(p):
-                    cut = True
-            if present:
-                leaf = os.path.join(layer, *parts)
-                if os.path.lexists(leaf):
-                    st = os.lstat(leaf)
-                    return None if is_whiteout(st) else (leaf, st)
-            if cut:
-                return None
-        return None
-
-    def resolve(self, path: str, follow_last: bool = True) -> list[str]:
-        """The components of ``path`` with every symlink resolved inside the image (``..`` stops at /)."""
-        todo = [p for p in path.split("/") if p not in ("", ".")]
-        done: list[str] = []
-        hops = 0
-        while todo:
-            part = todo.pop(0)
-            if part == "..":
-                if done:
-                    done.pop()
-                continue
-            found = self.lookup([*done, part])
-            if found is not None and stat.S_ISLNK(found[1].st_mode) and (todo or follow_last):
-                hops += 1
-                if hops > _MAX_SYMLINKS:
-                    raise LayerWriteError(f"too many levels of symbolic links in {path}")
-                target = os.readlink(found[0])
-                if target.startswith("/"):
-                    done = []
-                todo = [p for p in target.split("/") if p not in ("", ".")] + todo
-                continue
-            if found is not None and todo and not stat.S_ISDIR(found[1].st_mode):
-                raise LayerWriteError(f"/{'/'.join([*done, part])} is not a directory in the image")
-            done.append(part)
-        return done
 
 
 # -- tar entries -----------------------------------------------------------------------------------
@@ -287,6 +226,23 @@ def write_upper_diff(upper: str, out_fd: int, fuse: bool) -> int:
 
 
 def _upper_entries(directory: str, prefix: str, fuse: bool) -> Iterator[_Entry]:
+    """The tar entries of an upper directory, each directory before its content (depth first, by name).
+
+    Walked with a list, not recursion: a RUN may nest directories deeper than Python's recursion limit.
+    """
+    stack = [_directory_entries(directory, prefix, fuse)]
+    while stack:
+        if not stack[-1]:
+            stack.pop()
+            continue
+        entry, subdirectory = stack[-1].pop()
+        yield entry
+        if subdirectory is not None:
+            stack.append(_directory_entries(subdirectory, entry.info.name, fuse))
+
+
+def _directory_entries(directory: str, prefix: str, fuse: bool) -> list[tuple[_Entry, str | None]]:
+    """One directory's entries for :func:`_upper_entries`, last first: with each subdirectory's host path."""
     names = sorted(os.listdir(directory))
     opaque = bool(prefix) and (is_opaque(directory) or (fuse and (OPAQUE_MARKER in names
                                                                      or _FUSE_OPAQUE_DEVICE in names)))
@@ -306,21 +262,22 @@ def _upper_entries(directory: str, prefix: str, fuse: bool) -> Iterator[_Entry]:
             children.append((WHITEOUT_PREFIX + name, None))
         else:
             children.append((name, path))
+    out: list[tuple[_Entry, str | None]] = []
     if opaque:
-        yield _Entry(_marker(f"{prefix}/{OPAQUE_MARKER}", int(os.lstat(directory).st_mtime)), None)
+        out.append((_Entry(_marker(f"{prefix}/{OPAQUE_MARKER}", int(os.lstat(directory).st_mtime)), None), None))
     for name, child in sorted(children):
         full = f"{prefix}/{name}" if prefix else name
         if child is None:
-            yield _Entry(_marker(full, int(os.lstat(directory).st_mtime)), None)
+            out.append((_Entry(_marker(full, int(os.lstat(directory).st_mtime)), None), None))
             continue
         st = os.lstat(child)
         if stat.S_ISSOCK(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
             continue  # sockets are meaningless in an image; devices cannot be made rootless
         info = _info(full, st)
         info.pax_headers = _xattrs(child)
-        yield _Entry(info, child)
-        if stat.S_ISDIR(st.st_mode):
-            yield from _upper_entries(child, full, fuse)
+        out.append((_Entry(info, child), child if stat.S_ISDIR(st.st_mode) else None))
+    out.reverse()
+    return out
 
 
 def _has_xattr(path: str, name: str) -> bool:

@@ -8,11 +8,11 @@ own ``/etc/passwd`` and ``/etc/group``, never the host's.
 
 from __future__ import annotations
 
-import os
 from collections import namedtuple
 from collections.abc import Sequence
 
 from ..errors import UsageError
+from .merged import read_image_file  # at import: exec resolves users after joining the sandbox's root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,16 +52,8 @@ class ImageAccounts:
         self._lowers = lowers
 
     def _entries(self, name: str) -> list[list[str]]:
-        for layer in self._lowers:
-            path = os.path.join(layer, "etc", name)
-            if os.path.islink(path) or not os.path.exists(path):
-                continue
-            try:
-                with open(path, errors="replace") as f:
-                    return [line.rstrip("\n").split(":") for line in f if line.count(":") >= 2]
-            except OSError:
-                return []
-        return []
+        text = read_image_file(self._lowers, f"/etc/{name}") or ""
+        return [line.split(":") for line in text.splitlines() if line.count(":") >= 2]
 
     def user(self, name: str) -> tuple[int, int, str] | None:
         for fields in self._entries("passwd"):

@@ -627,12 +627,10 @@ def _fsync_dir(path: str) -> None:
 
 def _remove_any_owner(path: str) -> None:
     """Files owned by subordinate ids need the mapped user namespace to go."""
-    import shutil
+    from ..rmtree import rmtree
 
     try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        return
+        rmtree(path)
     except OSError:
         from ..state import remove_tree
 

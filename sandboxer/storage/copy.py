@@ -33,16 +33,9 @@ def _is_real_dir(path: str) -> bool:
 
 
 def _remove(path: str) -> None:
-    import shutil
+    from ..rmtree import rmtree
 
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+    rmtree(path)  # a file or a symbolic link too
 
 
 def merge_layer(layer: str, dest: str) -> None:
