@@ -245,6 +245,21 @@ def test_ignore_file_excludes_from_copy_and_from_the_cache_key(store: Path, tmp_
     sandboxer("rmi", "sandboxer-test/ignored", check=True)
 
 
+@pytest.mark.parametrize("source", ["envlink", "seclink", "seclink/key", "se*", "deeper/link"])
+def test_an_excluded_file_stays_out_however_it_is_named(store: Path, tmp_path: Path, source: str) -> None:
+    """A symbolic link (or a glob, or a path through one) to what .dockerignore excludes: refused, where
+    it copied the ignored secret in."""
+    ctx = _context(tmp_path / "ctx", f"FROM {BUSYBOX}\nCOPY {source} /dest/\n", {
+        ".dockerignore": ".env\nsec\n", ".env": "TOKEN=hunter2\n", "sec/key": "hunter2\n", "ok": "fine\n"})
+    os.symlink(".env", ctx / "envlink")
+    os.symlink("sec", ctx / "seclink")
+    (ctx / "deeper").mkdir()
+    os.symlink("../sec/key", ctx / "deeper" / "link")
+    p = _build("--pull", "never", "-t", "sandboxer-test/ignored-link", str(ctx), check=False)
+    assert p.returncode == 125 and "which .dockerignore excludes" in p.stderr.replace(str(ctx) + "/", ""), p.stderr
+    assert "sandboxer-test/ignored-link" not in sandboxer("images", check=True).stdout
+
+
 @needs_subids
 def test_user_workdir_and_inherited_config(store: Path, tmp_path: Path) -> None:
     parent = _context(tmp_path / "parent", "\n".join([

@@ -117,6 +117,11 @@ class BuildContext:
         if not self._inside(real):
             raise ContextError(f"{what}: {rel} leads outside the build context (to {real})",
                                hint="a source symlink must point inside the context")
+        real_rel = os.path.relpath(real, self.root)
+        if real_rel != "." and real_rel != rel and self._excluded(real_rel):  # a link to what is ignored
+            assert self.rules is not None
+            raise ContextError(f"{what}: {rel} leads to {real_rel}, which {self.rules.source} excludes",
+                               hint="an excluded file stays out of the build, however it is named")
         try:
             st = os.stat(real)
         except OSError as e:
