@@ -634,7 +634,18 @@ def cmd_build(values: dict[str, Any], rest: list[str]) -> int:
     opts = BuildOptions(context=rest[0], containerfile=values["file"], tags=tuple(values["tag"]),
                         build_args=build_args, no_cache=bool(values["no_cache"]), network=network,
                         storage_driver=values["storage_driver"], quiet=bool(values["quiet"]))
-    print(build(opts, lambda name: _pull_if_needed(name, values)))
+    from . import signals
+
+    def cancel(sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signals.name(sig))
+
+    for sig in (signals.SIGTERM, signals.SIGHUP):  # as Ctrl-C: the step's sandbox and scratch go, nothing is tagged
+        signals.signal(sig, cancel)
+    try:
+        print(build(opts, lambda name: _pull_if_needed(name, values)))
+    except KeyboardInterrupt as e:
+        print(f"sandboxer: error: build interrupted ({e or 'SIGINT'}); nothing was tagged", file=sys.stderr)
+        return 130
     return 0
 
 

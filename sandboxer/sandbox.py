@@ -481,10 +481,11 @@ def _print_notice(message: str) -> None:
     print(f"sandboxer: notice: {message}", file=sys.stderr)
 
 
-def execute(plan: Plan, workload: Workload, timeout: float | None = None) -> ExitStatus:
+def execute(plan: Plan, workload: Workload, timeout: float | None = None,
+            forward_signals: bool = True) -> ExitStatus:
     """Run a prepared plan and release its state, whatever happens."""
     try:
-        return _launch(plan, workload, tty=plan.terminal, timeout=timeout)
+        return _launch(plan, workload, tty=plan.terminal, timeout=timeout, forward_signals=forward_signals)
     except SetupError as err:
         from .doctor import probe_userns_blocker  # an unshare that failed: say why, as doctor would
 
@@ -505,18 +506,20 @@ def release(plan: Plan) -> None:
 
 def run(opts: SandboxOptions, call: Callable[[], int] | None = None,
         on_notice: Callable[[str], None] = _print_notice, *, timeout: float | None = None,
-        stdio: tuple[int, int, int] | None = None) -> ExitStatus:
+        stdio: tuple[int, int, int] | None = None, forward_signals: bool = True) -> ExitStatus:
     """Run ``opts.command`` (or ``call``, in-process) in a fresh host-root sandbox.
 
     ``stdio``: file descriptors for the workload's stdin, stdout and stderr
     (default: ours).  ``timeout``: kill the whole sandbox after that many
-    seconds (the status then has ``timed_out``).
+    seconds (the status then has ``timed_out``).  ``forward_signals=False``:
+    SIGINT and the like stay ours (a KeyboardInterrupt kills the sandbox)
+    instead of going to its PID 1.
     """
     plan = prepare(opts)
     for notice in plan.notices:
         on_notice(notice)
     workload = Workload(call=call, stdio=stdio) if call else Workload(argv=plan.args, stdio=stdio)
-    return execute(plan, workload, timeout)
+    return execute(plan, workload, timeout, forward_signals)
 
 
 def load_bundle(bundle: str) -> tuple[Spec, str]:

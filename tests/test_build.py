@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import busybox_store, needs_subids, sandboxer, state_entries
+from conftest import SANDBOXER, busybox_store, needs_subids, sandboxer, state_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSYBOX = "sandboxer-test/busybox"
@@ -477,6 +478,32 @@ def test_a_run_that_nests_directories_deeper_than_pythons_recursion_limit(store:
     sandboxer("rmi", "sandboxer-test/deep", check=True)
     sandboxer("image", "prune", check=True)
     assert os.listdir(store / "tmp") == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_cancels_the_build_during_a_run_step(store: Path, tmp_path: Path, sig: int) -> None:
+    """Ctrl-C (or SIGTERM) mid-RUN: the step's sandbox dies, nothing is tagged, nothing stays in the store;
+    it used to go to the step's PID 1 (a shell, which ignores it), and the build finished and tagged."""
+    marker = f"77.{os.getpid()}{sig}"
+    ctx = _context(tmp_path / "ctx", f"FROM {BUSYBOX}\nRUN echo started; sleep {marker}\n")
+    build = subprocess.Popen([*SANDBOXER, "build", "--pull", "never", "-t", "sandboxer-test/cancelled", str(ctx)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert build.stdout is not None
+        for line in build.stdout:
+            if line.strip() == "started":
+                break
+        build.send_signal(sig)
+        _, err = build.communicate(timeout=30)
+    finally:
+        if build.poll() is None:
+            build.kill()
+    assert build.returncode == 130 and "build interrupted" in err and "nothing was tagged" in err, err
+    assert "Traceback" not in err
+    assert "sandboxer-test/cancelled" not in sandboxer("images", check=True).stdout
+    assert os.listdir(store / "tmp") == []
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"sleep {marker}" not in ps
 
 
 def test_add_refuses_an_archive_that_writes_through_its_own_symlink(store: Path, tmp_path: Path) -> None:

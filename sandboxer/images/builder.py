@@ -511,7 +511,7 @@ class _Builder:
             devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 stdio = (devnull, 2, 2) if self.opts.quiet else (devnull, 1, 2)
-                status = run(opts, stdio=stdio)
+                status = run(opts, stdio=stdio, forward_signals=False)  # Ctrl-C cancels the build
             finally:
                 os.close(devnull)
             if status.code != 0:

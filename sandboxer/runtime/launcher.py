@@ -41,14 +41,16 @@ def _debug(plan: Plan, message: str) -> None:
         print(f"sandboxer: debug: {message}", file=sys.stderr)
 
 
-def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | None = None) -> ExitStatus:
+def run(plan: Plan, workload: Workload, *, tty: bool = False, timeout: float | None = None,
+        forward_signals: bool = True) -> ExitStatus:
     """Start the sandbox, wait for it to end, and tear it down.
 
     With ``timeout`` (seconds from the start), the whole sandbox — its PID
-    namespace — is killed when it expires.
+    namespace — is killed when it expires.  ``forward_signals``: see :func:`start`; without it, a
+    KeyboardInterrupt (or any exception a signal handler of the caller raises) kills the sandbox.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    return wait(start(plan, workload, tty=tty), deadline, workload.pump)
+    return wait(start(plan, workload, tty=tty, forward_signals=forward_signals), deadline, workload.pump)
 
 
 class Started:
@@ -204,13 +206,21 @@ def _wait(pid: int, status_r: int, master: int, pid1: int, deadline: float | Non
     """Relay the terminal (with -t; our input too with -i) or run the workload's pump until the sandbox
     ends; return PID 1's status (None: PID 1 was handed off at exec, see
     :data:`sandboxer.runtime.init.HANDED_OFF`)."""
-    if master >= 0:
-        from .tty import relay
+    try:
+        if master >= 0:
+            from .tty import relay
 
-        relay(master, forward_input=forward_input)
-    elif pump is not None:
-        pump(status_r, deadline)
-    timed_out = deadline is not None and not readable_before(status_r, deadline)
+            relay(master, forward_input=forward_input)
+        elif pump is not None:
+            pump(status_r, deadline)
+        timed_out = deadline is not None and not readable_before(status_r, deadline)
+    except BaseException:  # our caller's Ctrl-C (a build cancelled), a bug: the sandbox ends with the wait
+        try:
+            os.kill(pid1, signals.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _kill_and_reap(pid)
+        raise
     if timed_out:
         try:
             os.kill(pid1, signals.SIGKILL)  # PID 1: the kernel kills the rest of its namespace
