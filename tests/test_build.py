@@ -404,6 +404,10 @@ def test_python_recipe_from_scratch(store: Path, tmp_path: Path) -> None:
      "{ctx}/Containerfile:2: RUN: the command created /.wh.x: names starting with .wh. cannot be stored"),
     ("unknown-user", f"FROM {BUSYBOX}\nUSER nobody-here\nRUN true\n", {},
      "{ctx}/Containerfile:3: RUN: unknown user 'nobody-here' (not in the image's /etc/passwd)"),
+    ("control-name", f"FROM {BUSYBOX}\nRUN touch \"/n$(printf '\\001')x\"\n", {},
+     "{ctx}/Containerfile:2: RUN: the layer this step made cannot be used: member 'n\\x01x': the name has control"),
+    ("chown-range", f"FROM {BUSYBOX}\nCOPY --chown=70000 Containerfile /x\n", {},
+     "{ctx}/Containerfile:2: COPY: the layer this step made cannot be used: member 'x': owner uid 70000 is outside"),
     ("host-network", f"FROM {BUSYBOX}\nRUN --network=host true\n", {},
      "{ctx}/Containerfile:2: RUN: --network=host: the build was not given the host's network"),
 ])

@@ -310,6 +310,8 @@ class _Builder:
             mtime = int(time.time())
             created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
             layer = make(mtime) if make is not None else None
+            if layer is not None:
+                self._check_unpacks(layer)
             self.cache.put(key, created, layer)
             self._say(f"--> {_short(key)}")
         self.key = key
@@ -319,6 +321,19 @@ class _Builder:
         else:
             self.layers.append(layer)
         self.history.append(entry)
+
+    def _check_unpacks(self, layer: _Layer) -> None:
+        """Unpack a new layer now, as the next step or ``run`` would: what the unpacker refuses (a name
+        with control characters, an owner outside the mapped ids, a hardlink out of the layer) fails this
+        step, instead of the next one as "malformed or hostile", or an image tagged that cannot run."""
+        from .layers import LayerError
+
+        try:
+            self.store.ensure_layer(layer.diff_id, layer.digest)
+        except LayerError as e:
+            problem = e.message.split(": ", 1)[1] if e.message.startswith("layer ") else e.message
+            raise BuildError(f"the layer this step made cannot be used: {problem}",
+                             hint="an image layer cannot hold this; change the step (nothing was cached)") from None
 
     def _image(self) -> Image:
         """The image so far, untagged: what RUN's sandbox starts from and where names resolve."""
