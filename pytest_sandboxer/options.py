@@ -233,7 +233,7 @@ def _check_host_user(user: str) -> None:
     name, _, group = user.partition(":")
     for kind, value, lookup, where in (("user", name, pwd.getpwnam, "/etc/passwd"),
                                        ("group", group, grp.getgrnam, "/etc/group")):
-        if value and not value.isdigit():
+        if value and not value.isdecimal():
             try:
                 lookup(value)
             except KeyError:

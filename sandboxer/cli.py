@@ -749,7 +749,7 @@ def cmd_logs(values: dict[str, Any], rest: list[str]) -> int:
     record = _one(rest, "logs [-f] [--tail N] [-t] NAME|ID")
     last = None
     if values["tail"] not in (None, "all"):
-        if not str(values["tail"]).isdigit():
+        if not str(values["tail"]).isdecimal():
             raise CliUsageError("--tail takes a number of lines (or all)")
         last = int(values["tail"])
     running = (lambda: refresh(record)["status"] == "running") if values["follow"] else None

@@ -227,7 +227,7 @@ def read_id_ranges(path: str | os.PathLike[str], user: str, uid: int) -> list[tu
     for line in (_read(os.fspath(path)) or "").splitlines():
         owner, _, rest = line.strip().partition(":")
         start, _, count = rest.partition(":")
-        if owner in (user, str(uid)) and start.isdigit() and count.isdigit() and int(count) > 0:
+        if owner in (user, str(uid)) and start.isdecimal() and count.isdecimal() and int(count) > 0:
             ranges.append((int(start), int(count)))
     return ranges
 
@@ -282,7 +282,7 @@ def kernel_version(release: str) -> tuple[int, int] | None:
     """``(major, minor)`` of a kernel release string such as ``"6.1.0-18-amd64"``."""
     major, _, rest = release.partition(".")
     minor = rest[: len(rest) - len(rest.lstrip("0123456789"))]
-    return (int(major), int(minor)) if major.isdigit() and minor else None
+    return (int(major), int(minor)) if major.isdecimal() and minor else None
 
 
 def _read(path: str) -> str | None:

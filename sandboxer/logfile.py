@@ -43,7 +43,7 @@ def parse_size(text: str) -> int:
     units = {"k": 1000, "m": 1000 ** 2, "g": 1000 ** 3}
     scale = units.get(value[-1:], 1)
     number = value[:-1].removesuffix("b") if value[-1:] in units else value.removesuffix("b")
-    if not number.isdigit() or int(number) * scale < 4096:
+    if not number.isdecimal() or int(number) * scale < 4096:
         raise UsageError(f"invalid log size {text!r}", hint="use a size of at least 4k, e.g. max-size=10m, or -1")
     return int(number) * scale
 

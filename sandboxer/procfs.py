@@ -70,7 +70,7 @@ def pid_namespace_members(pid: int) -> list[int]:
         return []
     out = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if entry.isdecimal():
             try:
                 if os.stat(f"/proc/{entry}/ns/pid").st_ino == want:
                     out.append(int(entry))

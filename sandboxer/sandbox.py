@@ -196,7 +196,7 @@ def resolve_user(spec_user: str | None, idmap: IdMap, accounts: Any) -> tuple[in
     if not spec_user:
         return 0, 0, "/root"
     name, _, group = spec_user.partition(":")
-    if name.isdigit():
+    if name.isdecimal():
         uid = int(name)
         gid_default, home = accounts.by_uid(uid) or (uid, "/")
     else:
@@ -206,7 +206,7 @@ def resolve_user(spec_user: str | None, idmap: IdMap, accounts: Any) -> tuple[in
         uid, gid_default, home = found
     if not group:
         gid = gid_default
-    elif group.isdigit():
+    elif group.isdecimal():
         gid = int(group)
     else:
         found_gid = accounts.group(group)

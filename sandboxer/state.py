@@ -353,7 +353,7 @@ def stale_temporary(path: str) -> bool:
 def _writer_gone(name: str) -> bool:
     """``NAME.PID``: the process PID that is writing it no longer exists."""
     writer = name.rpartition(".")[2]
-    return writer.isdigit() and not os.path.exists(f"/proc/{writer}")
+    return writer.isdecimal() and not os.path.exists(f"/proc/{writer}")
 
 
 def _older_than(path: str, seconds: float) -> bool:

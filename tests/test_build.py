@@ -408,6 +408,10 @@ def test_python_recipe_from_scratch(store: Path, tmp_path: Path) -> None:
      "{ctx}/Containerfile:2: RUN: the layer this step made cannot be used: member 'n\\x01x': the name has control"),
     ("chown-range", f"FROM {BUSYBOX}\nCOPY --chown=70000 Containerfile /x\n", {},
      "{ctx}/Containerfile:2: COPY: the layer this step made cannot be used: member 'x': owner uid 70000 is outside"),
+    ("ignore-file-dir", f"FROM {BUSYBOX}\nCOPY Containerfile /\n", {".dockerignore/x": ""},
+     "{ctx}/Containerfile:2: COPY: cannot read the build's ignore file {ctx}/.dockerignore: Is a directory"),
+    ("not-a-dir", f"FROM {BUSYBOX}\nWORKDIR /bin/busybox/x\n", {},
+     "{ctx}/Containerfile:2: WORKDIR: /bin/busybox is not a directory in the image"),
     ("host-network", f"FROM {BUSYBOX}\nRUN --network=host true\n", {},
      "{ctx}/Containerfile:2: RUN: --network=host: the build was not given the host's network"),
 ])
@@ -422,6 +426,7 @@ def test_bad_input_is_one_line_exit_125_and_leaves_nothing(store: Path, tmp_path
         if text.startswith("->"):
             os.symlink(text[2:], ctx / name)
         else:
+            (ctx / name).parent.mkdir(parents=True, exist_ok=True)
             (ctx / name).write_text(text)
     before = set(state_entries())
     p = _build("--pull", "never", "-t", f"sandboxer-test/bad-{case}", str(ctx), check=False)
@@ -508,6 +513,32 @@ def test_a_signal_cancels_the_build_during_a_run_step(store: Path, tmp_path: Pat
     assert os.listdir(store / "tmp") == []
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert f"sleep {marker}" not in ps
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("Env", ["PATH=/bin", 42], "malformed Env (not a list of strings)"),
+    ("Labels", ["not", "an", "object"], "malformed Labels (not an object of strings)"),
+    ("Cmd", "sh -c true", "malformed Cmd (not a list of strings)"),
+])
+def test_a_base_image_with_a_malformed_config_is_refused_at_from(store: Path, tmp_path: Path, field: str,
+                                                                  value: object, message: str) -> None:
+    from sandboxer.images.reference import parse_reference
+    from sandboxer.images.store import Store
+
+    s = Store(str(store))
+    base = s.image(BUSYBOX)
+    config = json.loads(json.dumps(base.config))
+    config["config"][field] = value
+    config_digest, config_size = s.put_json(config)
+    layers = [(str(d["digest"]), int(d["size"])) for d in base.manifest["layers"]]
+    manifest_digest, _ = s.put_oci_manifest(config_digest, config_size, layers)
+    s.tag(parse_reference(f"sandboxer-test/malformed-{field.lower()}"), manifest_digest)
+    ctx = _context(tmp_path / "ctx", f"FROM sandboxer-test/malformed-{field.lower()}\nENV A=1\nLABEL b=2\n")
+    p = _build("--pull", "never", "-t", "sandboxer-test/from-malformed", str(ctx), check=False)
+    assert p.returncode == 125 and f"Containerfile:1: FROM sandboxer-test/malformed-{field.lower()}: " \
+                                   f"the image's config has a {message}" in p.stderr, p.stderr
+    assert "internal error" not in p.stderr and "hint: " in p.stderr
+    sandboxer("rmi", f"sandboxer-test/malformed-{field.lower()}", check=True)
 
 
 def test_add_refuses_an_archive_that_writes_through_its_own_symlink(store: Path, tmp_path: Path) -> None:

@@ -391,8 +391,9 @@ class _Builder:
                              hint="import, load or pull the base image first ('sandboxer images' lists the "
                                   "store)") from None
         self.base = image.config
-        self.config = image.run_config
-        self.history = list(image.config.get("history") or [])
+        self.config = _checked_run_config(image.run_config, f"{ins.where}: FROM {name}")
+        history = image.config.get("history")
+        self.history = list(history) if isinstance(history, list) else []
         descriptors = image.manifest.get("layers") or []
         self.layers = [_Layer(str(d["digest"]), int(d.get("size", 0)), diff_id)
                        for d, diff_id in zip(descriptors, image.diff_ids, strict=True)]
@@ -604,7 +605,7 @@ class _Builder:
 
         accounts = ImageAccounts(lowers)
         user, _, group = spec.partition(":")
-        if user.isdigit():
+        if user.isdecimal():
             uid = int(user)
             primary = accounts.by_uid(uid)
             gid = uid if docker_chown or primary is None else primary[0]
@@ -616,7 +617,7 @@ class _Builder:
             uid = found[0]
             gid = uid if docker_chown else found[1]
         if group:
-            if group.isdigit():
+            if group.isdecimal():
                 gid = int(group)
             else:
                 found_gid = accounts.group(group)
@@ -655,6 +656,30 @@ def _destination(dest: str, workdir: str) -> str:
     into = dest.endswith(("/", "/.", "/..")) or dest in (".", "..")
     path = os.path.normpath(os.path.join(workdir, dest))
     return path.rstrip("/") + "/" if into else path
+
+
+#: what the builder reads and extends of a base image's config, and the JSON type each must have
+_RUN_CONFIG_TYPES: dict[str, tuple[type, type | None]] = {
+    "Env": (list, str), "Cmd": (list, str), "Entrypoint": (list, str), "Shell": (list, str),
+    "Labels": (dict, str), "ExposedPorts": (dict, None), "Volumes": (dict, None),
+    "WorkingDir": (str, None), "User": (str, None), "StopSignal": (str, None),
+}
+
+
+def _checked_run_config(config: dict[str, Any], what: str) -> dict[str, Any]:
+    """A base image's run config, refused where a field the builder extends has the wrong type (a
+    non-string Env entry, Labels that are no object): not an internal error halfway through a step."""
+    for key, (kind, item) in _RUN_CONFIG_TYPES.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        items = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else []
+        if not isinstance(value, kind) or (item is not None and not all(isinstance(v, item) for v in items)):
+            shape = "a list" if kind is list else "an object" if kind is dict else "a string"
+            raise BuildError(f"{what}: the image's config has a malformed {key} (not {shape}"
+                             f"{' of strings' if item is not None else ''})",
+                             hint="the base image is malformed; rebuild or re-import it")
+    return config
 
 
 def _clip(text: str, limit: int = 80) -> str:

@@ -257,7 +257,7 @@ def chmod_flag(ins: Instruction) -> int | None:
 
 
 def _is_name(name: str) -> bool:
-    return bool(name) and not name[0].isdigit() and all(c.isalnum() or c == "_" for c in name)
+    return bool(name) and not name[0].isdecimal() and all(c.isalnum() or c == "_" for c in name)
 
 
 def name_values(ins: Instruction, expand: Callable[[str], str] | None = None) -> list[tuple[str, str]]:
@@ -437,7 +437,7 @@ def expose_ports(word: str, ins: Instruction) -> list[str]:
     port, _, proto = word.partition("/")
     proto = (proto or "tcp").lower()
     first, dash, last = port.partition("-")
-    if proto not in ("tcp", "udp", "sctp") or not first.isdigit() or (dash and not last.isdigit()):
+    if proto not in ("tcp", "udp", "sctp") or not first.isdecimal() or (dash and not last.isdecimal()):
         raise ins.error(f"invalid port {word!r}", hint="EXPOSE PORT[/tcp|udp|sctp] or a range 8000-8010")
     low, high = int(first), int(last) if dash else int(first)
     if not 0 < low <= high <= 65535:

@@ -15,6 +15,8 @@ import os
 import posixpath
 import re
 
+from ..errors import UsageError
+
 __all__ = ["IgnoreRules", "IGNORE_FILES"]
 
 #: looked for in the context root, in this order (podman's)
@@ -54,6 +56,9 @@ class IgnoreRules:
                     return cls(f.read().splitlines(), path)
             except FileNotFoundError:
                 continue
+            except OSError as e:  # unreadable, a directory: what it would exclude is unknown, so no build
+                raise UsageError(f"cannot read the build's ignore file {path}: {e.strerror}",
+                                 hint=f"make {name} a readable file, or remove it") from None
         return cls([])
 
     @property

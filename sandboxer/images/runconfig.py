@@ -57,18 +57,18 @@ class ImageAccounts:
 
     def user(self, name: str) -> tuple[int, int, str] | None:
         for fields in self._entries("passwd"):
-            if len(fields) >= 6 and fields[0] == name and fields[2].isdigit() and fields[3].isdigit():
+            if len(fields) >= 6 and fields[0] == name and fields[2].isdecimal() and fields[3].isdecimal():
                 return int(fields[2]), int(fields[3]), fields[5]
         return None
 
     def by_uid(self, uid: int) -> tuple[int, str] | None:
         for fields in self._entries("passwd"):
-            if len(fields) >= 6 and fields[2] == str(uid) and fields[3].isdigit():
+            if len(fields) >= 6 and fields[2] == str(uid) and fields[3].isdecimal():
                 return int(fields[3]), fields[5]
         return None
 
     def group(self, name: str) -> int | None:
         for fields in self._entries("group"):
-            if fields[0] == name and fields[2].isdigit():
+            if fields[0] == name and fields[2].isdecimal():
                 return int(fields[2])
         return None

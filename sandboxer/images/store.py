@@ -575,7 +575,7 @@ def _writer_gone(entry: str, age: float) -> bool:
     from ..procfs import start_time
 
     parts = entry.rsplit("-", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
+    if len(parts) != 3 or not parts[1].isdecimal():
         return False
     started = start_time(int(parts[1]))
     if started is None:

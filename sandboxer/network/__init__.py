@@ -235,7 +235,7 @@ def exposed_ports(exposed: object) -> tuple[PortMapping, ...]:
     for key in exposed if isinstance(exposed, dict) else ():
         port, _, proto = str(key).partition("/")
         proto = proto or "tcp"
-        if not port.isdigit() or not 0 < int(port) < 65536 or proto not in ("tcp", "udp"):
+        if not port.isdecimal() or not 0 < int(port) < 65536 or proto not in ("tcp", "udp"):
             raise UsageError(f"the image exposes {key!r}, which -P cannot publish",
                              hint="publish its ports one by one with -p (sctp and port ranges are not supported)")
         mappings.append(PortMapping("0.0.0.0", 0, int(port), proto))
@@ -257,7 +257,7 @@ def require_host(spec: NetworkSpec) -> None:
 
 def _is_ipv4(text: str) -> bool:
     parts = text.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+    return len(parts) == 4 and all(p.isdecimal() and int(p) < 256 for p in parts)
 
 
 def etc_files(state_dir: str, hostname: str, spec: NetworkSpec) -> list[tuple[str, str]]:

@@ -394,12 +394,12 @@ def parse_signal(text: str) -> int:
     """``KILL``, ``SIGKILL``, ``kill``, ``9``, or a real-time one as ``RTMIN+3`` / ``SIGRTMAX-1`` (as runc)."""
     name = text.upper().removeprefix("SIG")
     number: int | None = None
-    if text.isdigit():
+    if text.isdecimal():
         number = int(text)
     elif name.startswith(("RTMIN", "RTMAX")):
         base = signals.SIGRTMIN if name.startswith("RTMIN") else signals.SIGRTMAX
         offset = name[5:]
-        if offset == "" or (offset[0] in "+-" and offset[1:].isdigit()):
+        if offset == "" or (offset[0] in "+-" and offset[1:].isdecimal()):
             number = base + int(offset or "0")
     else:
         import signal  # its Signals enum, for names; the run and exec paths use the lighter ..signals
@@ -431,7 +431,7 @@ def _pid_namespace_members(pid: int) -> list[int]:
         return [pid]
     members = [pid]
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != pid:
+        if entry.isdecimal() and int(entry) != pid:
             try:
                 if os.readlink(f"/proc/{entry}/ns/pid") == ns:
                     members.append(int(entry))

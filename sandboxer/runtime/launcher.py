@@ -236,12 +236,12 @@ def _wait(pid: int, status_r: int, master: int, pid1: int, deadline: float | Non
     *notes, last = raw.decode(errors="replace").strip().splitlines()
     if last == _HANDED_OFF_NOTE:
         return None
-    if not last.isdigit():
+    if not last.isdecimal():
         raise SandboxerError(f"the sandbox's set-up process reported a malformed status {last[:40]!r}",
                              hint="run with --debug")
     status = ExitStatus.from_wait_status(int(last))
     for note in notes:  # "signal N" from an --init PID 1 whose workload was killed
         kind, _, value = note.partition(" ")
-        if kind == "signal" and value.isdigit():
+        if kind == "signal" and value.isdecimal():
             status = ExitStatus(128 + int(value), int(value))
     return status._replace(timed_out=True) if timed_out else status

@@ -165,7 +165,7 @@ def idmap_from_spec(spec: Spec) -> IdMap | None:
     joined = spec.linux.namespace("user") if spec.linux is not None else None
     if joined is not None and joined.path:
         pid = joined.path.removeprefix("/proc/").removesuffix("/ns/user")
-        return _proc_idmap(pid) if pid.isdigit() else None
+        return _proc_idmap(pid) if pid.isdecimal() else None
     if spec.linux is None or not spec.linux.uid_mappings:
         return None
     return IdMap(tuple(IdMapping(m.container_id, m.host_id, m.size) for m in spec.linux.uid_mappings),

@@ -15,13 +15,19 @@ from ..errors import SandboxerError, SetupError
 __all__ = ["send", "send_error", "Reader", "error_from_fields", "write_all"]
 
 
+_FIELD_MAX = 800  # bytes: an error's five fields stay under PIPE_BUF (4096), so one write is one message
+
+
 def _clean(field: object) -> str:
-    return str(field).replace("\t", " ").replace("\n", " ")
+    text = str(field).replace("\t", " ").replace("\n", " ")
+    raw = text.encode()
+    return text if len(raw) <= _FIELD_MAX else raw[:_FIELD_MAX - 3].decode(errors="ignore") + "…"
 
 
 def send(fd: int, *fields: object) -> None:
-    data = ("\t".join(_clean(f) for f in fields) + "\n").encode()
-    os.write(fd, data[:4000])
+    """One message, in one write: a field longer than 800 bytes (a path of 4,000) is cut, the line never
+    (cut, it lost its newline and the fields after it, and the caller saw no error at all)."""
+    os.write(fd, ("\t".join(_clean(f) for f in fields) + "\n").encode())
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -51,7 +57,7 @@ def send_error(fd: int, err: BaseException, step: str = "set up the sandbox") ->
 def error_from_fields(fields: list[str]) -> SandboxerError:
     step, message, hint, code = [*fields, "", "", "", "125"][1:5]
     err = SetupError(step, message, hint or None)
-    err.exit_code = int(code) if code.isdigit() else 125
+    err.exit_code = int(code) if code.isdecimal() else 125
     return err
 
 
