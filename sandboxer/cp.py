@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import tarfile
 
 from .errors import UsageError
@@ -61,14 +62,16 @@ def _plan(src: str, src_kind: str, dst: str, dst_kind: str) -> tuple[str, str]:
     """Where the copy lands: (the directory to unpack in, the name to give the source)."""
     contents = src.endswith("/.") or src.endswith("/./")
     if src_kind in ("missing", "noparent"):
-        raise UsageError(f"no such file or directory: {src}")
+        raise UsageError(f"no such file or directory: {src}",
+                         hint="a path in the sandbox is written NAME:/path; a host path is relative to here")
     if dst_kind == "noparent":
         raise UsageError(f"no such directory: {os.path.dirname(dst.rstrip('/')) or '/'}",
                          hint="the destination's parent directory must exist")
     if dst_kind == "dir":
         return dst, "." if contents and src_kind == "dir" else os.path.basename(os.path.normpath(src))
     if src_kind == "dir" and dst_kind == "file":
-        raise UsageError(f"cannot copy a directory onto the file {dst}")
+        raise UsageError(f"cannot copy a directory onto the file {dst}",
+                         hint="give a directory (or a new name) as the destination")
     if dst_kind == "missing" and dst.endswith("/") and src_kind != "dir":
         raise UsageError(f"no such directory: {dst}", hint="a destination ending in / must be a directory")
     target = os.path.normpath(dst)
@@ -137,14 +140,21 @@ def _contained(tar: tarfile.TarFile, directory: str) -> Iterator[tarfile.TarInfo
     Names and hard-link targets must be relative without ``..``; no directory on the way may be a
     symlink (an earlier entry could have made one that leads out); an existing symlink in the place
     of an entry is removed rather than written through; setuid/setgid bits are dropped; device
-    nodes are skipped (an unprivileged copy cannot make them).
+    nodes are skipped (an unprivileged copy cannot make them) with a notice, and a copy of nothing
+    but a device node is an error.
     """
+    copied = 0
     for member in tar:
         _check_path(directory, member.name, "entry")
         if member.islnk():
             _check_path(directory, member.linkname, "hard link target")
         if member.ischr() or member.isblk():
-            continue
+            if copied:
+                print(f"sandboxer: notice: {member.name!r} is a device node: not copied", file=sys.stderr)
+                continue
+            raise UsageError(f"{member.name!r} is a device node: an unprivileged copy cannot make one",
+                             hint="copy a regular file (e.g. 'head -c N /dev/zero > FILE' first)")
+        copied += 1
         target = os.path.join(directory, member.name)
         if member.name.strip("/.") and os.path.islink(target):
             os.unlink(target)
@@ -173,6 +183,7 @@ def _in_sandbox(record: dict[str, Any], inside: Callable[[int], int], outside: C
                          hint="cp needs a running sandbox (its files live as long as it does)")
     r, w = os.pipe2(os.O_CLOEXEC)
     ours, theirs = (w, r) if to_sandbox else (r, w)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)  # the worker's error, if any: "message<TAB>hint"
     open_fds = {r, w}  # each end is closed exactly once, here or by the side that owns it
 
     def worker() -> int:
@@ -180,10 +191,11 @@ def _in_sandbox(record: dict[str, Any], inside: Callable[[int], int], outside: C
         tarfile.pwd = tarfile.grp = None  # type: ignore[attr-defined]  # no NSS modules from the sandbox
         try:
             return inside(theirs)
-        except BaseException as e:  # reported here: the message pipe is closed by now
+        except BaseException as e:  # sent back on its own pipe: the message pipe is closed by now
             text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             where = f": {e.filename}" if isinstance(e, OSError) and e.filename else ""
-            os.write(2, f"sandboxer: error: in the sandbox: {text}{where}\n".encode())
+            hint = getattr(e, "hint", None) or ""
+            os.write(err_w, f"{text}{where}\t{hint}".replace("\n", " ").encode()[:4000])
             return 1
 
     def here() -> None:
@@ -196,11 +208,17 @@ def _in_sandbox(record: dict[str, Any], inside: Callable[[int], int], outside: C
     identity = dict(record["exec"], uid=0, gid=0, groups=[], caps=[bounding, bounding, bounding, 0, 0])
     try:
         code = enter(int(record["pid"]), identity, ["cp"], [], "/",
-                     ExecOptions(call=worker, alongside=here, pass_fds=(r, w)), started=record.get("pid_start"))
+                     ExecOptions(call=worker, alongside=here, pass_fds=(r, w, err_w)),
+                     started=record.get("pid_start"))
     finally:
         for fd in open_fds:  # the command never started
             os.close(fd)
+        os.close(err_w)
+        with os.fdopen(err_r, "rb") as f:
+            reported = f.read(4096).decode(errors="replace")
     if code != 0:
         from .errors import SandboxerError
 
-        raise SandboxerError("copy failed inside the sandbox")
+        message, _, hint = reported.partition("\t")
+        raise SandboxerError(f"in the sandbox: {message}" if message else "copy failed inside the sandbox",
+                             hint=hint or None)

@@ -7,7 +7,7 @@ a stranger that reused the number.
 
 from __future__ import annotations
 
-__all__ = ["start_time", "state", "status", "same_process", "pid_namespace_members", "describe", "cgroup"]
+__all__ = ["start_time", "state", "status", "same_process", "pid_namespace_members", "describe", "printable", "cgroup"]
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -96,4 +96,10 @@ def describe(pid: int) -> dict[str, str] | None:
     return {"Uid": facts.get("Uid", "").split("\t")[0], "PPid": facts.get("PPid", ""),
             "NSpid": facts.get("NSpid", "").split()[-1] if facts.get("NSpid") else "",
             "State": fields[0], "Time": f"{ticks // 3600:02d}:{ticks // 60 % 60:02d}:{ticks % 60:02d}",
-            "Cmd": cmd or f"[{facts.get('Name', '')}]"}
+            "Cmd": printable(cmd or f"[{facts.get('Name', '')}]")}
+
+
+def printable(text: str) -> str:
+    """``text`` with what a terminal would act on (escapes, newlines, bidi overrides) shown as ``?``, as
+    ``ps`` does: a sandbox's processes name themselves, and ``top`` prints the names to the user."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)

@@ -379,6 +379,10 @@ def test_exec_user_names_come_from_the_sandboxs_own_passwd() -> None:
         bad = sandboxer("exec", "-u", "nosuch", name, "true")
         assert bad.returncode == 125 and "unknown user 'nosuch'" in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 2  # the error and its hint
+        # a FIFO in place of /etc/group: never opened (it hung exec -u, deaf to Ctrl-C, for good)
+        sandboxer("exec", name, "sh", "-c", "rm /etc/group && mkfifo /etc/group", check=True)
+        fifo = sandboxer("exec", "-u", "ghost:spooky", name, "true", timeout=20)
+        assert fifo.returncode == 125 and "unknown group 'spooky'" in fifo.stderr, fifo.stderr
     finally:
         sandboxer("rm", "-f", name, check=True)
 
@@ -502,6 +506,36 @@ def test_top_lists_the_sandboxs_processes_only() -> None:
     assert sandboxer("top", name).returncode == 125
 
 
+def test_top_shows_what_a_process_names_itself_without_its_terminal_escapes() -> None:
+    """argv of ESC]52 (the clipboard), a window title, a newline with a forged row: shown as ``?``."""
+    name = _name("topesc")
+    argv0 = "\x1b]0;TITLE\x07\x1b]52;c;ZWNobyBoaQ==\x07fake\nroot 1 0 0 S 00:00:00 /sbin/init\x1b[2K\u202e"
+    sandboxer("run", "-d", "--name", name, "--", "python3", "-c",
+              f"import os; os.execv('/bin/sleep', [{argv0!r}, '3333.5625'])", check=True)
+    try:
+        deadline = time.monotonic() + 5
+        while "3333.5625" not in (out := sandboxer("top", name, check=True).stdout):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert not any(c in out for c in "\x1b\x07\u202e") and len(out.splitlines()) == 2, repr(out)
+        assert "?]0;TITLE??]52;c;ZWNobyBoaQ==?fake?root 1 0 0 S" in out
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+
+
+def test_a_flood_of_empty_lines_is_logged_in_linear_time() -> None:
+    """256 KiB of newlines: 45 s of the supervisor's CPU per 128 KiB when each line's record was
+    appended to the batch by copying it; ``wait`` now returns as soon as the workload has ended."""
+    name = _name("flood")
+    sandboxer("run", "-d", "--name", name, "--", "sh", "-c", "head -c 262144 /dev/zero | tr '\\0' '\\n'; exit 3",
+              check=True)
+    try:
+        assert sandboxer("wait", name, timeout=30, check=True).stdout.strip() == "3"
+        assert sandboxer("logs", name, check=True).stdout == "\n" * 262144
+    finally:
+        sandboxer("rm", "-f", name, check=True)
+
+
 def test_cp_both_ways_with_docker_semantics(home_tmp: str) -> None:
     name = _name("cp")
     src = os.path.join(home_tmp, "src")
@@ -541,6 +575,27 @@ def test_cp_both_ways_with_docker_semantics(home_tmp: str) -> None:
         sandboxer("rm", "-f", name, check=True)
     gone = sandboxer("cp", src, f"{name}:/srv")
     assert gone.returncode == 125 and "no such sandbox" in gone.stderr
+
+
+def test_cp_of_device_nodes_says_what_it_did_not_copy(home_tmp: str) -> None:
+    """A device node alone is an error (both ways: it printed nothing and exited 0); inside a copied
+    directory each is named in a notice; an error inside the sandbox is one line with its hint."""
+    name = _name("cpdev")
+    sandboxer("run", "-d", "--name", name, "--", "sleep", "3333.3125", check=True)
+    try:
+        out = sandboxer("cp", f"{name}:/dev/zero", os.path.join(home_tmp, "z"))
+        assert out.returncode == 125 and "'z' is a device node" in out.stderr and "hint: " in out.stderr
+        assert not os.path.exists(os.path.join(home_tmp, "z"))
+        into = sandboxer("cp", "/dev/zero", f"{name}:/tmp/z")
+        assert into.returncode == 125 and into.stderr.count("sandboxer: error: ") == 1, into.stderr
+        assert "in the sandbox: 'z' is a device node" in into.stderr and "hint: " in into.stderr
+        tree = sandboxer("cp", f"{name}:/dev", os.path.join(home_tmp, "devcopy"), check=True)
+        assert "notice: 'devcopy/null' is a device node: not copied" in tree.stderr, tree.stderr
+        assert os.path.isdir(os.path.join(home_tmp, "devcopy", "pts"))
+        missing = sandboxer("cp", f"{name}:/nonexistent", home_tmp)
+        assert missing.returncode == 125 and "hint: " in missing.stderr
+    finally:
+        sandboxer("rm", "-f", name, check=True)
 
 
 def test_cp_paths_resolve_inside_the_sandbox(home_tmp: str) -> None:

@@ -59,7 +59,9 @@ class SignalProxy:
 
     Installed before the fork, so a signal that arrives during set-up is
     held and delivered as soon as PID 1 exists, never lost and never fatal
-    to us while the sandbox lives.
+    to us while the sandbox lives.  The same signal a second time before
+    then (a set-up that hangs) raises KeyboardInterrupt: the caller kills
+    what it started and exits 130.
     """
 
     def __init__(self) -> None:
@@ -70,6 +72,8 @@ class SignalProxy:
     def _handle(self, sig: int, _frame: object) -> None:
         # the sandbox is a session of its own, out of the terminal's reach: Ctrl-C comes through us
         if self.pid is None:
+            if sig in self.pending:  # asked twice while the set-up is stuck: give up on it
+                raise KeyboardInterrupt(signals.name(sig))
             self.pending.append(sig)
         else:
             self._send(sig)
