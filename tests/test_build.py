@@ -412,6 +412,9 @@ def test_python_recipe_from_scratch(store: Path, tmp_path: Path) -> None:
      "{ctx}/Containerfile:2: COPY: cannot read the build's ignore file {ctx}/.dockerignore: Is a directory"),
     ("not-a-dir", f"FROM {BUSYBOX}\nWORKDIR /bin/busybox/x\n", {},
      "{ctx}/Containerfile:2: WORKDIR: /bin/busybox is not a directory in the image"),
+    ("dir-over-link", f"FROM {BUSYBOX}\nRUN mkdir -p /usr/lib2 && ln -s usr/lib2 /lib2\nCOPY tree/ /\n",
+     {"tree/lib2/new.so": "x"},
+     "{ctx}/Containerfile:3: COPY: /lib2 is a symbolic link in the image (to usr/lib2): a directory cannot"),
     ("host-network", f"FROM {BUSYBOX}\nRUN --network=host true\n", {},
      "{ctx}/Containerfile:2: RUN: --network=host: the build was not given the host's network"),
 ])

@@ -326,6 +326,8 @@ def write_copy(job: CopyJob, lowers: Sequence[str], out_fd: int, what: str) -> i
         if src.is_dir:
             for e in src.entries:
                 parts = (*dest, *e.rel.split("/"))
+                if stat.S_ISDIR(e.st.st_mode):
+                    _refuse_over_a_link(view, parts, what)
                 files[parts] = _Entry(_info("/".join(parts), e.st, owner=owner, mode=_mode(job.mode, e.st)), e.path)
             continue
         if job.extract and _is_archive(src.path):
@@ -344,6 +346,17 @@ def write_copy(job: CopyJob, lowers: Sequence[str], out_fd: int, what: str) -> i
     for parts in need - files.keys():
         files[parts] = _existing_or_new_dir(view, parts, owner, job.mtime, what)
     return _write(out_fd, _chain(sorted(files.items()), archives, what))
+
+
+def _refuse_over_a_link(view: MergedView, parts: tuple[str, ...], what: str) -> None:
+    """A directory of the source where the image has a symbolic link (``/lib -> usr/lib``): written as
+    is, it would replace the link and hide what it leads to.  Refused, as BuildKit refuses it."""
+    found = view.lookup(list(parts))
+    if found is not None and stat.S_ISLNK(found[1].st_mode):
+        target = os.readlink(found[0])
+        raise LayerWriteError(f"{what}: /{'/'.join(parts)} is a symbolic link in the image (to {target}): "
+                              "a directory cannot be copied over it",
+                              hint="copy into where the link leads instead")
 
 
 def _mode(mode: int | None, st: os.stat_result) -> int | None:
