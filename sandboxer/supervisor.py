@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 
 from . import jsonc, signals
 from .errors import SandboxerError, UsageError
@@ -28,6 +27,7 @@ from .state import stale_temporary, state_root, subdir, unlink_quiet, write_atom
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .runtime.plan import Plan

@@ -8,10 +8,13 @@ effective/permitted/inheritable and finally the ambient set.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 from .. import syscalls
 from ..errors import SetupError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = ["CAPABILITIES", "DEFAULT_CAPS", "mask", "last_cap", "drop_bounding", "switch_user_and_set_caps"]
 

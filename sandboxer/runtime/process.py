@@ -13,7 +13,6 @@ import errno
 import os
 import sys
 import time
-from collections import namedtuple
 
 from .. import signals
 from .. import syscalls as sc
@@ -30,16 +29,32 @@ STOP_SIGNALS = (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT
 TIOCSCTTY = 0x540E
 
 
-class ExitStatus(namedtuple("ExitStatus", "code signal timed_out", defaults=(None, False))):
+class ExitStatus:
     """How PID 1 ended: ``code`` as Docker reports it (128+N for signal N).
 
     ``timed_out``: the caller's timeout expired and the sandbox was killed.
+    A plain value class (not a namedtuple: ``collections`` is ~1.5 ms of ``exec``'s start).
     """
 
-    code: int
-    signal: int | None
-    timed_out: bool
-    __slots__ = ()
+    __slots__ = ("code", "signal", "timed_out")
+
+    def __init__(self, code: int, signal: int | None = None, timed_out: bool = False) -> None:
+        self.code, self.signal, self.timed_out = code, signal, timed_out
+
+    def _key(self) -> tuple[int, int | None, bool]:
+        return self.code, self.signal, self.timed_out
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ExitStatus) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"ExitStatus(code={self.code!r}, signal={self.signal!r}, timed_out={self.timed_out!r})"
+
+    def _replace(self, *, timed_out: bool) -> ExitStatus:
+        return ExitStatus(self.code, self.signal, timed_out)
 
     @classmethod
     def from_wait_status(cls, status: int) -> ExitStatus:

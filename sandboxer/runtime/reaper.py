@@ -12,10 +12,13 @@ workload's status (128+N if it was killed by signal N), like tini.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from .. import signals, syscalls
 from . import sync
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["run_as_init", "exec_workload"]
 
