@@ -883,7 +883,8 @@ def test_exec_cp_top_and_tty_in_an_image_without_python(busybox: Path, home_tmp:
 
         code = ("import sys, atexit; from sandboxer.cli import main; assert 'warnings' not in sys.modules; "
                 "atexit.register(lambda: print(*sorted({'sandboxer.oci.spec', 'dataclasses', 'typing', 'json', 're', "
-                "'enum', 'ctypes', 'sandboxer.runtime.init', 'sandboxer.runtime.plan', 'sandboxer.runtime.mounts'} & "
+                "'enum', 'ctypes', 'collections', 'sandboxer.runtime.init', 'sandboxer.runtime.plan', "
+                "'sandboxer.runtime.mounts'} & "
                 "set(sys.modules)), file=sys.stderr)); sys.exit(main(sys.argv[1:]))")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                                             *site.getsitepackages()])}
