@@ -21,7 +21,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from typing import BinaryIO
 
 __all__ = ["DEFAULT_MAX_SIZE", "LogWriter", "pump", "parse_size", "Record", "read", "tail"]
@@ -168,25 +168,38 @@ def _read_file(f: BinaryIO, rest: bytes = b"") -> tuple[list[Record], bytes]:
     return [r for r in map(_parse, lines) if r is not None], rest
 
 
+def _scan(f: BinaryIO, rest: list[bytes]) -> Iterator[Record]:
+    """Records of ``f`` from where it is, read a block at a time (the writer keeps every line short, so
+    memory stays small however big the file); its incomplete last line is left in ``rest[0]``."""
+    pending = rest[0]
+    while chunk := f.read(1 << 16):
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from (r for r in map(_parse, lines) if r is not None)
+    rest[0] = pending
+
+
 def read(path: str, last: int | None = None, running: Callable[[], bool] | None = None) -> Iterator[Record]:
     """The log's records, the rotated file's first; only those of the ``last`` lines if given.
 
     With ``running``, keep following the log (across rotations) until ``running()`` is false.
+    Streamed: ``logs --tail 5`` holds five lines, not the log (it held both files' records).
     """
     f = _open_quiet(path)
     older = _open_quiet(f"{path}.1")
     if older is not None and f is not None and os.fstat(older.fileno()).st_ino == os.fstat(f.fileno()).st_ino:
         older.close()  # rotated between the two opens: it is the file we hold
         older = None
-    found: list[Record] = []
-    if older is not None:
-        with older:
-            found = _read_file(older)[0]
-    rest = b""
-    if f is not None:
-        more, rest = _read_file(f)
-        found += more
-    yield from (found if last is None else tail(found, last))
+    current_rest = [b""]
+
+    def everything() -> Iterator[Record]:
+        if older is not None:
+            with older:
+                yield from _scan(older, [b""])
+        if f is not None:
+            yield from _scan(f, current_rest)
+
+    yield from (everything() if last is None else tail(everything(), last))
+    rest = current_rest[0]
     if running is None:
         if f is not None:
             f.close()
@@ -217,7 +230,7 @@ def read(path: str, last: int | None = None, running: Callable[[], bool] | None 
         time.sleep(0.05)
 
 
-def tail(found: list[Record], lines: int) -> list[Record]:
+def tail(found: Iterable[Record], lines: int) -> list[Record]:
     """The records of the last ``lines`` lines (of both streams, as they were written)."""
     from collections import deque
 
