@@ -59,6 +59,8 @@ def _empty(top: int, ignore_errors: bool) -> None:
                 name = pending.pop()
                 try:
                     child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
                 except OSError:
                     if not ignore_errors:
                         raise
@@ -76,7 +78,9 @@ def _empty(top: int, ignore_errors: bool) -> None:
             os.close(fd)
             fd = parent
             st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != identity:
+            if (st.st_dev, st.st_ino) != identity:  # moved meanwhile: we are elsewhere now, and stop
+                if ignore_errors:
+                    return
                 raise OSError(f"a directory was moved while its tree was being removed (at {name!r})")
             _quietly(ignore_errors, os.rmdir, name, dir_fd=fd)
     finally:

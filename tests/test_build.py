@@ -246,6 +246,17 @@ def test_ignore_file_excludes_from_copy_and_from_the_cache_key(store: Path, tmp_
     sandboxer("rmi", "sandboxer-test/ignored", check=True)
 
 
+def test_an_excluded_file_stays_out_of_a_directory_copied_through_a_link(store: Path, tmp_path: Path) -> None:
+    """``COPY alias /d`` with ``alias -> data`` and ``data/secret.txt`` ignored: each entry is checked
+    where it is (data/secret.txt), not under the link's name (alias/secret.txt)."""
+    ctx = _context(tmp_path / "ctx", f"FROM {BUSYBOX}\nCOPY alias /d\nCMD [\"ls\", \"/d\"]\n", {
+        ".containerignore": "data/secret.txt\n", "data/secret.txt": "hunter2\n", "data/public.txt": "hi\n"})
+    os.symlink("data", ctx / "alias")
+    _build("--pull", "never", "-t", "sandboxer-test/alias", str(ctx))
+    assert sandboxer("run", "--rm", "sandboxer-test/alias", check=True).stdout.split() == ["public.txt"]
+    sandboxer("rmi", "sandboxer-test/alias", check=True)
+
+
 @pytest.mark.parametrize("source", ["envlink", "seclink", "seclink/key", "se*", "deeper/link"])
 def test_an_excluded_file_stays_out_however_it_is_named(store: Path, tmp_path: Path, source: str) -> None:
     """A symbolic link (or a glob, or a path through one) to what .dockerignore excludes: refused, where
@@ -455,6 +466,16 @@ def test_run_network_host_needs_the_commands_permission_and_is_part_of_the_cache
     assert "Using cache" not in again.stdout, again.stdout
     for name in ("net-host", "net-a", "net-b"):
         sandboxer("rmi", f"sandboxer-test/{name}", check=True)
+
+
+def test_passwd_lines_end_at_newlines_only(tmp_path: Path) -> None:
+    """U+2028 (and \\v, \\f, \\x85…) inside a field is no line break, as for libc."""
+    from sandboxer.images.runconfig import ImageAccounts
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("bob:x:1000:1000:Bob\u2028app:x:0:0:/root:/bin/sh\n")
+    accounts = ImageAccounts([str(tmp_path)])
+    assert accounts.user("app") is None and accounts.user("bob") is not None
 
 
 def test_user_names_resolve_in_the_image_never_through_a_symlink_to_the_hosts_etc(store: Path,

@@ -75,3 +75,38 @@ def test_what_cannot_be_removed_stays_with_ignore_errors_and_raises_without(tmp_
         locked.chmod(0o700)
     rmtree(str(tmp_path / "tree"))
     assert os.listdir(tmp_path) == []
+
+
+def test_a_directory_gone_or_moved_meanwhile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subdirectory removed by someone else is no error; one moved away stops the walk (with
+    ignore_errors quietly), and nothing outside the tree is touched."""
+    import sandboxer.rmtree as rm
+
+    (tmp_path / "t" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "t" / "gone").mkdir()
+    real_open = os.open
+
+    def vanishing(path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if path == "gone":
+            os.rmdir("gone", dir_fd=dir_fd)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(rm.os, "open", vanishing)
+    rmtree(str(tmp_path / "t"))
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+    (tmp_path / "t" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "t" / "a" / "b" / "f").write_text("x")
+    (tmp_path / "away").mkdir()
+
+    def moving(path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        if path == "b":  # inside t/a/b now: move t/a out of the tree
+            os.rename(tmp_path / "t" / "a", tmp_path / "away" / "a")
+        return fd
+
+    monkeypatch.setattr(rm.os, "open", moving)
+    rmtree(str(tmp_path / "t"), ignore_errors=True)
+    monkeypatch.undo()
+    assert os.path.isdir(tmp_path / "away" / "a")  # not followed out: the walk stopped

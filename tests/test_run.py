@@ -11,7 +11,9 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import SANDBOXER, needs_subids, sandboxer, sh, state_entries
@@ -46,6 +48,35 @@ def test_the_run_path_imports_nothing_it_does_not_need() -> None:
                               env=env, capture_output=True, text=True, timeout=60)
     assert bare.returncode == 0 and bare.stdout == "bare\n", bare.stderr
     assert bare.stderr.strip() == "", bare.stderr
+
+
+def test_an_exception_in_the_callers_wait_ends_the_sandbox() -> None:
+    """A caller that keeps its own signals (a build: forward_signals=False) and is interrupted while it
+    waits — in the status read, where a sandbox without pump or deadline waits — kills the sandbox and
+    reaps its set-up process before the exception goes on; the sandbox ran on, its state released."""
+    code = f"""
+import os, signal, subprocess, sys
+from sandboxer.sandbox import SandboxOptions, run
+def interrupt(sig, frame):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGALRM, interrupt)
+signal.alarm(2)
+try:
+    run(SandboxOptions(command=["sleep", "3333.{os.getpid()}"]), forward_signals=False)
+except KeyboardInterrupt:
+    pass
+children = subprocess.run(["ps", "--ppid", str(os.getpid()), "-o", "pid="], capture_output=True, text=True)
+everything = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+print("children:", len(children.stdout.split()) - 1, "sleeping:", "sleep 3333.{os.getpid()}" in everything.split("\\n"))
+"""
+    before = set(state_entries())
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    # while the caller still lives: no child left but ps itself, and the workload gone
+    assert done.stdout.strip() == "children: 0 sleeping: False", (done.stdout, done.stderr)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"sleep 3333.{os.getpid()}" not in ps.splitlines()
+    assert set(state_entries()) == before
 
 
 def test_hostname_option_and_env() -> None:

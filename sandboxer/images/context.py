@@ -126,7 +126,8 @@ class BuildContext:
             st = os.stat(real)
         except OSError as e:
             raise ContextError(f"{what}: cannot read {rel}: {e.strerror}") from None
-        entries = self._walk(real, "" if rel == "." else rel, what) if stat.S_ISDIR(st.st_mode) else []
+        # entries are checked against the ignore rules where they are, not under a link's name
+        entries = self._walk(real, "" if real_rel == "." else real_rel, what) if stat.S_ISDIR(st.st_mode) else []
         if stat.S_ISREG(st.st_mode) and not os.access(real, os.R_OK):
             raise ContextError(f"{what}: cannot read {rel}: permission denied")
         return Source(rel, real, st, entries)

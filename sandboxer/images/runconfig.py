@@ -53,7 +53,7 @@ class ImageAccounts:
 
     def _entries(self, name: str) -> list[list[str]]:
         text = read_image_file(self._lowers, f"/etc/{name}") or ""
-        return [line.split(":") for line in text.splitlines() if line.count(":") >= 2]
+        return [line.split(":") for line in text.split("\n") if line.count(":") >= 2]  # \n only, as libc
 
     def user(self, name: str) -> tuple[int, int, str] | None:
         for fields in self._entries("passwd"):

@@ -74,9 +74,10 @@ class SignalProxy:
 
     Installed before the fork, so a signal that arrives during set-up is
     held and delivered as soon as PID 1 exists, never lost and never fatal
-    to us while the sandbox lives.  The same signal a second time before
-    then (a set-up that hangs) raises KeyboardInterrupt: the caller kills
-    what it started and exits 130.
+    to us while the sandbox lives.  Ctrl-C a second time before then (a
+    set-up that hangs) raises KeyboardInterrupt: the caller kills what it
+    started and exits 130.  Only SIGINT: a supervisor sent SIGTERM twice
+    (stop, then stop again) must still hand both to its PID 1.
     """
 
     def __init__(self) -> None:
@@ -87,7 +88,7 @@ class SignalProxy:
     def _handle(self, sig: int, _frame: object) -> None:
         # the sandbox is a session of its own, out of the terminal's reach: Ctrl-C comes through us
         if self.pid is None:
-            if sig in self.pending:  # asked twice while the set-up is stuck: give up on it
+            if sig == signals.SIGINT and sig in self.pending:  # Ctrl-C twice while the set-up is stuck
                 raise KeyboardInterrupt(signals.name(sig))
             self.pending.append(sig)
         else:
