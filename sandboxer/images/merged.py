@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
 
 from ..errors import SandboxerError
 from ..storage.whiteouts import is_opaque, is_whiteout
+from ..symlinks import follow_links
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["MergedView", "ImagePathError", "read_image_file"]
-
-_MAX_SYMLINKS = 40
 
 
 class ImagePathError(SandboxerError):
@@ -61,31 +63,19 @@ class MergedView:
 
     def resolve(self, path: str, follow_last: bool = True) -> list[str]:
         """The components of ``path`` with every symlink resolved inside the image (``..`` stops at /)."""
-        todo = [p for p in path.split("/") if p not in ("", ".")]
-        done: list[str] = []
-        hops = 0
-        while todo:
-            part = todo.pop(0)
-            if part == "..":
-                if done:
-                    done.pop()
-                continue
+        def link_at(done: list[str], part: str, last: bool) -> str | None:
             found = self.lookup([*done, part])
-            if found is not None and stat.S_ISLNK(found[1].st_mode) and (todo or follow_last):
-                hops += 1
-                if hops > _MAX_SYMLINKS:
-                    raise ImagePathError(f"too many levels of symbolic links in {path}",
-                                         hint="the image's symbolic links go round in a loop")
-                target = os.readlink(found[0])
-                if target.startswith("/"):
-                    done = []
-                todo = [p for p in target.split("/") if p not in ("", ".")] + todo
-                continue
-            if found is not None and todo and not stat.S_ISDIR(found[1].st_mode):
+            if found is None:
+                return None
+            if stat.S_ISLNK(found[1].st_mode) and (not last or follow_last):
+                return os.readlink(found[0])
+            if not last and not stat.S_ISDIR(found[1].st_mode):
                 raise ImagePathError(f"/{'/'.join([*done, part])} is not a directory in the image",
                                      hint="give a path whose parents are directories in the image")
-            done.append(part)
-        return done
+            return None
+
+        return follow_links(path, link_at, lambda: ImagePathError(
+            f"too many levels of symbolic links in {path}", hint="the image's symbolic links go round in a loop"))
 
 
 def read_image_file(lowers: Sequence[str], path: str, limit: int = 1 << 20) -> str | None:

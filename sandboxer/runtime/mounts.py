@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from .. import syscalls as sc
 from ..errors import SetupError
+from ..symlinks import follow_links
 
 __all__ = [
     "MASKED_PATHS", "READONLY_PATHS", "MountSpec", "parse_options", "secure_join", "mount_all", "setup_dev",
@@ -118,27 +119,13 @@ def secure_join(root: str, path: str) -> str:
     A link that climbs out with ``..`` or points at an absolute path stays
     inside ``root``; missing components are kept as they are (to be created).
     """
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
+    def link_at(done: list[str], part: str, _last: bool) -> str | None:
         try:
-            target = os.readlink(candidate)
-        except OSError:
-            resolved.append(part)
-            continue
-        hops += 1
-        if hops > 40:
-            raise OSError(errno.ELOOP, f"too many symlinks under {path}", path)
-        if target.startswith("/"):
-            resolved = []
-        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            return os.readlink(os.path.join(root, *done, part))
+        except OSError:  # no link (or nothing) there: kept as it is
+            return None
+
+    resolved = follow_links(path, link_at, lambda: OSError(errno.ELOOP, f"too many symlinks under {path}", path))
     return os.path.join(root, *resolved)
 
 
