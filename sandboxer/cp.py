@@ -176,6 +176,7 @@ def _check_path(directory: str, name: str, what: str) -> None:
 def _in_sandbox(record: dict[str, Any], inside: Callable[[int], int], outside: Callable[[int], object],
                 to_sandbox: bool) -> None:
     """Run ``inside(fd)`` as the sandbox's root in its namespaces and ``outside(fd)`` here, joined by a pipe."""
+    from .runtime import sync
     from .runtime.enter import ExecOptions, enter
 
     if record["status"] != "running" or "exec" not in record:
@@ -183,7 +184,7 @@ def _in_sandbox(record: dict[str, Any], inside: Callable[[int], int], outside: C
                          hint="cp needs a running sandbox (its files live as long as it does)")
     r, w = os.pipe2(os.O_CLOEXEC)
     ours, theirs = (w, r) if to_sandbox else (r, w)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)  # the worker's error, if any: "message<TAB>hint"
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)  # the worker's error, if any, as a set-up error message
     open_fds = {r, w}  # each end is closed exactly once, here or by the side that owns it
 
     def worker() -> int:
@@ -192,10 +193,7 @@ def _in_sandbox(record: dict[str, Any], inside: Callable[[int], int], outside: C
         try:
             return inside(theirs)
         except BaseException as e:  # sent back on its own pipe: the message pipe is closed by now
-            text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            where = f": {e.filename}" if isinstance(e, OSError) and e.filename else ""
-            hint = getattr(e, "hint", None) or ""
-            os.write(err_w, f"{text}{where}\t{hint}".replace("\n", " ").encode()[:4000])
+            sync.send_error(err_w, e, "in the sandbox")
             return 1
 
     def here() -> None:
@@ -214,11 +212,12 @@ def _in_sandbox(record: dict[str, Any], inside: Callable[[int], int], outside: C
         for fd in open_fds:  # the command never started
             os.close(fd)
         os.close(err_w)
-        with os.fdopen(err_r, "rb") as f:
-            reported = f.read(4096).decode(errors="replace")
+        reader = sync.Reader(err_r)
+        reported = reader.recv()
+        reader.close()
     if code != 0:
+        if reported and reported[0] == "error":
+            raise sync.error_from_fields(reported)
         from .errors import SandboxerError
 
-        message, _, hint = reported.partition("\t")
-        raise SandboxerError(f"in the sandbox: {message}" if message else "copy failed inside the sandbox",
-                             hint=hint or None)
+        raise SandboxerError("copy failed inside the sandbox")

@@ -163,9 +163,8 @@ def _parse(line: bytes) -> Record | None:
 
 def _read_file(f: BinaryIO, rest: bytes = b"") -> tuple[list[Record], bytes]:
     """Records of what ``f`` holds from where it is; an incomplete last line is returned for later."""
-    data = rest + f.read()
-    *lines, rest = data.split(b"\n")
-    return [r for r in map(_parse, lines) if r is not None], rest
+    left = [rest]
+    return list(_scan(f, left)), left[0]
 
 
 def _scan(f: BinaryIO, rest: list[bytes]) -> Iterator[Record]:
