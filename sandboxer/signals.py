@@ -20,6 +20,17 @@ else:
         from signal import *  # noqa: F403
 
 
+def send(pid: int, signum: int) -> bool:
+    """``os.kill`` that takes a process already gone for an answer (False), not an error."""
+    import os
+
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def name(signum: int) -> str:
     """``SIGKILL`` for 9; ``signal 77`` for a number no signal has."""
     import signal

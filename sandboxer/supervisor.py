@@ -445,11 +445,7 @@ def signal_process(record: dict[str, Any], which: str, sig: int) -> bool:
     started = record.get("supervisor_start" if which == "supervisor" else "pid_start")
     if not pid or not same_process(pid, started):
         return False
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    return True
+    return signals.send(pid, sig)
 
 
 def inspect(record: dict[str, Any]) -> dict[str, Any]:

@@ -214,7 +214,7 @@ def create(cid: str, bundle: str, *, pid_file: str | None = None, console_socket
         if sandbox is not None:
             sandbox.release()
         if pid:
-            _kill_quietly(pid, signals.SIGKILL)
+            signals.send(pid, signals.SIGKILL)
         if record is not None:  # the container was (partly) set up: runtime-spec "runtime.md" lifecycle
             _run_hooks(record, "poststop", "stopped")  # goes on at "destroy, then poststop hooks"
         remove_tree(path)
@@ -421,7 +421,7 @@ def kill(cid: str, sig: int, all_processes: bool = False) -> None:
     pid = int(record["pid"])
     targets = _pid_namespace_members(pid) if all_processes else [pid]
     for target in targets:
-        _kill_quietly(target, sig)
+        signals.send(target, sig)
 
 
 def _pid_namespace_members(pid: int) -> list[int]:
@@ -438,13 +438,6 @@ def _pid_namespace_members(pid: int) -> list[int]:
             except OSError:
                 pass
     return members
-
-
-def _kill_quietly(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_gone(pid: int, started: int | None, timeout: float) -> bool:
@@ -485,7 +478,7 @@ def delete(cid: str, force: bool = False) -> None:
                              hint=f"stop it first (sandboxer kill {cid} KILL), or use delete --force")
         pid = int(record["pid"])
         if status != "stopped":
-            _kill_quietly(pid, signals.SIGKILL)
+            signals.send(pid, signals.SIGKILL)
             _wait_gone(pid, record.get("pid_start"), 10.0)
         # the supervisor tears the sandbox down (mounts, its state dir) once PID 1 has gone
         if not _wait_gone(int(record["supervisor_pid"]), record.get("supervisor_start"), 10.0):

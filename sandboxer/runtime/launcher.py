@@ -190,18 +190,8 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
     return pid1
 
 
-def _kill_pid1(pid1: int) -> None:
-    try:
-        os.kill(pid1, signals.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signals.SIGKILL)
-    except ProcessLookupError:
-        pass
+    signals.send(pid, signals.SIGKILL)
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:
@@ -222,12 +212,12 @@ def _wait(pid: int, status_r: int, master: int, pid1: int, deadline: float | Non
             pump(status_r, deadline)
         timed_out = deadline is not None and not readable_before(status_r, deadline)
         if timed_out:
-            _kill_pid1(pid1)  # the kernel kills the rest of its namespace
+            signals.send(pid1, signals.SIGKILL)  # the kernel kills the rest of its namespace
         raw = b""
         while chunk := os.read(status_r, 64):  # the wait itself, most of the time
             raw += chunk
     except BaseException:  # our caller's Ctrl-C (a build cancelled), a bug: the sandbox ends with the wait
-        _kill_pid1(pid1)
+        signals.send(pid1, signals.SIGKILL)
         _kill_and_reap(pid)
         raise
     os.waitpid(pid, 0)

@@ -96,10 +96,8 @@ class SignalProxy:
             self._send(sig)
 
     def _send(self, sig: int) -> None:
-        try:
-            os.kill(self.pid, sig)  # type: ignore[arg-type]
-        except ProcessLookupError:
-            pass
+        assert self.pid is not None
+        signals.send(self.pid, sig)
 
     def target(self, pid: int) -> None:
         self.pid = pid
