@@ -43,7 +43,7 @@ from .context import Source
 from .layers import OPAQUE_MARKER, WHITEOUT_PREFIX
 from .merged import MergedView
 
-__all__ = ["LayerWriteError", "MergedView", "CopyJob", "as_mapped_root", "write_upper_diff", "write_copy",
+__all__ = ["LayerWriteError", "CopyJob", "as_mapped_root", "write_upper_diff", "write_copy",
            "write_workdir"]
 
 #: markers of an opaque directory in an upper dir: kernel overlay, fuse-overlayfs
