@@ -149,7 +149,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
                                "pool": _pool(item.config)}
     keep = item.config.getoption("sandbox_keep_failed")
     if keep:
-        options["upper_dir"] = _keep_dir(item)
+        options["upper_dir"], keep_lock = _keep_dir()
     failure = _upfront_failure(config)
     if failure:
         reports = runner.refused(item, nextitem, failure)
@@ -162,7 +162,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         for rep in reports:
             rep.user_properties.append(("sandbox", _describe(isolation)))
     if keep:
-        _keep_or_remove(item, options["upper_dir"], reports)
+        _keep_or_remove(item, options["upper_dir"], keep_lock, reports)
     for rep in reports:
         item.ihook.pytest_runtest_logreport(report=rep)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
@@ -196,26 +196,36 @@ def _describe(isolation: dict[str, object]) -> str:
             f"limits={isolation.get('limits')}")
 
 
-def _keep_dir(item: pytest.Item) -> str:
-    import tempfile
+def _keep_dir() -> tuple[str, int]:
+    """A fresh directory for a test's writable layer, and the lock held on it while the test runs.
 
-    from sandboxer.state import state_root
+    It is ``keep-*`` until the test ends: a session killed meanwhile leaves it unlocked, and the
+    next run's garbage collection removes it (:func:`sandboxer.state.collect_garbage`).  A failed
+    test's becomes ``kept-*``, which nothing collects.
+    """
+    from sandboxer.state import create_locked_dir, state_root
 
-    return tempfile.mkdtemp(prefix="kept-", dir=state_root())
+    path = os.path.join(state_root(), f"keep-{os.urandom(8).hex()}")
+    return path, create_locked_dir(path)
 
 
-def _keep_or_remove(item: pytest.Item, path: str, reports: list[pytest.TestReport]) -> None:
+def _keep_or_remove(item: pytest.Item, path: str, lock: int, reports: list[pytest.TestReport]) -> None:
     """Keep a failed test's writable layer; remove it, or the empty directory of a sandbox that never started."""
-    upper = os.path.join(path, "upper")
-    if any(r.failed for r in reports) and os.path.isdir(upper):
-        item.config.stash[_KEPT_KEY].append((item.nodeid, upper))
-        for rep in reports:
-            if rep.failed:
-                rep.sections.append(("sandbox", f"writable layer kept at {upper}"))
-        return
-    from sandboxer.state import remove_tree
+    try:
+        if any(r.failed for r in reports) and os.path.isdir(os.path.join(path, "upper")):
+            kept = os.path.join(os.path.dirname(path), "kept-" + os.path.basename(path)[len("keep-"):])
+            os.rename(path, kept)
+            upper = os.path.join(kept, "upper")
+            item.config.stash[_KEPT_KEY].append((item.nodeid, upper))
+            for rep in reports:
+                if rep.failed:
+                    rep.sections.append(("sandbox", f"writable layer kept at {upper}"))
+            return
+        from sandboxer.state import remove_tree
 
-    remove_tree(path)
+        remove_tree(path)  # still locked: no other process's garbage collection races us
+    finally:
+        os.close(lock)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -321,7 +321,8 @@ def collect_garbage(root: str | None = None) -> list[str]:
     removed = []
     for entry in os.listdir(root):
         path = os.path.join(root, entry)
-        ours = len(entry) == 64 or entry.startswith("handle-")  # sandboxes, pytest fixture handles
+        # sandboxes; pytest's fixture handles, and writable layers of tests running (keep-, not kept-)
+        ours = len(entry) == 64 or entry.startswith(("handle-", "keep-"))
         if entry.startswith(_BUILDING):  # a creator that died between mkdir and rename
             # its lock is free (a held one keeps it below); with no lock yet it may be an instant old,
             # unless the creator named in it is gone

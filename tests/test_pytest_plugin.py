@@ -780,7 +780,9 @@ def test_coverage_inside_sandboxed_tests_is_measured(pytester: pytest.Pytester) 
     assert "100%" in reports["--sandbox-all"][0]
 
 
-def test_killed_pytest_leaves_nothing_behind(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("keep", [[], ["--sandbox-keep-failed"]], ids=["plain", "keep-failed"])
+def test_killed_pytest_leaves_nothing_behind(pytester: pytest.Pytester, keep: list[str]) -> None:
+    """Also the disk-backed writable layer of --sandbox-keep-failed: the killed test never failed."""
     import signal
     import subprocess
     import sys
@@ -800,7 +802,7 @@ def test_killed_pytest_leaves_nothing_behind(pytester: pytest.Pytester) -> None:
             time.sleep(60)
     """)
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             f"--basetemp={pytester.path / 'bt'}"], cwd=pytester.path,
+                             f"--basetemp={pytester.path / 'bt'}", *keep], cwd=pytester.path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not ready.exists():
