@@ -180,24 +180,65 @@ class StateDir:
 
 
 class Lock:
-    """An exclusive ``flock`` on ``path`` (created if missing) for the length of a ``with`` block."""
+    """An exclusive ``flock`` on ``path`` (created if missing) for the length of a ``with`` block.
 
-    __slots__ = ("path", "fd")
+    With ``transient``, the file is removed as the block ends, still locked: a lock per object being
+    made (a blob, a layer) leaves nothing behind.  That is safe because every holder checks, once
+    locked, that ``path`` is still the file it locked — a waiter that locked a removed one tries again.
+    """
 
-    def __init__(self, path: str) -> None:
+    __slots__ = ("path", "fd", "transient")
+
+    def __init__(self, path: str, transient: bool = False) -> None:
         self.path = path
         self.fd = -1
+        self.transient = transient
 
     def __enter__(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(self.fd)
-            raise
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _is_file_at(fd, self.path):
+                    self.fd = fd
+                    return
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # its holder removed it while we waited: lock the one there now
 
     def __exit__(self, *_exc: object) -> None:
+        if self.transient:
+            unlink_quiet(self.path)
         os.close(self.fd)  # closing the last descriptor releases the lock
+
+
+def remove_free_lock(path: str) -> bool:
+    """Remove the transient :class:`Lock` file ``path`` if no one holds it (one a killed holder left)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        if _is_file_at(fd, path):
+            unlink_quiet(path)
+            return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def _is_file_at(fd: int, path: str) -> bool:
+    try:
+        at = os.stat(path)
+    except FileNotFoundError:
+        return False
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (at.st_dev, at.st_ino)
 
 
 def unlink_quiet(path: str) -> None:

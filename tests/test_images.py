@@ -129,7 +129,8 @@ def test_a_failed_import_leaves_nothing_in_the_store(store: Path, tmp_path: Path
     s = Store()
 
     def contents() -> dict[str, list[str]]:
-        return {sub: sorted(os.listdir(os.path.join(s.root, sub))) for sub in ("blobs/sha256", "layers", "tmp")}
+        subs = ("blobs/sha256", "layers", "tmp", "locks")
+        return {sub: sorted(os.listdir(os.path.join(s.root, sub))) for sub in subs}
 
     before = contents()
     bad = tmp_path / "not-a-tar"
@@ -234,6 +235,57 @@ def test_prune_removes_what_killed_writers_left_in_staging(store: Path) -> None:
         live.wait()
     sandboxer("image", "prune", check=True)
     assert not writing.exists()
+
+
+def test_transient_lock_files_go_and_a_waiter_locks_the_new_one(tmp_path: Path) -> None:
+    """A per-object lock's file is removed by its holder; whoever was waiting on that file then
+    locks the one at the path (never the removed one, alongside a third process)."""
+    import threading
+    import time
+
+    from sandboxer.state import Lock
+
+    path = str(tmp_path / "layer-x.lock")
+    held = []
+    first = Lock(path, transient=True)
+    first.__enter__()
+
+    def wait_then_hold() -> None:
+        with Lock(path, transient=True):
+            held.append(os.path.exists(path))  # the file it holds is the one at the path
+            time.sleep(0.2)
+
+    waiter = threading.Thread(target=wait_then_hold)
+    waiter.start()
+    time.sleep(0.1)  # the waiter has opened the first file and blocks on it
+    first.__exit__()
+    while not held:
+        time.sleep(0.01)
+    third = Lock(path, transient=True)
+    started = time.monotonic()
+    with third:  # must wait for the waiter: both on the file now at the path
+        assert time.monotonic() - started > 0.1
+    waiter.join()
+    assert held == [True]
+    assert not os.path.exists(path)
+
+
+def test_prune_removes_lock_files_killed_holders_left(store: Path) -> None:
+    import fcntl
+
+    locks = store / "data" / "locks"
+    left = locks / f"layer-{'d' * 64}.lock"
+    left.write_bytes(b"")
+    busy = locks / f"blob-{'e' * 64}.lock"
+    fd = os.open(busy, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a pull under way
+        sandboxer("image", "prune", check=True)
+        assert not left.exists() and busy.exists()
+    finally:
+        os.close(fd)
+    sandboxer("image", "prune", check=True)
+    assert not busy.exists()
 
 
 @needs_subids

@@ -31,7 +31,7 @@ def ensure_image(name: str, when: str = "missing", *, platform: str | None = Non
     if when == "never" or (when == "missing" and _in_store(store, name)):
         return
     ref = parse_reference(name)
-    with store.lock(f"pull-{ref.familiar.replace('/', '_')}"):
+    with store.lock(f"pull-{ref.familiar.replace('/', '_')}", transient=True):
         if when == "missing" and _in_store(store, name):
             return  # pulled by whoever held the lock
         from .registry import RegistryError, pull  # httpx: only when a pull really happens

@@ -316,7 +316,7 @@ class Registry:
     def _download(self, ref: Reference, store: Store, digest: str, size: int, progress: Progress | None) -> str:
         """Under the blob's lock, so parallel pullers wait for the first; retried when the connection
         breaks, never on a digest or size mismatch (a :class:`StoreError`): the same bytes would come."""
-        with store.lock(f"blob-{digest.removeprefix('sha256:')}"):
+        with store.lock(f"blob-{digest.removeprefix('sha256:')}", transient=True):
             if store.has_blob(digest, size):
                 return "fetched by another process"
             for attempt in range(_RETRIES + 1):

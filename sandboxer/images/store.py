@@ -7,7 +7,7 @@ Layout under the store root (``$SANDBOXER_DATA_DIR``, else
     layers/<hex>/        one layer unpacked, by diff-id (sha256 of its uncompressed tar)
     index.json           {"images": {"<domain>/<path>:<tag>": "sha256:<manifest digest>"}}
     tmp/                 staging: everything is written here, fsynced, then renamed into place
-    locks/               lock files (flock): the index, and one per blob and layer being made
+    locks/               lock files (flock): the index's, and one per blob, layer or pull under way
 
 Why it is safe with many processes (8 pytest-xdist workers starting the
 same image): a blob or layer is made under its own lock, and whoever gets
@@ -25,7 +25,7 @@ import sys
 
 from .. import jsonc
 from ..errors import SandboxerError, UsageError
-from ..state import Lock, unlink_quiet
+from ..state import Lock, remove_free_lock, unlink_quiet
 from .reference import Reference, parse_reference
 
 TYPE_CHECKING = False
@@ -122,15 +122,16 @@ class Store:
 
     # -- locks and atomic writes ------------------------------------------
 
-    def lock(self, name: str = "index") -> Lock:
-        """An exclusive ``flock`` on ``locks/<name>.lock`` while in a ``with`` block.
+    def lock(self, name: str = "index", transient: bool = False) -> Lock:
+        """An exclusive ``flock`` on ``locks/<name>.lock`` while in a ``with`` block; ``transient``
+        for a lock on one object being made (a blob, a layer): its file goes as the block ends.
 
         flock is what filelock does on Linux; importing filelock costs ~50 ms,
         more than the rest of ``sandboxer run IMAGE``.  Each acquisition opens
         its own file description, so threads of one process exclude each
         other too, and a crashed holder's lock goes with its process.
         """
-        return Lock(os.path.join(self.root, "locks", f"{name}.lock"))
+        return Lock(os.path.join(self.root, "locks", f"{name}.lock"), transient)
 
     def _staging(self, prefix: str) -> str:
         return os.path.join(self.root, "tmp", f"{prefix}-{os.getpid()}-{os.urandom(6).hex()}")
@@ -248,7 +249,7 @@ class Store:
         final = self.layer_path(diff_id)
         if os.path.isdir(final):
             return final
-        with self.lock(f"layer-{_hex(diff_id)}"):
+        with self.lock(f"layer-{_hex(diff_id)}", transient=True):
             if os.path.isdir(final):
                 return final
             actual = diff_id_of(self.blob_path(blob_digest))
@@ -387,6 +388,10 @@ class Store:
                     _remove_any_owner(os.path.join(layer_dir, h))
                     removed_layers.append(f"sha256:{h}")
             self._remove_stale_staging()
+            locks = os.path.join(self.root, "locks")
+            for entry in os.listdir(locks):  # per-object locks their holders were killed holding
+                if entry.startswith(("blob-", "layer-", "pull-")):
+                    remove_free_lock(os.path.join(locks, entry))
         return removed_blobs, removed_layers
 
     def _referenced(self) -> tuple[set[str], set[str]]:
