@@ -7,7 +7,8 @@ a stranger that reused the number.
 
 from __future__ import annotations
 
-__all__ = ["start_time", "state", "status", "same_process", "pid_namespace_members", "describe", "printable", "cgroup"]
+__all__ = ["start_time", "state", "status", "same_process", "writer_gone", "pid_namespace_members", "describe",
+           "printable", "cgroup"]
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -35,6 +36,20 @@ def same_process(pid: int, started: int | None) -> bool:
     """``pid`` is still the process that started at ``started`` and has not exited (a zombie has)."""
     fields = _stat_fields(pid)
     return len(fields) > 19 and fields[0] not in ("Z", "X") and (started is None or int(fields[19]) == started)
+
+
+def writer_gone(pid: int, age: float) -> bool:
+    """The process ``pid`` named in a file it was writing, last written ``age`` seconds ago, is gone:
+    no process has that PID, or the one that has it started after that write (the PID was reused),
+    so it cannot be the writer."""
+    import os
+    import time
+
+    started = start_time(pid)
+    if started is None:
+        return True
+    running_for = time.clock_gettime(time.CLOCK_BOOTTIME) - started / os.sysconf("SC_CLK_TCK")
+    return running_for < age - 1.0  # a second's slack for the clock-tick rounding of the start time
 
 
 def status(pid: int) -> dict[str, str]:

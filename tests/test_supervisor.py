@@ -911,12 +911,21 @@ def test_a_state_dir_abandoned_mid_creation_is_collected_at_once() -> None:
     dead.wait()
     orphan = os.path.join(state_root(), f".building-{os.urandom(32).hex()}.{dead.pid}")
     os.mkdir(orphan)  # no lock yet, but the creator it names is gone: killed before locking
+    live = subprocess.Popen(["sleep", "60"])
+    creating = os.path.join(state_root(), f".building-{os.urandom(32).hex()}.{live.pid}")
+    os.mkdir(creating)  # its creator lives: kept
+    reused = os.path.join(state_root(), f".building-{os.urandom(32).hex()}.{live.pid}")
+    os.mkdir(reused)
+    os.utime(reused, (time.time() - 10, time.time() - 10))  # made before its PID's process started, in the grace
     try:
         collect_garbage()
-        assert not os.path.exists(building) and os.path.exists(fresh)
-        assert not os.path.exists(orphan)
+        assert not os.path.exists(building) and os.path.exists(fresh) and os.path.exists(creating)
+        assert not os.path.exists(orphan) and not os.path.exists(reused)
     finally:
+        live.kill()
+        live.wait()
         os.rmdir(fresh)
+        os.rmdir(creating)
 
 
 def test_a_record_write_cut_short_by_sigkill_is_cleaned_up() -> None:

@@ -573,20 +573,11 @@ def diff_id_of(blob_path: str) -> str:
 
 def _writer_gone(entry: str, age: float) -> bool:
     """The process named in a staging entry ``PREFIX-PID-HEX`` (:meth:`Store._staging`) no longer writes
-    it: no process has that PID, or the one that has it started after the entry was last written to
-    (the PID was reused), so it cannot be the writer.  Entries named otherwise are not judged here."""
-    import time
-
-    from ..procfs import start_time
+    it (:func:`sandboxer.procfs.writer_gone`).  Entries named otherwise are not judged here."""
+    from ..procfs import writer_gone
 
     parts = entry.rsplit("-", 2)
-    if len(parts) != 3 or not parts[1].isdecimal():
-        return False
-    started = start_time(int(parts[1]))
-    if started is None:
-        return True
-    running_for = time.clock_gettime(time.CLOCK_BOOTTIME) - started / os.sysconf("SC_CLK_TCK")
-    return running_for < age - 1.0  # a second's slack for the clock-tick rounding of the start time
+    return len(parts) == 3 and parts[1].isdecimal() and writer_gone(int(parts[1]), age)
 
 
 def layers_in_use() -> set[str]:
