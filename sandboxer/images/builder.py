@@ -331,8 +331,7 @@ class _Builder:
         try:
             self.store.ensure_layer(layer.diff_id, layer.digest)
         except LayerError as e:
-            problem = e.message.split(": ", 1)[1] if e.message.startswith("layer ") else e.message
-            raise BuildError(f"the layer this step made cannot be used: {problem}",
+            raise BuildError(f"the layer this step made cannot be used: {e.problem}",
                              hint="an image layer cannot hold this; change the step (nothing was cached)") from None
 
     def _image(self) -> Image:

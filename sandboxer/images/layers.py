@@ -62,7 +62,12 @@ CORRUPT_HINT = "the layer blob is damaged or truncated; remove the image and pul
 
 
 class LayerError(SandboxerError):
-    """A layer could not be unpacked; the message names the layer and the member."""
+    """A layer could not be unpacked; the message names the layer and the member, ``problem`` says
+    what was wrong without naming the layer (for a caller that names it its own way)."""
+
+    def __init__(self, message: str, hint: str | None = None, problem: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.problem = problem or message
 
 
 @dataclass
@@ -103,7 +108,7 @@ def apply_layer(src: str, dest: str, *, label: str = "") -> LayerStats:
     finally:
         os.close(src_fd)
     if "error" in record:
-        raise LayerError(f"layer {name}: {record['error']}", hint=record.get("hint") or None)
+        raise LayerError(f"layer {name}: {record['error']}", hint=record.get("hint") or None, problem=record["error"])
     return LayerStats(**record["stats"])
 
 
