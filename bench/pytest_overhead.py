@@ -16,7 +16,10 @@ One generated suite of N trivial tests runs, interleaved round-robin for
 * ``bare -n2``     ``pytest -n 2`` (xdist's own start-up, for reference)
 
 Each mode's median wall time gives its per-test overhead against bare,
-``(T_mode - T_bare) / N``.  The targets line checks the plugin's goals:
+``(T_mode - T_bare) / N``; its CPU time (user + system, of pytest and every
+process it waited for) per test, and the cores it kept busy (CPU / wall),
+show where that time goes: a mode that already keeps most of the machine's
+cores busy with one worker cannot be sped up much by ``-n 2``.  The targets line checks the plugin's goals:
 sandboxed overhead <= 15 ms per test, <= 2x pytest-forked's, and ``-n 2``
 at least 1.7x faster than one worker.  pytest-forked 1.6 does not work with
 pytest 9 (it breaks in report serialisation); a mode that fails shows its
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -55,21 +59,29 @@ def write_suite(root: Path, count: int) -> None:
     (root / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
 
 
-def run_mode(root: Path, args: list[str], count: int) -> tuple[float | None, str]:
-    """Wall time of one pytest run, or None and the reason it failed."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_mode(root: Path, args: list[str], count: int) -> tuple[float | None, float, str]:
+    """Wall and CPU time of one pytest run, or None and the reason it failed."""
     cmd = [sys.executable, "-m", "pytest", "-q", *args]
+    cpu = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
+    cpu = _children_cpu() - cpu
     if proc.returncode != 0 or f"{count} passed" not in proc.stdout:
         lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
         errors = [line for line in lines if "Error" in line or "error" in line]
-        return None, (errors or lines or ["no output"])[-1][:160]
-    return elapsed, ""
+        return None, 0.0, (errors or lines or ["no output"])[-1][:160]
+    return elapsed, cpu, ""
 
 
 def benchmark(count: int, rounds: int, warmup: int) -> dict[str, dict[str, object]]:
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    cpus: dict[str, list[float]] = {mode: [] for mode in MODES}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="sandboxer-bench-") as tmp:
         root = Path(tmp)
@@ -78,17 +90,19 @@ def benchmark(count: int, rounds: int, warmup: int) -> dict[str, dict[str, objec
             for mode, args in MODES.items():
                 if mode in errors:
                     continue
-                elapsed, error = run_mode(root, args, count)
+                elapsed, cpu, error = run_mode(root, args, count)
                 if elapsed is None:
                     errors[mode] = error
                 elif i >= warmup:
                     times[mode].append(elapsed)
+                    cpus[mode].append(cpu)
     out: dict[str, dict[str, object]] = {}
     for mode in MODES:
         if mode in errors:
             out[mode] = {"error": errors[mode]}
         else:
-            out[mode] = {"median_s": statistics.median(times[mode]), "runs": times[mode]}
+            out[mode] = {"median_s": statistics.median(times[mode]), "runs": times[mode],
+                         "cpu_s": statistics.median(cpus[mode]), "cpu_runs": cpus[mode]}
     return out
 
 
@@ -118,7 +132,7 @@ def targets(results: dict[str, dict[str, object]], count: int) -> dict[str, str]
 def table(results: dict[str, dict[str, object]], count: int) -> str:
     forked = overhead_ms(results, "forked", count)
     rows = [f"{count} trivial tests, median of the rounds; overhead is per test, against bare", "",
-            f"{'mode':<14} {'wall s':>8} {'overhead ms/test':>17} {'vs forked':>10}"]
+            f"{'mode':<14} {'wall s':>8} {'overhead ms/test':>17} {'vs forked':>10} {'cpu ms/test':>12} {'cores':>6}"]
     for mode, res in results.items():
         if "error" in res:
             rows.append(f"{mode:<14} failed: {res['error']}")
@@ -126,9 +140,17 @@ def table(results: dict[str, dict[str, object]], count: int) -> str:
         over = overhead_ms(results, mode, count)
         ratio = f"{over / forked:.2f}x" if over is not None and forked and mode != "bare" else "-"
         over_text = "-" if mode == "bare" or over is None else f"{over:.2f}"
-        rows.append(f"{mode:<14} {res['median_s']:>8.2f} {over_text:>17} {ratio:>10}")
+        wall, cpu = float(res["median_s"]), float(res["cpu_s"])  # type: ignore[arg-type]
+        rows.append(f"{mode:<14} {wall:>8.2f} {over_text:>17} {ratio:>10} {cpu / count * 1000:>12.1f} "
+                    f"{cpu / wall:>6.2f}")
     tg = targets(results, count)
     rows += ["", "TARGETS: " + "; ".join(f"{k}: {v}" for k, v in tg.items())]
+    one = results["sandbox"]
+    if "cpu_s" in one:  # -n 2 can at best spread the same CPU time over the cores one worker leaves idle
+        busy = float(one["cpu_s"]) / float(one["median_s"])  # type: ignore[arg-type]
+        cores = os.cpu_count() or 1
+        rows.append(f"one sandboxed worker keeps {busy:.2f} of {cores} cores busy: "
+                    f"-n 2 can be at most {min(2.0, cores) / max(busy, 1.0):.2f}x faster here")
     return "\n".join(rows)
 
 
