@@ -152,25 +152,39 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         options["upper_dir"], keep_lock = _keep_dir()
     failure = _upfront_failure(config)
     if failure:
-        reports = runner.refused(item, nextitem, failure)
-        isolation: dict[str, object] = {}
-        interrupt = None
+        outcome = runner.Outcome(runner.refused(item, failure), {}, None)
     else:
-        reports, isolation, interrupt = runner.run_item(item, nextitem, config, options)
-    if isolation:
-        item.config.stash[_ISOLATION_KEY][item.nodeid] = isolation
-        for rep in reports:
-            rep.user_properties.append(("sandbox", _describe(isolation)))
+        outcome = runner.run_item(item, nextitem, config, options)
+    reports, isolation = outcome.reports, outcome.isolation
+    # set-up and call first, as pytest logs them before its teardown: -x and --maxfail decide there
+    # whether the session stops, and if it does the wider scopes are torn down now (their errors are
+    # this test's), not after the session (where nothing would report them)
+    for rep in reports:
+        if rep.when != "teardown":
+            _log(item, rep, isolation)
+    if not outcome.torn_down:
+        stopping = item.session.shouldfail or item.session.shouldstop
+        runner.teardown_outside(item, None if stopping else nextitem, reports)
     if keep:
         _keep_or_remove(item, options["upper_dir"], keep_lock, reports)
     for rep in reports:
-        item.ihook.pytest_runtest_logreport(report=rep)
+        if rep.when == "teardown":
+            _log(item, rep, isolation)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    if isolation:
+        item.config.stash[_ISOLATION_KEY][item.nodeid] = isolation
+    interrupt = outcome.interrupt
     if interrupt is not None:  # the test called pytest.exit() or got Ctrl-C: stop the session, as bare
         if interrupt["exit"]:
             raise pytest.exit.Exception(interrupt["msg"], interrupt["returncode"])
         raise KeyboardInterrupt
     return True
+
+
+def _log(item: pytest.Item, rep: pytest.TestReport, isolation: dict[str, object]) -> None:
+    if isolation:
+        rep.user_properties.append(("sandbox", _describe(isolation)))
+    item.ihook.pytest_runtest_logreport(report=rep)
 
 
 def _pool(config: pytest.Config) -> Any:

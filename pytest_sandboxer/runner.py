@@ -38,7 +38,7 @@ from sandboxer.syscalls import close_inherited
 
 from .options import SandboxConfig
 
-__all__ = ["Outcome", "run_item", "isolation_facts", "missing_isolation"]
+__all__ = ["Outcome", "run_item", "teardown_outside", "refused", "isolation_facts", "missing_isolation"]
 
 #: directories the sandbox replaces with fresh tmpfs mounts; paths under them
 #: that a test needs (its virtualenv, rootdir, basetemp) are bound in
@@ -177,7 +177,9 @@ class _Channel:
         self.fd = fd
 
     def send(self, kind: str, value: object) -> None:
-        view = memoryview(json.dumps({kind: value}).encode() + b"\n")
+        # what JSON cannot hold (an object a plugin hung on a report) travels as its str(), as JUnit
+        # XML shows it anyway, rather than failing the test
+        view = memoryview(json.dumps({kind: value}, default=str).encode() + b"\n")
         while view:
             view = view[os.write(self.fd, view):]
 
@@ -212,11 +214,15 @@ def _intercept_logreport(item: pytest.Item, channel: _Channel) -> None:
 
     def hookexec(hook_name: str, hook_impls: Sequence[Any], caller_kwargs: Mapping[str, object],
                  firstresult: bool) -> object:
+        __tracebackhide__ = True  # in every hook's stack now: never in a test's traceback
         if hook_name != "pytest_runtest_logreport":
             return inner(hook_name, hook_impls, caller_kwargs, firstresult)
         report: Any = caller_kwargs["report"]
         # plugins that keep per-test state here (subtests' failure count) settle the outcome now
         config.hook.pytest_report_teststatus(report=report, config=config)
+        # record_property values JSON would change (a tuple into a list) go as JUnit XML writes them
+        report.user_properties = [(name, v if isinstance(v, (str, int, float, bool, type(None))) else str(v))
+                                  for name, v in report.user_properties]
         channel.send("report", config.hook.pytest_report_to_serializable(config=config, report=report))
         return []
 
@@ -227,8 +233,8 @@ def _child(item: pytest.Item, config: SandboxConfig, out_fd: int, parent_ns: dic
     """Step 2, inside the sandbox.  Returns the exit status.
 
     Records, in order: ``isolation`` (from then on, a crash is the test's
-    set-up's), the reports, ``junitxml``, and ``warnings`` last (the child
-    got to the end) — or ``refused`` instead of the test, when it lacks the
+    set-up's), the reports, ``junitxml``, ``coverage`` (under pytest-cov),
+    and ``warnings`` last (the child got to the end) — or ``refused`` instead of the test, when it lacks the
     isolation it requires: it must not run without it.
     """
     os.environ.update(config.env)
@@ -251,8 +257,8 @@ def _child(item: pytest.Item, config: SandboxConfig, out_fd: int, parent_ns: dic
                                    "returncode": getattr(e, "returncode", None)})
         caught = []
     channel.send("junitxml", junit.recorded())
-    channel.send("warnings", [_warning_to_json(w) for w in caught])
-    _save_coverage()
+    _send_coverage(channel)
+    channel.send("warnings", [_warning_to_json(w) for w in caught])  # the last record: the child got to the end
     return 0
 
 
@@ -320,26 +326,33 @@ def _rebuild_warning(name: str, text: str) -> Warning:
     return UserWarning(f"{qualname}: {text}")
 
 
-def _save_coverage() -> None:
-    """Write this child's coverage data where the parent's combine() finds it."""
-    cov_module = sys.modules.get("coverage")
-    if cov_module is None:
-        return
-    cov = cov_module.Coverage.current()
+def _current_coverage() -> Any:
+    cov_module = sys.modules.get("coverage")  # never imported just for this
+    return cov_module.Coverage.current() if cov_module is not None else None
+
+
+def _send_coverage(channel: _Channel) -> None:
+    """This child's coverage data, for the parent to write where its combine() finds it: the data
+    file's directory (the project's, often) is not the sandbox's to write."""
+    cov = _current_coverage()
     if cov is None:
         return
+    import binascii
+
     cov.stop()
-    cov._data_suffix = f"sandbox.{os.getpid()}.{os.urandom(4).hex()}"  # parallel-mode file name
-    cov.save()
+    channel.send("coverage", binascii.b2a_base64(cov.get_data().dumps(), newline=False).decode())
 
 
-def _coverage_dirs() -> list[str]:
-    cov_module = sys.modules.get("coverage")
-    cov = cov_module.Coverage.current() if cov_module else None
+def _write_coverage(encoded: str) -> None:
+    """A child's coverage data as a parallel-mode data file (``.coverage.sandbox.PID.HEX``) beside ours."""
+    cov = _current_coverage()
     if cov is None:
-        return []
-    data_file = cov.get_data().data_filename()
-    return [os.path.dirname(os.path.abspath(data_file))]
+        return
+    import binascii
+
+    data = sys.modules["coverage"].CoverageData(basename=os.path.abspath(cov.config.data_file),
+                                                suffix=f"sandbox.{os.getpid()}.{os.urandom(4).hex()}")
+    data.loads(binascii.a2b_base64(encoded))  # written to disk as it loads
 
 
 _When = Literal["setup", "call", "teardown"]
@@ -401,24 +414,28 @@ class Outcome(NamedTuple):
     reports: list[pytest.TestReport]
     isolation: dict[str, object]  #: what the child read from the kernel; empty if it never reported
     interrupt: dict[str, Any] | None  #: a ``pytest.exit`` or Ctrl-C inside the test, to raise again
+    torn_down: bool = False  #: its wider scopes too (pytest's own protocol ran): see :func:`teardown_outside`
 
 
 def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxConfig,
              options: dict[str, Any]) -> Outcome:
-    """Steps 1-3 for one item."""
+    """Steps 1-3 for one item, but for the wider scopes' teardown (:func:`teardown_outside`), which
+    waits until the set-up and call reports are logged: they decide whether the session stops."""
     from sandboxer import SandboxOptions, Volume, run
     from sandboxer.pool import poolable
 
-    if not _setup_outside(item):
-        return Outcome(runtestprotocol(item, log=False, nextitem=nextitem), {}, None)
+    if not _setup_outside(item):  # pytest's own protocol reports it, and logs as it goes (-x sees it)
+        runtestprotocol(item, log=True, nextitem=nextitem)
+        return Outcome([], {}, None, torn_down=True)
 
     basetemp = item.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
     image = config.image is not None
     read_only_paths = [*_python_paths(image), str(item.config.rootpath), os.getcwd()]
     # pytest's own temporary area is scratch space by definition: writable, like tmp_path
     scratch = [str(basetemp), *(str(p) for p in basetemp.parents if p.name == f"pytest-of-{_user()}")]
-    # in an image, the test's own Python (stdlib, virtualenv, sys.path) is bound in read-only
-    writable = needed_binds([*scratch, *_coverage_dirs()], everywhere=image)
+    # writable binds wherever they are (the overlay would swallow writes); in an image, the test's
+    # own Python (stdlib, virtualenv, sys.path) is bound in read-only
+    writable = needed_binds(scratch, everywhere=True)
     volumes = [Volume(p, p, False) for p in writable]
     volumes += [Volume(p, p, True) for p in needed_binds(read_only_paths, everywhere=image)
                 if not any(p == w or p.startswith(w + "/") for w in writable)]
@@ -446,9 +463,7 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
             status = run(opts, call, timeout=config.timeout, on_notice=lambda _msg: None)
         records = _Channel.receive(fd)
     except SandboxerError as e:
-        reports = _setup_error_reports(item, e, options.get("unavailable", "fail"))
-        _teardown_outside(item, nextitem, reports)
-        return Outcome(reports, {}, None)
+        return Outcome(_setup_error_reports(item, e, options.get("unavailable", "fail")), {}, None)
     finally:
         os.close(fd)
     duration = time.monotonic() - start
@@ -471,20 +486,27 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
             refusal = record["refused"]
         elif "junitxml" in record:
             _JunitExtras(item).add(record["junitxml"])
+        elif "coverage" in record:
+            _write_coverage(record["coverage"])
     if refusal is not None:
         reports = _crash_reports(item, refusal, 0.0)
     elif not (status.code == 0 and finished) and interrupt is None:
         reports = _complete(item, reports, _crash_message(status, config.timeout), duration, started=bool(isolation))
-    _teardown_outside(item, nextitem, reports)
     return Outcome(reports, isolation, interrupt)
 
 
-def _teardown_outside(item: pytest.Item, nextitem: pytest.Item | None, reports: list[pytest.TestReport]) -> None:
+def teardown_outside(item: pytest.Item, nextitem: pytest.Item | None, reports: list[pytest.TestReport]) -> None:
     """Step 3: tear down the scopes the next test does not share, in pytest's process.
 
-    A failure there belongs to this test's teardown report, as in a bare run.
+    A failure there belongs to this test's teardown report, as in a bare run.  As pytest's own
+    protocol does, pass ``nextitem=None`` when the session is about to stop (``-x``, ``--maxfail``):
+    everything is torn down now, and its errors reported on this test.
     """
-    call = CallInfo.from_call(lambda: item.session._setupstate.teardown_exact(nextitem), "teardown")
+    def teardown() -> None:
+        __tracebackhide__ = True  # not part of the failure's story: pytest's own frames here are hidden too
+        item.session._setupstate.teardown_exact(nextitem)
+
+    call = CallInfo.from_call(teardown, "teardown")
     if call.excinfo is None:
         return
     rep = item.ihook.pytest_runtest_makereport(item=item, call=call)
@@ -518,8 +540,6 @@ def _setup_error_reports(item: pytest.Item, err: SandboxerError, unavailable: st
     return [skipped, _passed_report(item, "teardown")]
 
 
-def refused(item: pytest.Item, nextitem: pytest.Item | None, message: str) -> list[pytest.TestReport]:
+def refused(item: pytest.Item, message: str) -> list[pytest.TestReport]:
     """Reports for a sandboxed test that must not run as asked: a failure saying why."""
-    reports = _crash_reports(item, message, 0.0)
-    _teardown_outside(item, nextitem, reports)
-    return reports
+    return _crash_reports(item, message, 0.0)

@@ -247,17 +247,21 @@ def _host_mounts(opts: SandboxOptions, idmap: IdMap, image: bool = False) -> lis
         if dst == "/dev/pts" and idmap.maps_gid(5):
             options = (*options, "gid=5")  # the tty group, when the namespace has it
         mounts.append(parse_options(dst, src, fstype, options))
+    ours = []
     for entry in opts.tmpfs:
         path, _, extra = entry.partition(":")
         if not path.startswith("/"):
             raise UsageError(f"--tmpfs destination {path!r} is not absolute")
         _check_destination(path, "--tmpfs")
-        mounts.append(parse_options(path, "tmpfs", "tmpfs",
-                                    ["nosuid", "nodev", "mode=1777", *filter(None, extra.split(","))]))
+        ours.append(parse_options(path, "tmpfs", "tmpfs",
+                                  ["nosuid", "nodev", "mode=1777", *filter(None, extra.split(","))]))
     for v in opts.volumes:
         _check_destination(v.destination, "-v")
-        mounts.append(parse_options(v.destination, v.source, "bind", ["rbind", "rro" if v.readonly else "rw"]))
-    return mounts
+        ours.append(parse_options(v.destination, v.source, "bind", ["rbind", "rro" if v.readonly else "rw"]))
+    # outer paths first, as docker and podman order them: a volume inside another stays visible
+    # whatever order they were given in (stable: the given order among equals)
+    ours.sort(key=lambda m: os.path.normpath(m.destination).count("/"))
+    return mounts + ours
 
 
 #: what a volume may cover under /proc: runc's list (files lxcfs-style tools replace)

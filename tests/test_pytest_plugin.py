@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -749,8 +750,28 @@ def test_xdist_workers(pytester: pytest.Pytester) -> None:
     assert outcomes(result) == {"passed": 40}, result.stdout.str()
 
 
-def test_coverage_inside_sandboxed_tests_is_measured(pytester: pytest.Pytester) -> None:
+@pytest.fixture
+def outside_private_dirs() -> Any:
+    """A fresh directory in $HOME: where the sandbox shows the host's files through its overlay
+    (writes there vanish unless bound), unlike /tmp, which it replaces with a tmpfs."""
+    import pwd
+    import shutil
+    import tempfile
+
+    home = pwd.getpwuid(os.getuid()).pw_dir  # not $HOME: pytester points that into its own directory
+    path = tempfile.mkdtemp(prefix=".sandboxer-test-", dir=home)
+    yield Path(path)
+    shutil.rmtree(path)
+
+
+@pytest.mark.parametrize("data_dir", ["project", "home"])
+def test_coverage_inside_sandboxed_tests_is_measured(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                    outside_private_dirs: Path, data_dir: str) -> None:
+    """Also with the data file outside /tmp: the child sends its data, the parent writes it (the data
+    file's directory, often the project, is not bound writable)."""
     pytest.importorskip("pytest_cov")
+    if data_dir == "home":
+        monkeypatch.setenv("COVERAGE_FILE", str(outside_private_dirs / ".coverage"))
     pytester.makepyfile(
         covered="""
             def branchy(x):
@@ -778,6 +799,88 @@ def test_coverage_inside_sandboxed_tests_is_measured(pytester: pytest.Pytester) 
         reports[mode] = [line for line in result.stdout.lines if line.startswith("covered")]
     assert reports["--sandbox-all"] == reports["--no-sandbox"]
     assert "100%" in reports["--sandbox-all"][0]
+
+
+def test_x_stops_with_a_wider_scopes_teardown_error_reported_as_bare(pytester: pytest.Pytester) -> None:
+    """-x: the session stops after the first failure, and a module fixture's teardown error is that
+    test's, as pytest's own protocol has it — it was raised at session end, crashing pytest."""
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def m():
+            yield
+            raise RuntimeError("module teardown boom")
+
+        def test_a(m):
+            assert 0
+
+        def test_b(m):
+            pass
+    """)
+    runs = {mode: pytester.runpytest_subprocess("-p", "no:cacheprovider", "-x", mode)
+            for mode in ("--no-sandbox", "--sandbox-all")}
+    for mode, result in runs.items():
+        text = result.stdout.str() + result.stderr.str()
+        assert outcomes(result) == {"failed": 1, "errors": 1}, (mode, text)
+        assert "ERROR at teardown of test_a" in text and "stopping after 2 failures" in text, (mode, text)
+        assert "Traceback (most recent call last)" not in text, (mode, text)
+
+
+@pytest.mark.parametrize("where", ["home", "inside-rootdir"])
+def test_basetemp_anywhere_is_writable_and_shared(outside_private_dirs: Path, where: str) -> None:
+    """tmp_path and session temp dirs under a --basetemp outside /tmp, or inside the (read-only bound)
+    project, are written through to the host, as in a bare run.  The project is a directory of its
+    own under /tmp (pytester's would sit inside our own, writable, pytest-of-USER)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    project = Path(tempfile.mkdtemp(prefix="sandboxer-test-", dir="/tmp"))
+    basetemp = outside_private_dirs / "bt" if where == "home" else project / "bt"
+    (project / "test_bt.py").write_text(textwrap.dedent("""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def shared(tmp_path_factory):
+            return tmp_path_factory.mktemp("sess")
+
+        def test_write(shared, tmp_path):
+            (shared / "g").write_text("from test_write")
+            (tmp_path / "own").write_text("kept")
+
+        def test_read(shared):
+            assert (shared / "g").read_text() == "from test_write"
+    """))
+    try:
+        result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--sandbox-all",
+                                 f"--basetemp={basetemp}"], cwd=project, capture_output=True, text=True)
+        assert "2 passed" in result.stdout, result.stdout + result.stderr
+        assert (basetemp / "test_write0" / "own").read_text() == "kept"
+    finally:
+        shutil.rmtree(project)
+
+
+def test_values_json_cannot_hold_travel_as_junit_writes_them(pytester: pytest.Pytester) -> None:
+    """record_property(object()) passed bare and failed sandboxed ("exited with status 125"); a tuple
+    came back as a list."""
+    pytester.makepyfile("""
+        def test_props(record_property):
+            record_property("obj", object())
+            record_property("pair", (1, 2))
+            record_property("n", 5)
+    """)
+    xml = {}
+    for mode in ("--no-sandbox", "--sandbox-all"):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", mode, f"--junitxml={mode}.xml")
+        assert outcomes(result) == {"passed": 1}, result.stdout.str()
+        import re
+
+        text = (pytester.path / f"{mode}.xml").read_text()
+        xml[mode] = re.findall(r'<property name="(pair|n)" value="([^"]*)"', text)
+        assert '<property name="obj" value="&lt;object object at 0x' in text, text
+    assert xml["--sandbox-all"] == xml["--no-sandbox"] == [("pair", "(1, 2)"), ("n", "5")]
 
 
 @pytest.mark.parametrize("keep", [[], ["--sandbox-keep-failed"]], ids=["plain", "keep-failed"])

@@ -280,6 +280,19 @@ def test_volumes_rw_and_ro(home_tmp: str) -> None:
     assert open(os.path.join(rw, "new")).read() == "out\n"
 
 
+def test_a_volume_inside_another_shows_whatever_their_order(home_tmp: str) -> None:
+    """Outer destinations are mounted first, as docker and podman sort them: given inner first, the
+    outer volume no longer covers it."""
+    outer, inner = os.path.join(home_tmp, "outer"), os.path.join(home_tmp, "inner")
+    os.mkdir(outer)
+    os.mkdir(inner)
+    with open(os.path.join(inner, "f"), "w") as f:
+        f.write("inner\n")
+    p = sh("cat /mnt/o/i/f", "-v", f"{inner}:/mnt/o/i:ro", "--tmpfs", "/mnt/o/t", "-v", f"{outer}:/mnt/o",
+           check=True)
+    assert p.stdout == "inner\n"
+
+
 def test_bad_volume_source_is_a_clear_error() -> None:
     p = sh("true", "-v", "/no/such/dir:/x")
     assert p.returncode == 125
