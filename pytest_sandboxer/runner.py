@@ -249,6 +249,7 @@ def _child(item: pytest.Item, config: SandboxConfig, out_fd: int, parent_ns: dic
         return 0
     junit = _JunitExtras(item)
     _intercept_logreport(item, channel)
+    _arm_faulthandler(item.config)
     try:
         with warnings.catch_warnings(record=True) as caught:  # pytest's filters stay in force
             runtestprotocol(item, log=True, nextitem=_ParentsOnly(item))  # type: ignore[arg-type]
@@ -260,6 +261,24 @@ def _child(item: pytest.Item, config: SandboxConfig, out_fd: int, parent_ns: dic
     _send_coverage(channel)
     channel.send("warnings", [_warning_to_json(w) for w in caught])  # the last record: the child got to the end
     return 0
+
+
+def _arm_faulthandler(config: pytest.Config) -> None:
+    """``faulthandler_timeout`` in the child, as pytest's faulthandler plugin arms it around a test
+    (its timer, a thread, did not come along in the fork; the parent's is cancelled: its stack says
+    nothing about the test)."""
+    try:
+        from _pytest import faulthandler as plugin
+    except ImportError:
+        return
+    stderr = config.stash.get(plugin.fault_handler_stderr_fd_key, None)  # None: -p no:faulthandler
+    timeout = plugin.get_timeout_config_value(config)
+    if stderr is None or timeout <= 0:
+        return
+    import faulthandler
+
+    exit_on_timeout = getattr(plugin, "get_exit_on_timeout_config_value", lambda _config: False)(config)
+    faulthandler.dump_traceback_later(timeout, file=stderr, exit=exit_on_timeout)
 
 
 class _JunitExtras:
@@ -454,6 +473,8 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
         return _child(item, config, fd, parent_ns)
 
     pool = options.get("pool")
+    if "faulthandler" in sys.modules:  # faulthandler_timeout's timer: the child runs the test, and its own
+        sys.modules["faulthandler"].cancel_dump_traceback_later()
     try:
         if config.image is not None:
             _ensure_image(config.image)

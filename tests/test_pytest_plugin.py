@@ -862,6 +862,21 @@ def test_basetemp_anywhere_is_writable_and_shared(outside_private_dirs: Path, wh
         shutil.rmtree(project)
 
 
+def test_faulthandler_timeout_dumps_the_tests_stack(pytester: pytest.Pytester) -> None:
+    """faulthandler_timeout dumped pytest's own stack (waiting for the child), not the test's."""
+    pytester.makepyfile("""
+        import time
+
+        def test_slow():
+            time.sleep(2.5)
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--sandbox-all", "-o", "faulthandler_timeout=1")
+    assert outcomes(result) == {"passed": 1}, result.stdout.str()
+    lines = result.stderr.lines
+    dumps = [i for i, line in enumerate(lines) if "most recent call first" in line]
+    assert len(dumps) == 1 and lines[dumps[0] + 1].strip().endswith("in test_slow"), "\n".join(lines)
+
+
 def test_values_json_cannot_hold_travel_as_junit_writes_them(pytester: pytest.Pytester) -> None:
     """record_property(object()) passed bare and failed sandboxed ("exited with status 125"); a tuple
     came back as a list."""
