@@ -19,6 +19,7 @@ The order of events, for one sandboxed test:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import pytest
@@ -126,16 +127,42 @@ def _setup_outside(item: pytest.Item) -> bool:
             if (defs := info.name2fixturedefs.get(name)) and defs[-1].scope != "function"] if info else []
     request: Any = item._request if wide else None  # type: ignore[attr-defined]
     try:
-        state.setup(item.parent)  # type: ignore[arg-type]
-        state.stack[item] = ([], None)
-        try:
-            for name in wide:
-                request.getfixturevalue(name)
-        finally:
-            del state.stack[item]
+        with _captured(item, "setup"):
+            _setup_wide(state, item, request, wide)
     except TEST_OUTCOME:  # pytest.skip() and pytest.fail() too: they are no Exception
         return False
     return True
+
+
+def _setup_wide(state: Any, item: pytest.Item, request: Any, wide: list[str]) -> None:
+    state.setup(item.parent)
+    state.stack[item] = ([], None)
+    try:
+        for name in wide:
+            request.getfixturevalue(name)
+    finally:
+        del state.stack[item]
+
+
+@contextlib.contextmanager
+def _captured(item: pytest.Item, when: _When) -> Iterator[None]:
+    """pytest's output and log capture around work done here for ``item``'s ``when`` phase, as its
+    capture and logging plugins wrap the phase: what a wider scope's fixture prints or logs becomes
+    the test's "Captured … setup/teardown" section, not stray terminal output."""
+    pm = item.config.pluginmanager
+    with contextlib.ExitStack() as stack:
+        capman = pm.getplugin("capturemanager")
+        if capman is not None:
+            stack.enter_context(capman.item_capture(when, item))
+        logging_plugin = pm.getplugin("logging-plugin")
+        if logging_plugin is not None:
+            from _pytest.logging import caplog_records_key
+
+            if when == "setup":
+                item.stash[caplog_records_key] = {}  # as the plugin's set-up hook starts it
+            if caplog_records_key in item.stash:
+                stack.enter_context(contextlib.contextmanager(logging_plugin._runtest_for)(item, when))
+        yield
 
 
 def isolation_facts(parent_ns: dict[str, str]) -> dict[str, object]:
@@ -527,16 +554,21 @@ def teardown_outside(item: pytest.Item, nextitem: pytest.Item | None, reports: l
         __tracebackhide__ = True  # not part of the failure's story: pytest's own frames here are hidden too
         item.session._setupstate.teardown_exact(nextitem)
 
-    call = CallInfo.from_call(teardown, "teardown")
-    if call.excinfo is None:
-        return
-    rep = item.ihook.pytest_runtest_makereport(item=item, call=call)
+    before = len(item._report_sections)
+    with _captured(item, "teardown"):
+        call = CallInfo.from_call(teardown, "teardown")
+    captured = [(f"Captured {key} {when}", text) for when, key, text in item._report_sections[before:]]
+    rep = item.ihook.pytest_runtest_makereport(item=item, call=call) if call.excinfo is not None else None
     for i, old in enumerate(reports):
         if old.when == "teardown":
-            rep.sections = [*old.sections, *rep.sections]
-            reports[i] = rep
+            if rep is None:
+                old.sections.extend(captured)
+            else:  # the child's sections (everything up to its own teardown), then ours
+                rep.sections = [*old.sections, *captured]
+                reports[i] = rep
             return
-    reports.append(rep)
+    if rep is not None:
+        reports.append(rep)
 
 
 def _setup_error_reports(item: pytest.Item, err: SandboxerError, unavailable: str) -> list[pytest.TestReport]:

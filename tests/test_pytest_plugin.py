@@ -862,6 +862,34 @@ def test_basetemp_anywhere_is_writable_and_shared(outside_private_dirs: Path, wh
         shutil.rmtree(project)
 
 
+def test_wider_scopes_output_is_captured_into_the_tests_sections(pytester: pytest.Pytester) -> None:
+    """What a module fixture, setup_module or teardown_module prints or logs, in pytest's process, was
+    raw terminal output and missing from the test's "Captured … setup/teardown" sections."""
+    pytester.makepyfile("""
+        import logging, pytest
+
+        @pytest.fixture(scope="module")
+        def modfx():
+            print("module setup out")
+            logging.getLogger("wide").warning("module setup log")
+            yield
+            print("module teardown out")
+
+        def setup_module():
+            print("setup_module out")
+
+        def test_one(modfx):
+            assert 0
+    """)
+    texts = {}
+    for mode in ("--no-sandbox", "--sandbox-all"):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", mode)
+        assert outcomes(result) == {"failed": 1}, result.stdout.str()
+        texts[mode] = [line for line in result.stdout.lines if "out" in line or "log" in line or "Captured" in line]
+    assert texts["--sandbox-all"] == texts["--no-sandbox"]
+    assert "module setup log" in "\n".join(texts["--no-sandbox"])
+
+
 def test_faulthandler_timeout_dumps_the_tests_stack(pytester: pytest.Pytester) -> None:
     """faulthandler_timeout dumped pytest's own stack (waiting for the child), not the test's."""
     pytester.makepyfile("""
