@@ -126,11 +126,11 @@ def _setup_outside(item: pytest.Item) -> bool:
     wide = [name for name in info.names_closure
             if (defs := info.name2fixturedefs.get(name)) and defs[-1].scope != "function"] if info else []
     request: Any = item._request if wide else None  # type: ignore[attr-defined]
-    try:
-        with _captured(item, "setup"):
+    with _captured(item, "setup"):  # outside the guard: a mistake of ours is raised
+        try:
             _setup_wide(state, item, request, wide)
-    except TEST_OUTCOME:  # pytest.skip() and pytest.fail() too: they are no Exception
-        return False
+        except TEST_OUTCOME:  # pytest.skip() and pytest.fail() too: they are no Exception
+            return False
     return True
 
 
@@ -150,10 +150,7 @@ def _captured(item: pytest.Item, when: _When) -> Iterator[None]:
     capture and logging plugins wrap the phase: what a wider scope's fixture prints or logs becomes
     the test's "Captured … setup/teardown" section, not stray terminal output."""
     pm = item.config.pluginmanager
-    with contextlib.ExitStack() as stack:
-        capman = pm.getplugin("capturemanager")
-        if capman is not None:
-            stack.enter_context(capman.item_capture(when, item))
+    with contextlib.ExitStack() as stack:  # logging outermost, as its hooks wrap capture's: sections in that order
         logging_plugin = pm.getplugin("logging-plugin")
         if logging_plugin is not None:
             from _pytest.logging import caplog_records_key
@@ -161,8 +158,17 @@ def _captured(item: pytest.Item, when: _When) -> Iterator[None]:
             if when == "setup":
                 item.stash[caplog_records_key] = {}  # as the plugin's set-up hook starts it
             if caplog_records_key in item.stash:
-                stack.enter_context(contextlib.contextmanager(logging_plugin._runtest_for)(item, when))
+                phase = logging_plugin._runtest_for(item, when)  # a context manager, or (pytest 8) a generator
+                stack.enter_context(phase if hasattr(phase, "__enter__") else _generator_context(phase))
+        capman = pm.getplugin("capturemanager")
+        if capman is not None:
+            stack.enter_context(capman.item_capture(when, item))
         yield
+
+
+@contextlib.contextmanager
+def _generator_context(generator: Iterator[None]) -> Iterator[None]:
+    yield from generator
 
 
 def isolation_facts(parent_ns: dict[str, str]) -> dict[str, object]:
@@ -359,16 +365,32 @@ def _replay_warnings(records: list[dict[str, Any]]) -> None:
             warnings.warn_explicit(message, type(message), rec["filename"], rec["lineno"])
 
 
+#: stand-ins for warning classes pytest's process cannot reach (defined inside a function), by name
+_STAND_INS: dict[str, type[Warning]] = {}
+
+
 def _rebuild_warning(name: str, text: str) -> Warning:
+    """The child's warning as its class, found by name here, says ``text``: reported as a bare run
+    reports it (``file:line: MyWarning: text``)."""
     module_name, _, qualname = name.partition(":")
     obj: Any = sys.modules.get(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
-    if isinstance(obj, type) and issubclass(obj, Warning):
+    if not (isinstance(obj, type) and issubclass(obj, Warning)):
+        obj = _STAND_INS.get(name)
+        if obj is None:  # same name and module, so the summary line reads the same
+            obj = _STAND_INS[name] = type(qualname.rpartition(".")[2], (UserWarning,),
+                                          {"__module__": module_name, "__qualname__": qualname})
+    try:
+        return obj(text)
+    except Exception:  # a constructor of its own (MyWarning(code, text)): the instance, not its __init__
+        warning = obj.__new__(obj)
+        Warning.__init__(warning, text)
         try:
-            return obj(text)
+            if str(warning) == text:
+                return warning
         except Exception:
-            pass  # a warning class with its own constructor
+            pass
     return UserWarning(f"{qualname}: {text}")
 
 
@@ -471,7 +493,13 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
     from sandboxer.pool import poolable
 
     if not _setup_outside(item):  # pytest's own protocol reports it, and logs as it goes (-x sees it)
-        runtestprotocol(item, log=True, nextitem=nextitem)
+        runtest = item.runtest  # never outside the sandbox, should the set-up pass this second time
+        item.runtest = lambda: pytest.fail("the set-up of wider-scoped fixtures failed, then passed: "  # type: ignore[method-assign]
+                                           "not running this test outside its sandbox", pytrace=False)
+        try:
+            runtestprotocol(item, log=True, nextitem=nextitem)
+        finally:
+            item.runtest = runtest  # type: ignore[method-assign]
         return Outcome([], {}, None, torn_down=True)
 
     basetemp = item.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]

@@ -862,11 +862,14 @@ def test_basetemp_anywhere_is_writable_and_shared(outside_private_dirs: Path, wh
         shutil.rmtree(project)
 
 
-def test_wider_scopes_output_is_captured_into_the_tests_sections(pytester: pytest.Pytester) -> None:
+def test_wider_scopes_output_is_captured_into_the_tests_sections(pytester: pytest.Pytester,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """What a module fixture, setup_module or teardown_module prints or logs, in pytest's process, was
-    raw terminal output and missing from the test's "Captured … setup/teardown" sections."""
+    raw terminal output and missing from the test's "Captured … setup/teardown" sections.  The test
+    fails only sandboxed (another user namespace): it ran in its sandbox."""
+    monkeypatch.setenv("OUTER_NS", os.readlink("/proc/self/ns/user"))
     pytester.makepyfile("""
-        import logging, pytest
+        import logging, os, pytest
 
         @pytest.fixture(scope="module")
         def modfx():
@@ -879,15 +882,43 @@ def test_wider_scopes_output_is_captured_into_the_tests_sections(pytester: pytes
             print("setup_module out")
 
         def test_one(modfx):
-            assert 0
+            assert os.readlink("/proc/self/ns/user") == os.environ["OUTER_NS"]
     """)
     texts = {}
     for mode in ("--no-sandbox", "--sandbox-all"):
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", mode)
-        assert outcomes(result) == {"failed": 1}, result.stdout.str()
-        texts[mode] = [line for line in result.stdout.lines if "out" in line or "log" in line or "Captured" in line]
+        assert outcomes(result) == {"failed" if mode == "--sandbox-all" else "passed": 1}, result.stdout.str()
+        texts[mode] = [line for line in result.stdout.lines
+                       if "Captured" in line or "module " in line or "setup_module" in line]
     assert texts["--sandbox-all"] == texts["--no-sandbox"]
     assert "module setup log" in "\n".join(texts["--no-sandbox"])
+
+
+def test_warnings_of_custom_classes_read_as_in_a_bare_run(pytester: pytest.Pytester) -> None:
+    """A warning class with its own constructor, or one defined inside the test, was reported as
+    ``UserWarning: MyWarning: …``."""
+    pytester.makepyfile("""
+        import warnings
+
+        class MyWarning(UserWarning):
+            def __init__(self, code, text):
+                super().__init__(f"{code}: {text}")
+
+        def test_custom():
+            warnings.warn(MyWarning(42, "custom"))
+
+        def test_local():
+            class LocalWarning(UserWarning):
+                pass
+            warnings.warn("local one", LocalWarning)
+    """)
+    lines = {}
+    for mode in ("--no-sandbox", "--sandbox-all"):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", mode)
+        lines[mode] = [line.strip() for line in result.stdout.lines if "Warning:" in line]
+    assert lines["--sandbox-all"] == lines["--no-sandbox"], lines
+    assert any("MyWarning: 42: custom" in line for line in lines["--no-sandbox"])
+    assert any("LocalWarning: local one" in line for line in lines["--no-sandbox"])
 
 
 def test_faulthandler_timeout_dumps_the_tests_stack(pytester: pytest.Pytester) -> None:
