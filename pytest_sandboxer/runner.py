@@ -267,8 +267,9 @@ def _child(item: pytest.Item, config: SandboxConfig, out_fd: int, parent_ns: dic
 
     Records, in order: ``isolation`` (from then on, a crash is the test's
     set-up's), the reports, ``junitxml``, ``coverage`` (under pytest-cov),
-    and ``warnings`` last (the child got to the end) — or ``refused`` instead of the test, when it lacks the
-    isolation it requires: it must not run without it.
+    and ``warnings`` last (the child got to the end) — or ``refused``
+    instead of the test, when it lacks the isolation it requires: it must
+    not run without it.
     """
     os.environ.update(config.env)
     # what pytest's own caller left open (a CI harness's pipe, a shell's 7<dir: a way to the host's files),
