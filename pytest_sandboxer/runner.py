@@ -99,6 +99,18 @@ def _python_paths(image: bool) -> list[str]:
     return [*venv, *paths, *sys.path]
 
 
+def _cache_dir(config: pytest.Config) -> list[str]:
+    """The cache provider's directory, made now if a bare run would make it on first use."""
+    cache = getattr(config, "cache", None)  # None: -p no:cacheprovider
+    if cache is None:
+        return []
+    try:
+        cache._ensure_cache_dir_and_supporting_files()
+    except (AttributeError, OSError):
+        return []
+    return [str(cache._cachedir)]
+
+
 def _user() -> str:
     import getpass
 
@@ -506,8 +518,10 @@ def run_item(item: pytest.Item, nextitem: pytest.Item | None, config: SandboxCon
     basetemp = item.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
     image = config.image is not None
     read_only_paths = [*_python_paths(image), str(item.config.rootpath), os.getcwd()]
-    # pytest's own temporary area is scratch space by definition: writable, like tmp_path
-    scratch = [str(basetemp), *(str(p) for p in basetemp.parents if p.name == f"pytest-of-{_user()}")]
+    # pytest's own temporary area is scratch space by definition: writable, like tmp_path; and its
+    # cache directory, which a test's cache.set() writes to as in a bare run
+    scratch = [str(basetemp), *(str(p) for p in basetemp.parents if p.name == f"pytest-of-{_user()}"),
+               *_cache_dir(item.config)]
     # writable binds wherever they are (the overlay would swallow writes); in an image, the test's
     # own Python (stdlib, virtualenv, sys.path) is bound in read-only
     writable = needed_binds(scratch, everywhere=True)

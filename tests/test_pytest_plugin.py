@@ -921,6 +921,32 @@ def test_warnings_of_custom_classes_read_as_in_a_bare_run(pytester: pytest.Pytes
     assert any("LocalWarning: local one" in line for line in lines["--no-sandbox"])
 
 
+def test_cache_set_in_a_sandboxed_test_reaches_the_next() -> None:
+    """cache.set() wrote into the overlay (or the read-only project), so the next test, and the next
+    session, never saw it.  The project is a directory of its own under /tmp (pytester's would sit
+    inside our own, writable, pytest-of-USER)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    project = Path(tempfile.mkdtemp(prefix="sandboxer-test-", dir="/tmp"))
+    (project / "test_cache.py").write_text(textwrap.dedent("""
+        def test_set(cache):
+            cache.set("sandboxer/key", 42)
+
+        def test_get(cache):
+            assert cache.get("sandboxer/key", None) == 42
+    """))
+    try:
+        for args, expected in (([], "2 passed"), (["-k", "test_get"], "1 passed, 1 deselected")):
+            result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--sandbox-all", *args], cwd=project,
+                                    capture_output=True, text=True)
+            assert expected in result.stdout, result.stdout + result.stderr
+    finally:
+        shutil.rmtree(project)
+
+
 def test_faulthandler_timeout_dumps_the_tests_stack(pytester: pytest.Pytester) -> None:
     """faulthandler_timeout dumped pytest's own stack (waiting for the child), not the test's."""
     pytester.makepyfile("""
