@@ -367,8 +367,7 @@ def collect_garbage(root: str | None = None) -> list[str]:
         if entry.startswith(_BUILDING):  # a creator that died between mkdir and rename
             # its lock is free (a held one keeps it below); with no lock yet it may be an instant old,
             # unless the creator named in it is gone
-            ours = (os.path.lexists(os.path.join(path, "lock")) or _writer_gone(path)
-                    or _older_than(path, _BUILDING_GRACE_S))
+            ours = os.path.lexists(os.path.join(path, "lock")) or _abandoned(path, _BUILDING_GRACE_S)
         if not ours or not os.path.isdir(path) or is_alive(path):
             continue
         _remove_names_of(root, entry)
@@ -389,33 +388,22 @@ def write_atomically(path: str, text: str) -> None:
 def stale_temporary(path: str) -> bool:
     """``path`` is a :func:`write_atomically` temporary whose writer was killed before its rename: the
     writer is gone, or the file is over a minute old (a write takes milliseconds)."""
-    return _writer_gone(path, path[:-4]) or _older_than(path, 60)
+    return _abandoned(path, 60, path[:-4])
 
 
-def _writer_gone(path: str, name: str | None = None) -> bool:
-    """``path``, named ``NAME.PID`` (``name`` if given, else its own), is no longer being written by
-    that process (:func:`sandboxer.procfs.writer_gone`)."""
+def _abandoned(path: str, grace: float, name: str | None = None) -> bool:
+    """``path``, named ``NAME.PID`` (``name`` if given, else its own), was left by its writer: that
+    process is gone (:func:`sandboxer.procfs.writer_gone`), or ``path`` is over ``grace`` seconds old."""
     import time
 
     from .procfs import writer_gone
 
-    writer = (name or path).rpartition(".")[2]
-    if not writer.isdecimal():
-        return False
     try:
         age = time.time() - os.lstat(path).st_mtime
     except FileNotFoundError:
         return False
-    return writer_gone(int(writer), age)
-
-
-def _older_than(path: str, seconds: float) -> bool:
-    import time
-
-    try:
-        return os.lstat(path).st_mtime < time.time() - seconds
-    except FileNotFoundError:
-        return False
+    writer = (name or path).rpartition(".")[2]
+    return age > grace or (writer.isdecimal() and writer_gone(int(writer), age))
 
 
 def remove_tree(path: str) -> None:
