@@ -38,10 +38,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections import namedtuple
 
 from . import signals
 from .errors import SandboxerError
+from .records import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ _SETTINGS = frozenset(("PATH", "HOME", "TERM", "NO_COLOR", "REGISTRY_AUTH_FILE",
 _MAX_IDLE = 4
 
 
-class Parked(namedtuple("Parked", "id pid start identity")):
+class Parked(record("Parked", "id pid start identity")):
     """A sandbox waiting to be joined: its id, PID 1's host PID and start time, and the identity its
     workload takes (:func:`sandboxer.runtime.enter.identity_of`)."""
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import pwd
 import sys
-from collections import namedtuple
-from collections.abc import Callable, Sequence
 
 from .errors import HostError, SetupError, UsageError
+from .records import record
 from .runtime.capabilities import CAPABILITIES, DEFAULT_CAPS, mask
 from .runtime.init import Workload
 from .runtime.launcher import run as _launch
@@ -27,6 +26,7 @@ from .syscalls import CLONE_NEWUSER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from .images.store import Image
@@ -59,7 +59,7 @@ _HOST_MOUNTS = (
 _HOST_ONLY = ("/tmp", "/var/tmp", "/run")
 
 
-class Volume(namedtuple("Volume", "source destination readonly", defaults=(False,))):
+class Volume(record("Volume", "source destination readonly", defaults=(False,))):
     """A host path bound into the sandbox (``-v SRC:DST[:ro|rw]``)."""
 
     source: str
@@ -87,7 +87,7 @@ class Volume(namedtuple("Volume", "source destination readonly", defaults=(False
         return cls(src, os.path.normpath(dst), mode == "ro")
 
 
-class SandboxOptions(namedtuple(
+class SandboxOptions(record(
         "SandboxOptions",
         ("command", "name", "hostname", "env", "workdir", "user", "volumes", "tmpfs", "read_only",
          "cap_add", "cap_drop", "seccomp", "no_new_privileges", "init", "interactive", "tty", "network",
@@ -289,7 +289,7 @@ def _namespaces(network: str) -> int:
     return flags
 
 
-class _Root(namedtuple("_Root", "rootfs argv env workdir user accounts diff_ids exposed")):
+class _Root(record("_Root", "rootfs argv env workdir user accounts diff_ids exposed")):
     """Where the sandbox's ``/`` comes from, and what that implies for the rest of the plan."""
 
     rootfs: Rootfs

@@ -31,11 +31,11 @@ import json
 import os
 import sys
 import time
-from collections import namedtuple
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import SandboxerError, UsageError
+from ..records import record
 from ..runtime.process import env_dict
 from .containerfile import (
     ContainerfileError,
@@ -69,7 +69,7 @@ class BuildError(SandboxerError):
     """A build step failed; the message starts with ``FILE:LINE`` of the instruction."""
 
 
-class BuildOptions(namedtuple("BuildOptions", "context containerfile tags build_args no_cache network "
+class BuildOptions(record("BuildOptions", "context containerfile tags build_args no_cache network "
                                               "storage_driver quiet",
                               defaults=(None, (), {}, False, "none", None, False))):
     """``context`` dir, ``containerfile`` (default: Containerfile or Dockerfile in the context), ``tags``,
@@ -87,7 +87,7 @@ class BuildOptions(namedtuple("BuildOptions", "context containerfile tags build_
     __slots__ = ()
 
 
-class _Layer(namedtuple("_Layer", "digest size diff_id")):
+class _Layer(record("_Layer", "digest size diff_id")):
     digest: str
     size: int
     diff_id: str

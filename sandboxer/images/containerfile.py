@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections import namedtuple
 from collections.abc import Callable, Mapping
 
 from ..errors import SandboxerError
+from ..records import record
 
 __all__ = ["Instruction", "ContainerfileError", "parse", "parse_file", "default_containerfile", "expand_word",
            "split_words", "name_values", "chmod_flag", "expose_ports", "SUPPORTED"]
@@ -56,7 +56,7 @@ class ContainerfileError(SandboxerError):
     """The Containerfile is malformed or asks for what is not supported; the message starts with FILE:LINE."""
 
 
-class Instruction(namedtuple("Instruction", "keyword flags args exec_form file line")):
+class Instruction(record("Instruction", "keyword flags args exec_form file line")):
     """One instruction: ``keyword`` upper-case, ``flags`` the leading ``--name=value`` options,
     ``args`` the rest as written (continuations joined), ``exec_form`` the JSON array if it is one."""
 

@@ -18,9 +18,9 @@ import fnmatch
 import hashlib
 import os
 import stat
-from collections import namedtuple
 
 from ..errors import SandboxerError
+from ..records import record
 from .ignore import IgnoreRules
 
 __all__ = ["BuildContext", "Source", "Entry", "ContextError"]
@@ -33,7 +33,7 @@ class ContextError(SandboxerError):
     """A COPY/ADD source is missing, excluded, unreadable or outside the build context."""
 
 
-class Entry(namedtuple("Entry", "rel path st")):
+class Entry(record("Entry", "rel path st")):
     """One file, directory or symlink below a directory source: ``rel`` is ``/``-separated, relative
     to the source; ``path`` the host path; ``st`` its ``lstat``."""
 
@@ -43,7 +43,7 @@ class Entry(namedtuple("Entry", "rel path st")):
     __slots__ = ()
 
 
-class Source(namedtuple("Source", "name path st entries")):
+class Source(record("Source", "name path st entries")):
     """A resolved source: ``name`` context-relative, ``path`` on the host, ``st`` its ``stat``
     (top-level symlinks followed), ``entries`` what a directory source holds (empty for a file)."""
 

@@ -33,11 +33,11 @@ import json
 import os
 import stat
 import tarfile
-from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TypeVar
 
 from ..errors import SandboxerError
+from ..records import record
 from ..storage.whiteouts import is_opaque, is_whiteout
 from .context import Source
 from .layers import OPAQUE_MARKER, WHITEOUT_PREFIX
@@ -111,7 +111,7 @@ def _report(fn: Callable[..., object], args: tuple[object, ...], out_fd: int) ->
 # -- tar entries -----------------------------------------------------------------------------------
 
 
-class _Entry(namedtuple("_Entry", "info source")):
+class _Entry(record("_Entry", "info source")):
     """A tar member and where its data comes from: a host path, an open file (an archive's member), or None."""
 
     info: tarfile.TarInfo
@@ -291,7 +291,7 @@ def _has_xattr(path: str, name: str) -> bool:
 # -- COPY / ADD -------------------------------------------------------------------------------------
 
 
-class CopyJob(namedtuple("CopyJob", "sources dest owner mode extract mtime")):
+class CopyJob(record("CopyJob", "sources dest owner mode extract mtime")):
     """What one COPY/ADD writes: ``dest`` is absolute (a trailing ``/`` means "into this directory"),
     ``owner`` the ``--chown`` ids (None: 0:0), ``mode`` the ``--chmod`` (None: the source's), ``extract``
     unpacks local tar archives (ADD), ``mtime`` is given to directories the copy creates."""

@@ -7,9 +7,8 @@ index by the normalised form and shows the familiar short one.
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ..errors import UsageError
+from ..records import record
 
 __all__ = ["Reference", "parse_reference"]
 
@@ -46,7 +45,7 @@ def _is_digest(text: str) -> bool:
     return algo == "sha256" and len(value) == 64 and set(value) <= _HEX
 
 
-class Reference(namedtuple("Reference", "domain path tag digest")):
+class Reference(record("Reference", "domain path tag digest")):
     """A normalised image reference; ``str()`` is the full form, :attr:`familiar` the short one."""
 
     domain: str

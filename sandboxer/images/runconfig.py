@@ -8,20 +8,19 @@ own ``/etc/passwd`` and ``/etc/group``, never the host's.
 
 from __future__ import annotations
 
-from collections import namedtuple
-from collections.abc import Sequence
-
 from ..errors import UsageError
+from ..records import record
 from .merged import read_image_file  # at import: exec resolves users after joining the sandbox's root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 __all__ = ["ImageDefaults", "image_defaults", "ImageAccounts"]
 
 
-class ImageDefaults(namedtuple("ImageDefaults", "argv env workdir user")):
+class ImageDefaults(record("ImageDefaults", "argv env workdir user")):
     """What the image says to run, with what, where, as whom."""
 
     argv: list[str]

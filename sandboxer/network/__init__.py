@@ -16,9 +16,9 @@ other name is a user-defined network (:mod:`sandboxer.network.networks`):
 from __future__ import annotations
 
 import os
-from collections import namedtuple
 
 from ..errors import HostError, UsageError
+from ..records import record
 from ..state import validate_name
 
 __all__ = ["NetworkSpec", "PortMapping", "Mode", "MODES", "USER_DEFINED", "mode_of", "parse_network",
@@ -34,7 +34,7 @@ PORT_IN_USE = ("the host port is probably in use: choose another, or give only t
                "for a free one")
 
 
-class Mode(namedtuple("Mode", "stack program options udp_needs_loopback udp_same_port port_per_address",
+class Mode(record("Mode", "stack program options udp_needs_loopback udp_same_port port_per_address",
                       defaults=(None, None, (), False, False, False))):
     """A ``--network`` mode.
 
@@ -77,7 +77,7 @@ def mode_of(name: str) -> Mode:
     return MODES.get(name, USER_DEFINED)
 
 
-class PortMapping(namedtuple("PortMapping", "host_ip host_port container_port proto")):
+class PortMapping(record("PortMapping", "host_ip host_port container_port proto")):
     """``-p [HOSTIP:][HOSTPORT:]CPORT[/tcp|udp]``; host_port 0 means "a free one"."""
 
     host_ip: str
@@ -90,7 +90,7 @@ class PortMapping(namedtuple("PortMapping", "host_ip host_port container_port pr
         return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.proto}"
 
 
-class NetworkSpec(namedtuple("NetworkSpec", "mode allow_host_loopback ports dns add_hosts aliases",
+class NetworkSpec(record("NetworkSpec", "mode allow_host_loopback ports dns add_hosts aliases",
                              defaults=(False, (), (), (), ()))):
     """``mode``: a :data:`MODES` name or a user-defined network's; ``aliases``: on a user-defined
     network, the names its peers resolve this sandbox by (its name, ``--network-alias``es, hostname)."""

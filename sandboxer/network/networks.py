@@ -23,8 +23,8 @@ import ipaddress
 import json
 import os
 import time
-from collections import namedtuple
 
+from .. import records
 from ..errors import HostError, UsageError
 from ..state import Lock, state_root, subdir, unlink_quiet, validate_name, write_atomically
 
@@ -45,7 +45,7 @@ _UNUSABLE = {"0.0.0.0/8": "'this network' (unspecified)", "127.0.0.0/8": "loopba
 _AUTO = "10.89.{}.0/24"
 
 
-class Network(namedtuple("Network", "name id subnet gateway bridge created")):
+class Network(records.record("Network", "name id subnet gateway bridge created")):
     """A network's definition (its JSON file)."""
 
     name: str
@@ -61,7 +61,7 @@ class Network(namedtuple("Network", "name id subnet gateway bridge created")):
         return int(self.subnet.rpartition("/")[2])
 
 
-class Lease(namedtuple("Lease", "address sandbox names hosts extra holder ports", defaults=((), (0, 0), ()))):
+class Lease(records.record("Lease", "address sandbox names hosts extra holder ports", defaults=((), (0, 0), ()))):
     """An address of a network held by a sandbox."""
 
     address: str
@@ -221,9 +221,9 @@ def remove(name: str) -> Network:
 def _exited_members(name: str) -> list[str]:
     """The detached sandboxes on network ``name`` that have exited but are kept (docker refuses to remove
     a network any container is connected to, running or not)."""
-    from ..supervisor import records
+    from .. import supervisor
 
-    return [r.get("name") or r["id"][:12] for r in records(all_=True)
+    return [r.get("name") or r["id"][:12] for r in supervisor.records(all_=True)
             if r["status"] != "running" and (r.get("options") or {}).get("network") == name]
 
 

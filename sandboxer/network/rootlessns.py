@@ -32,12 +32,12 @@ from __future__ import annotations
 import os
 import select
 import sys
-from collections import namedtuple
 from collections.abc import Callable, Sequence
 
 from .. import signals
 from .. import syscalls as sc
 from ..errors import HostError, SetupError, UsageError
+from ..records import record
 from ..state import Lock, subdir, unlink_quiet, write_atomically
 from . import helper
 
@@ -53,7 +53,7 @@ _START_TIMEOUT_S = 10.0
 DIRECTORY = "netns"
 
 
-class Holder(namedtuple("Holder", "pid started protocol", defaults=(0,))):
+class Holder(record("Holder", "pid started protocol", defaults=(0,))):
     """The holder process: its pid, its start time (see :mod:`sandboxer.procfs`) and the request protocol
     of the sandboxer it runs (:data:`sandboxer.network.holder.PROTOCOL`)."""
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Callable
 
 from .. import signals
 from .. import syscalls as sc
@@ -43,6 +42,10 @@ from .process import (
     stdin_devnull,
 )
 from .reaper import exec_workload, run_as_init
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["Pipes", "Workload", "setup_main", "container_main", "HANDED_OFF"]
 

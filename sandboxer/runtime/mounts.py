@@ -11,12 +11,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections import namedtuple
-from collections.abc import Iterable
 
 from .. import syscalls as sc
 from ..errors import SetupError
+from ..records import record
 from ..symlinks import follow_links
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = [
     "MASKED_PATHS", "READONLY_PATHS", "MountSpec", "parse_options", "secure_join", "mount_all", "setup_dev",
@@ -69,7 +72,7 @@ _LOCKED_ST = ((1, sc.MS_RDONLY), (2, sc.MS_NOSUID), (4, sc.MS_NODEV), (8, sc.MS_
               (1024, sc.MS_NOATIME), (2048, sc.MS_NODIRATIME), (4096, sc.MS_RELATIME))
 
 
-class MountSpec(namedtuple("MountSpec", "destination source fstype flags propagation data recursive_ro",
+class MountSpec(record("MountSpec", "destination source fstype flags propagation data recursive_ro",
                            defaults=(False,))):
     """One mount, parsed: what the kernel is asked for.
 

@@ -15,9 +15,8 @@ not dataclasses, for the same reason.
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from .. import syscalls as sc
+from ..records import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,7 +38,7 @@ NAMESPACE_FLAGS = {
 }
 
 
-class Rootfs(namedtuple("Rootfs", "kind lowers path", defaults=((), None))):
+class Rootfs(record("Rootfs", "kind lowers path", defaults=((), None))):
     """Where the sandbox's ``/`` comes from.
 
     ``kind`` is ``"host"`` (the host's ``/`` under a throwaway upper layer),
@@ -53,7 +52,7 @@ class Rootfs(namedtuple("Rootfs", "kind lowers path", defaults=((), None))):
     __slots__ = ()
 
 
-class Identity(namedtuple("Identity", "uid gid groups umask")):
+class Identity(record("Identity", "uid gid groups umask")):
     """Who the workload runs as, inside the sandbox's user namespace."""
 
     uid: int
@@ -63,7 +62,7 @@ class Identity(namedtuple("Identity", "uid gid groups umask")):
     __slots__ = ()
 
 
-class Caps(namedtuple("Caps", "bounding effective permitted inheritable ambient")):
+class Caps(record("Caps", "bounding effective permitted inheritable ambient")):
     """The five capability sets, as bit masks."""
 
     bounding: int

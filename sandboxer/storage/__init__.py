@@ -13,9 +13,11 @@ preference order, or the one asked for by name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from ..errors import HostError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["Snapshotter", "RootfsKind", "choose"]
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
 
 from .. import syscalls
 from . import RootfsKind, Snapshotter
 from .whiteouts import is_opaque, is_whiteout
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["CopySnapshotter", "merge_layer"]
 

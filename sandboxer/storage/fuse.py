@@ -11,13 +11,16 @@ no readiness wait, and the daemon runs in the foreground as our child with
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 from .. import signals, syscalls
 from ..errors import SetupError
 from ..programs import find
 from . import Snapshotter
 from .overlay import _upper_work
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["FuseOverlay"]
 

@@ -12,10 +12,13 @@ fails with EIO.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 from .. import syscalls
 from . import RootfsKind, Snapshotter
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["KernelOverlay"]
 
