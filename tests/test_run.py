@@ -79,6 +79,35 @@ print("children:", len(children.stdout.split()) - 1, "sleeping:", "sleep 3333.{o
     assert set(state_entries()) == before
 
 
+def test_namespaces_made_after_the_user_namespace_fail_cleanly() -> None:
+    """The set-up process unshares its user namespace alone, says so, and makes the others while its
+    maps are written: a failure there (a host at its max_net_namespaces) still reaches the caller as
+    one error, after the maps, and leaves nothing behind."""
+    code = """
+import errno, sys
+from sandboxer import syscalls
+from sandboxer.errors import SandboxerError
+from sandboxer.sandbox import SandboxOptions, run
+real = syscalls.unshare
+def unshare(flags):
+    if flags & syscalls.CLONE_NEWNET and not flags & syscalls.CLONE_NEWUSER:
+        raise OSError(errno.ENOSPC, "unshare: No space left on device")
+    real(flags)
+syscalls.unshare = unshare  # the set-up process is a fork: it inherits the stand-in
+try:
+    run(SandboxOptions(command=["true"]))
+except SandboxerError as e:
+    print("error:", e)
+"""
+    before = set(state_entries())
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert done.stdout.startswith("error: unshare mount, network, UTS and IPC namespaces: "), (done.stdout, done.stderr)
+    assert "No space left on device" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert set(state_entries()) == before
+
+
 def test_hostname_option_and_env() -> None:
     p = sh('hostname; echo "$FOO $HOSTNAME"', "--hostname", "box1", "-e", "FOO=bar", check=True)
     assert p.stdout.split("\n")[:2] == ["box1", "bar box1"]

@@ -160,7 +160,10 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
         write_idmap(pid, plan.idmap)
         _debug(plan, f"id map written ({'single id' if plan.idmap.single else 'subordinate ranges'})")
     plugins.call("sandboxer_attach", plan=plan, pid=pid)
-    os.write(go_w, b"g")
+    try:
+        os.write(go_w, b"g")
+    except BrokenPipeError:
+        pass  # the set-up process has ended (its other namespaces failed): its last message says why
     # the set-up process sends "pid", PID 1 "hooks": two writers, so either may come first
     pid1, hooks_due = 0, hooks_w >= 0
     while not pid1 or hooks_due:
