@@ -32,13 +32,14 @@ def test_readme_command_runs_as_root_of_the_sandbox() -> None:
 def test_the_run_path_imports_nothing_it_does_not_need() -> None:
     """Every module ``run -- CMD`` loads is start-up time (the command's figure in the README): no json,
     no enum (the signal module's enums: sandboxer.signals), no dataclasses, typing, subprocess or pluggy, no
-    importlib or warnings, and ctypes' Python half (sandboxer.syscalls drives _ctypes)."""
+    importlib or warnings, ctypes' Python half (sandboxer.syscalls drives _ctypes), and no collections
+    (sandboxer.records makes the named tuples)."""
     import site
     import sys
     from pathlib import Path
 
     slow = {"json", "re", "enum", "functools", "dataclasses", "typing", "subprocess", "pluggy", "signal", "warnings",
-            "importlib", "ctypes"}
+            "importlib", "ctypes", "collections"}
     code = ("import sys, atexit; from sandboxer.cli import main; atexit.register(lambda: print(*sorted("
             f"set({sorted(slow)!r}) & set(sys.modules)), file=sys.stderr)); sys.exit(main(sys.argv[1:]))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
