@@ -325,6 +325,40 @@ def test_corrupt_blob_is_detected_and_never_used(store: Path) -> None:
 
 
 @needs_subids
+def test_a_layer_is_checked_against_its_diff_id_as_it_unpacks(store: Path, tmp_path: Path) -> None:
+    """The unpacker hashes the uncompressed tar as it reads it (end-of-archive blocks included): a gzip'd
+    layer unpacks under the diff-id of its tar; a config naming another diff-id is refused after the
+    unpack, from the same read, and nothing of the layer stays in the store."""
+    import gzip
+    import hashlib
+    import shutil
+
+    from sandboxer.images.store import Store, StoreError
+
+    s = Store()
+    plain = _layer(tmp_path / "layer.tar", {"etc/checked": "yes\n"})
+    with open(plain, "rb") as src, gzip.open(tmp_path / "layer.tar.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    with open(plain, "rb") as f:
+        diff_id = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+    with open(tmp_path / "layer.tar.gz", "rb") as f:
+        blob, _ = s.put_blob(f)
+    wrong = "sha256:" + "0" * 64
+
+    def layers_and_staging() -> tuple[list[str], list[str]]:
+        return sorted(os.listdir(os.path.join(s.root, "layers"))), sorted(os.listdir(os.path.join(s.root, "tmp")))
+
+    before = layers_and_staging()
+    with pytest.raises(StoreError, match=f"unpacks to {diff_id[:19]}…, not {wrong[:19]}…"):
+        s.ensure_layer(wrong, blob)
+    assert layers_and_staging() == before
+    path = s.ensure_layer(diff_id, blob)
+    assert open(os.path.join(path, "etc", "checked")).read() == "yes\n"
+    assert layers_and_staging()[0] == sorted([*before[0], diff_id.removeprefix("sha256:")])
+    s.prune()
+
+
+@needs_subids
 def test_eight_parallel_imports_leave_one_consistent_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tarball = tmp_path / "busybox.tar"
     subprocess.run([sys.executable, str(ROOT / "images" / "busybox.py"), str(tarball)], check=True)

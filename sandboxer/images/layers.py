@@ -83,6 +83,8 @@ class LayerStats:
     opaque_dirs: int = 0
     skipped_devices: int = 0
     notes: list[str] = field(default_factory=list)
+    #: the sha256 of the whole uncompressed tar as it was read (the layer's diff-id), ``sha256:HEX``
+    diff_id: str = ""
 
 
 def apply_layer(src: str, dest: str, *, label: str = "") -> LayerStats:
@@ -137,6 +139,8 @@ def _run_unpacker(src_fd: int, dest_fd: int, codec: str) -> dict[str, Any]:
 
     ``run_as_mapped_root`` waits for the child before we read: the record
     stays far below a pipe's 64 KiB (see ``_MAX_NOTES``), so it never blocks.
+    The child hashes the uncompressed tar as it reads it: the caller checks the diff-id without a
+    decompression of its own (~45 ms of a 20 MB gzip'd layer).
     """
     data = mapped_root_reply(_unpack_child, src_fd, dest_fd, codec, default_idmap())
     if not data:
@@ -153,8 +157,11 @@ def _unpack_child(src_fd: int, dest_fd: int, codec: str, idmap: IdMap, out_fd: i
     try:
         syscalls.set_pdeathsig(signals.SIGKILL)
         os.umask(0)
-        with _open_tar(src_fd, codec) as tar:
-            record = {"stats": asdict(_Unpacker(dest_fd, idmap).run(tar))}
+        with LayerStream(src_fd, codec, hashed=True) as stream:
+            with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
+                stats = _Unpacker(dest_fd, idmap).run(tar)
+            stats.diff_id = stream.drain()  # the end-of-archive blocks after the last member count too
+            record = {"stats": asdict(stats)}
     except LayerError as e:
         record = {"error": e.message, "hint": e.hint}
     except BaseException as e:  # the parent must hear of everything
@@ -163,24 +170,23 @@ def _unpack_child(src_fd: int, dest_fd: int, codec: str, idmap: IdMap, out_fd: i
     os.write(out_fd, json.dumps(record).encode())
 
 
-@contextmanager
-def _open_tar(fd: int, codec: str) -> Iterator[tarfile.TarFile]:
-    """A streaming (``r|``) reader over our own bounded decompression (see :class:`_LayerStream`)."""
-    with LayerStream(fd, codec) as stream, tarfile.open(fileobj=stream, mode="r|", encoding="utf-8",
-                                                        errors="surrogateescape") as tar:
-        yield tar
-
-
 class LayerStream(io.RawIOBase):
     """The layer's tar bytes, decompressed at most one read's worth at a time.
 
     tarfile's own stream decompression inflates a whole input buffer at
     once (1 MiB of gzip'd zeros is a gigabyte), so it gets a plain stream.
-    Any failure to read or decompress is raised as a tar error.
+    Any failure to read or decompress is raised as a tar error.  ``hashed``: keep the sha256 of
+    what was read, for :meth:`drain`.
     """
 
-    def __init__(self, fd: int, codec: str) -> None:
+    def __init__(self, fd: int, codec: str, hashed: bool = False) -> None:
         super().__init__()
+        if hashed:
+            import hashlib
+
+            self._digest: Any = hashlib.sha256()
+        else:
+            self._digest = None
         raw = open(fd, "rb", closefd=False)
         self._file: io.BufferedIOBase = raw
         if codec == "gz":
@@ -212,7 +218,16 @@ class LayerStream(io.RawIOBase):
         except Exception as e:
             raise tarfile.ReadError(f"{type(e).__name__}: {e}") from e
         buf[:len(data)] = data
+        if self._digest is not None:
+            self._digest.update(data)
         return len(data)
+
+    def drain(self) -> str:
+        """Read to the end; the sha256 of everything read (``hashed`` streams), as ``sha256:HEX``."""
+        buffer = bytearray(_CHUNK)
+        while self.readinto(buffer):
+            pass
+        return f"sha256:{self._digest.hexdigest()}" if self._digest is not None else ""
 
 
 def _zstandard() -> Any:

@@ -252,16 +252,18 @@ class Store:
         with self.lock(f"layer-{_hex(diff_id)}", transient=True):
             if os.path.isdir(final):
                 return final
-            actual = diff_id_of(self.blob_path(blob_digest))
-            if actual != diff_id:
-                raise StoreError(f"layer {blob_digest[:19]}… unpacks to {actual[:19]}…, not {diff_id[:19]}…",
-                                 hint="the image's config does not match its layers; it is corrupt")
             from .layers import apply_layer
 
             staging = self._staging("layer")
             os.mkdir(staging, 0o755)
             try:
+                # unpacked first (into staging: nothing outside it, whatever the tar holds), and its
+                # diff-id checked from the same read before it takes its place
                 stats = apply_layer(self.blob_path(blob_digest), staging, label=diff_id[:19])
+                if stats.diff_id != diff_id:
+                    raise StoreError(f"layer {blob_digest[:19]}… unpacks to {stats.diff_id[:19]}…, not "
+                                     f"{diff_id[:19]}…", hint="the image's config does not match its layers; "
+                                                               "it is corrupt")
                 os.rename(staging, final)
                 for note in stats.notes:  # what was left out (device nodes need privileges): said once, here
                     print(f"sandboxer: notice: layer {diff_id[:19]}…: {note}", file=sys.stderr)
