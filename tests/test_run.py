@@ -109,6 +109,33 @@ except SandboxerError as e:
     assert set(state_entries()) == before
 
 
+def test_the_attach_hook_finds_the_sandbox_in_its_new_network_namespace() -> None:
+    """sandboxer_attach is promised a PID already in its new network namespace (slirp4netns and pasta
+    enter it).  The set-up process makes that namespace while its maps are written; made slowly here, the
+    hook must still wait for it — else it would enter the host's (and, as root, configure it)."""
+    code = """
+import os, time
+from sandboxer import plugins, syscalls
+from sandboxer.plugins import hookimpl
+real = syscalls.unshare
+def unshare(flags):
+    if flags & syscalls.CLONE_NEWNET and not flags & syscalls.CLONE_NEWUSER:
+        time.sleep(0.3)  # a slow network namespace: the maps are written long before it exists
+    real(flags)
+syscalls.unshare = unshare
+class Probe:
+    @hookimpl
+    def sandboxer_attach(self, plan, pid):
+        print("host netns:", os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net"))
+plugins.register(Probe())
+from sandboxer.sandbox import SandboxOptions, run
+print("status:", run(SandboxOptions(command=["true"])).code)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert done.stdout == "host netns: False\nstatus: 0\n", (done.stdout, done.stderr)
+
+
 def test_hostname_option_and_env() -> None:
     p = sh('hostname; echo "$FOO $HOSTNAME"', "--hostname", "box1", "-e", "FOO=bar", check=True)
     assert p.stdout.split("\n")[:2] == ["box1", "bar box1"]

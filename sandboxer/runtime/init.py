@@ -4,7 +4,7 @@ Two forked processes do the work (DESIGN.md, "One sandbox, step by step"):
 
 ``setup_main`` — the *set-up process*, forked by the caller:
     unshare the user namespace → unshare mount+net+uts+ipc while the
-    caller writes the id maps → wait for it to attach cgroup/network → unshare cgroup → make
+    caller writes the id maps → wait while it attaches cgroup/network → unshare cgroup → make
     ``/`` private → mount the rootfs (snapshotter) → unshare pid → fork
     PID 1 → report its host PID → wait for it → report its wait status.
 
@@ -117,15 +117,18 @@ def _setup(plan: Plan, pipes: Pipes, workload: Workload) -> int:
     if plan.sysctls:  # those of joined namespaces: our own /proc/sys shows them now
         mounts.write_sysctls("/", [s for s in plan.sysctls if s[2]])
     early = plan.namespaces & _EARLY_NS
+    # the user namespace alone first, so that the caller writes its maps (two set-uid helpers, ~2 ms)
+    # while we make the others (a network namespace alone takes ~0.6 ms): they belong to it all the same
     if early & sc.CLONE_NEWUSER:
-        # the user namespace alone first, so that the caller writes its maps (two set-uid helpers, ~2 ms)
-        # while we make the others (a network namespace alone takes ~0.6 ms): they belong to it all the same
         sc.unshare(sc.CLONE_NEWUSER)
-        sync.send(pipes.msg_w, "userns")
+    sync.send(pipes.msg_w, "userns")
+    try:
         _step("unshare mount, network, UTS and IPC namespaces", sc.unshare, early & ~sc.CLONE_NEWUSER)
-    else:
-        sc.unshare(early)
-        sync.send(pipes.msg_w, "userns")
+    except SetupError as e:
+        sync.send_error(pipes.msg_w, e)
+        os.read(pipes.go_r, 1)  # alive while the caller writes our maps; it reads why, then kills us
+        return 125
+    sync.send(pipes.msg_w, "namespaces")  # the attach hook may enter them now (slirp4netns: our netns)
     if os.read(pipes.go_r, 1) != b"g":
         return 125  # the caller gave up (it reported the reason itself)
     os.close(pipes.go_r)

@@ -159,11 +159,12 @@ def _hand_off(plan: Plan, reader: sync.Reader, pid: int, go_w: int, hooks_w: int
     if plan.namespaces & CLONE_NEWUSER:  # not when it joined one (OCI namespaces[].path): that has its maps
         write_idmap(pid, plan.idmap)
         _debug(plan, f"id map written ({'single id' if plan.idmap.single else 'subordinate ranges'})")
+    reader.expect("namespaces")  # made while we wrote the maps; only now may the attach hook enter them
     plugins.call("sandboxer_attach", plan=plan, pid=pid)
     try:
         os.write(go_w, b"g")
     except BrokenPipeError:
-        pass  # the set-up process has ended (its other namespaces failed): its last message says why
+        pass  # the set-up process has died since (killed): reading on says so
     # the set-up process sends "pid", PID 1 "hooks": two writers, so either may come first
     pid1, hooks_due = 0, hooks_w >= 0
     while not pid1 or hooks_due:
