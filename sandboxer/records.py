@@ -3,8 +3,8 @@
 ``collections.namedtuple`` costs ~1.4 ms to import, and ~0.07 ms for each class it makes (it compiles
 the class's ``__new__`` from source text): ~2.3 ms of a ~40 ms ``sandboxer run``, which makes a dozen.
 :func:`record` makes the same kind of class from plain closures — a ``tuple`` subclass with named
-fields and defaults, ``_make``, ``_replace``, ``_asdict``, ``_fields``, ``_field_defaults``,
-namedtuple's repr, pickling and ``match`` — with namedtuple's own C field accessor.
+fields and defaults, ``_make``, ``_replace`` (and ``copy.replace``), ``_asdict``, ``_fields``,
+``_field_defaults``, namedtuple's repr, pickling and ``match`` — with namedtuple's own C field accessor.
 
 Type checkers see :func:`collections.namedtuple` itself, which they understand.
 """
@@ -56,7 +56,7 @@ else:
         namespace = {
             "__doc__": f"{typename}({', '.join(fields)})", "__slots__": (), "_fields": fields,
             "_field_defaults": field_defaults, "__match_args__": fields, "__new__": __new__,
-            "_make": classmethod(_make), "_replace": _replace, "__repr__": __repr__,
+            "_make": classmethod(_make), "_replace": _replace, "__replace__": _replace, "__repr__": __repr__,
             "_asdict": lambda self: dict(zip(fields, self, strict=True)), "__getnewargs__": lambda self: tuple(self),
             # where pickle and repr look for the class: the caller's module, as namedtuple sets it
             "__module__": sys._getframe(1).f_globals.get("__name__", "__main__"),

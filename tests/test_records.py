@@ -62,6 +62,7 @@ def test_class_attributes_and_helpers() -> None:
     assert point._replace(z=9) == (1, 2, 9) and type(point._replace(z=9)) is Mine
     with pytest.raises(ValueError, match="unexpected field names: \\['w'\\]"):
         point._replace(w=1)
+    assert point.__replace__(y=7) == (1, 7, 0)  # what copy.replace calls (Python 3.13)
     assert Mine._make([4, 5, 6]) == (4, 5, 6)
     with pytest.raises(TypeError, match="expected 3 arguments, got 2"):
         Mine._make([4, 5])

@@ -252,14 +252,20 @@ class Store:
         with self.lock(f"layer-{_hex(diff_id)}", transient=True):
             if os.path.isdir(final):
                 return final
-            from .layers import apply_layer
+            from .layers import CORRUPT_HINT, LayerError, apply_layer
 
             staging = self._staging("layer")
             os.mkdir(staging, 0o755)
             try:
                 # unpacked first (into staging: nothing outside it, whatever the tar holds), and its
                 # diff-id checked from the same read before it takes its place
-                stats = apply_layer(self.blob_path(blob_digest), staging, label=diff_id[:19])
+                try:
+                    stats = apply_layer(self.blob_path(blob_digest), staging, label=diff_id[:19])
+                except LayerError as e:
+                    if e.hint != CORRUPT_HINT:
+                        raise
+                    raise StoreError(f"layer {blob_digest[:19]}… cannot be decompressed: {e.problem}",
+                                     hint="the layer is truncated or corrupt") from None
                 if stats.diff_id != diff_id:
                     raise StoreError(f"layer {blob_digest[:19]}… unpacks to {stats.diff_id[:19]}…, not "
                                      f"{diff_id[:19]}…", hint="the image's config does not match its layers; "
