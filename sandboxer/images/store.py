@@ -261,11 +261,10 @@ class Store:
                 # diff-id checked from the same read before it takes its place
                 try:
                     stats = apply_layer(self.blob_path(blob_digest), staging, label=diff_id[:19])
-                except LayerError as e:
-                    if e.hint != CORRUPT_HINT:
+                except LayerError as e:  # a blob that does not decompress, or no tar: the store's error, as
+                    if e.hint != CORRUPT_HINT:  # when a pass of its own found it (the CLI and builder say more)
                         raise
-                    raise StoreError(f"layer {blob_digest[:19]}… cannot be decompressed: {e.problem}",
-                                     hint="the layer is truncated or corrupt") from None
+                    raise StoreError(e.message, hint=e.hint) from None
                 if stats.diff_id != diff_id:
                     raise StoreError(f"layer {blob_digest[:19]}… unpacks to {stats.diff_id[:19]}…, not "
                                      f"{diff_id[:19]}…", hint="the image's config does not match its layers; "
