@@ -191,46 +191,51 @@ def test_sigkill_anything_at_random_moments_leaves_nothing_behind() -> None:
     tag = f"chaos{os.getpid()}"
     network = f"{tag}-net"
     sandboxer("network", "create", network, check=True)
-    before, fuse_before = _net_and_cgroup_snapshot(), _fuse_of()
-    deadline = time.monotonic() + BUDGET_S
-    counter = iter(range(CYCLES))
-    lock = threading.Lock()
-    done: list[int] = []
-    failures: list[BaseException] = []
+    try:
+        before, fuse_before = _net_and_cgroup_snapshot(), _fuse_of()
+        deadline = time.monotonic() + BUDGET_S
+        counter = iter(range(CYCLES))
+        lock = threading.Lock()
+        done: list[int] = []
+        failures: list[BaseException] = []
 
-    def worker() -> None:
-        while time.monotonic() < deadline and not failures:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            try:
-                _cycle(i, tag, network)
-                done.append(i)
-            except BaseException as e:  # the first failure stops everyone; reported below
-                failures.append(e)
+        def worker() -> None:
+            while time.monotonic() < deadline and not failures:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                try:
+                    _cycle(i, tag, network)
+                    done.append(i)
+                except BaseException as e:  # the first failure stops everyone; reported below
+                    failures.append(e)
 
-    threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        raise failures[0]
-    _assert_ps_is_truthful(tag)
-    leftover = [str(r["id"]) for r in _ours(tag)]  # an rm whose CLI was killed leaves an exited record
-    if leftover:
-        sandboxer("rm", "-f", *leftover, check=True)
-    # a run CLI killed while creating the state dir leaves it to the next sandboxer start to collect
-    # (every run does); the last cycles' have no next one
-    sandboxer("gc", check=True)
-    _assert_nothing_left(tag, before, fuse_before)
-    _assert_network_clean(network)
-    sandboxer("network", "rm", network, check=True)
-    assert len(done) >= min(CYCLES, 50), f"only {len(done)} cycles in {BUDGET_S} s"
-    kinds = {random.Random(SEED * 1000 + i).choice(VICTIMS) for i in done}
-    assert kinds == set(VICTIMS)
-    print(f"{len(done)} cycles in {time.monotonic() - deadline + BUDGET_S:.1f} s, seed {SEED}")
+        threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failures:
+            raise failures[0]
+        _assert_ps_is_truthful(tag)
+        leftover = [str(r["id"]) for r in _ours(tag)]  # an rm whose CLI was killed leaves an exited record
+        if leftover:
+            sandboxer("rm", "-f", *leftover, check=True)
+        # a run CLI killed while creating the state dir leaves it to the next sandboxer start to collect
+        # (every run does); the last cycles' have no next one
+        sandboxer("gc", check=True)
+        _assert_nothing_left(tag, before, fuse_before)
+        _assert_network_clean(network)
+        sandboxer("network", "rm", network, check=True)
+        assert len(done) >= min(CYCLES, 50), f"only {len(done)} cycles in {BUDGET_S} s"
+        kinds = {random.Random(SEED * 1000 + i).choice(VICTIMS) for i in done}
+        assert kinds == set(VICTIMS)
+        print(f"{len(done)} cycles in {time.monotonic() - deadline + BUDGET_S:.1f} s, seed {SEED}")
+    finally:  # a failed run must not leave its network behind (nor the holder it keeps alive)
+        if leftover := [str(r["id"]) for r in _ours(tag)]:
+            sandboxer("rm", "-f", *leftover)
+        sandboxer("network", "rm", network)  # gone already when the run passed: that call just fails
 
 
 def test_fifty_concurrent_detached_sandboxes_run_and_go() -> None:
