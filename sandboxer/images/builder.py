@@ -70,8 +70,8 @@ class BuildError(SandboxerError):
 
 
 class BuildOptions(record("BuildOptions", "context containerfile tags build_args no_cache network "
-                                              "storage_driver quiet",
-                              defaults=(None, (), {}, False, "none", None, False))):
+                                          "storage_driver quiet",
+                          defaults=(None, (), {}, False, "none", None, False))):
     """``context`` dir, ``containerfile`` (default: Containerfile or Dockerfile in the context), ``tags``,
     ``build_args`` (a None value: take it from our environment), ``no_cache``, ``network`` for RUN
     (``none``/``host``), ``storage_driver`` for RUN, ``quiet`` (no step lines; RUN output to stderr)."""

@@ -35,7 +35,7 @@ PORT_IN_USE = ("the host port is probably in use: choose another, or give only t
 
 
 class Mode(record("Mode", "stack program options udp_needs_loopback udp_same_port port_per_address",
-                      defaults=(None, None, (), False, False, False))):
+                  defaults=(None, None, (), False, False, False))):
     """A ``--network`` mode.
 
     ``stack``: the module of this package whose ``start(pid, spec,
@@ -91,7 +91,7 @@ class PortMapping(record("PortMapping", "host_ip host_port container_port proto"
 
 
 class NetworkSpec(record("NetworkSpec", "mode allow_host_loopback ports dns add_hosts aliases",
-                             defaults=(False, (), (), (), ()))):
+                         defaults=(False, (), (), (), ()))):
     """``mode``: a :data:`MODES` name or a user-defined network's; ``aliases``: on a user-defined
     network, the names its peers resolve this sandbox by (its name, ``--network-alias``es, hostname)."""
 

@@ -73,7 +73,7 @@ _LOCKED_ST = ((1, sc.MS_RDONLY), (2, sc.MS_NOSUID), (4, sc.MS_NODEV), (8, sc.MS_
 
 
 class MountSpec(record("MountSpec", "destination source fstype flags propagation data recursive_ro",
-                           defaults=(False,))):
+                       defaults=(False,))):
     """One mount, parsed: what the kernel is asked for.
 
     (Records on the ``run`` path are named tuples: importing dataclasses
