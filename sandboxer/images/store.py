@@ -558,24 +558,19 @@ def _sha256_hex(data: bytes) -> str:
 
 def diff_id_of(blob_path: str) -> str:
     """The sha256 of a layer's uncompressed tar (decompressed on the fly, as the unpacker reads it)."""
-    import hashlib
     import tarfile
 
     from .layers import LayerStream, layer_codec
 
-    digest = hashlib.sha256()
     fd = os.open(blob_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with LayerStream(fd, layer_codec(fd, os.path.basename(blob_path)[:12])) as stream:
-            buffer = bytearray(_CHUNK)
-            while n := stream.readinto(buffer):
-                digest.update(memoryview(buffer)[:n])
+        with LayerStream(fd, layer_codec(fd, os.path.basename(blob_path)[:12]), hashed=True) as stream:
+            return stream.drain()
     except tarfile.ReadError as e:
         raise StoreError(f"layer {os.path.basename(blob_path)[:12]} cannot be decompressed: {e}",
                          hint="the layer is truncated or corrupt") from None
     finally:
         os.close(fd)
-    return f"sha256:{digest.hexdigest()}"
 
 
 def _writer_gone(entry: str, age: float) -> bool:
